@@ -1,0 +1,1 @@
+"""The work: what a validate-inbox job is and how one is checked."""

@@ -1,0 +1,115 @@
+"""The IMAP check: connect over implicit TLS or required STARTTLS, LOGIN, EXAMINE INBOX, LOGOUT."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from jobs import net
+from jobs.errors import CheckError, Reason, Reply, check_error
+from jobs.imap_session import GreetingRefused, ImapSession, Response
+from jobs.mode_probe import greeting_or_mismatch
+from jobs.options import CheckOptions
+from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.redact import scrub
+from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
+from jobs.request import Security, ValidationRequest
+from jobs.result import ProtocolResult
+from jobs.steps import StepLog
+from jobs.tls import client_context, tls_info
+
+
+def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
+    text = " ".join(line.decode(errors="replace") for line in response.lines if line)
+    return Reply(status=response.result, text=scrub(text, secrets))
+
+
+def _translator(where: str, secrets: tuple[str, ...]):
+    def translate(exc: BaseException, step: str) -> CheckError | None:
+        if isinstance(exc, GreetingRefused):
+            reply = Reply(status="BYE", text=scrub(exc.line, secrets))
+            reason = Reason.SERVICE_UNAVAILABLE
+            if any(rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)
+                   for rule in IMAP_LOGIN_RULES):
+                reason = Reason.TOO_MANY_CONNECTIONS
+            return check_error(reason, f"{where} refused the session in its greeting", reply=reply)
+        found = transport_error(exc, where)
+        if found is not None:
+            if found.reason is Reason.CONNECTION_CLOSED:
+                found.detail = f"{where} closed the connection during {step}"
+            return found
+        return None
+
+    return translate
+
+
+async def check_imap(request: ValidationRequest, options: CheckOptions) -> ProtocolResult:
+    endpoint = request.imap
+    host, port, security = endpoint.host, endpoint.port, endpoint.security
+    where = f"IMAP server {host}:{port}"
+    username = request.imap_username or request.email
+    password = (request.imap_password or request.smtp_password).get_secret_value()
+    secrets = request.secrets
+    steps = StepLog(options.step_timeout, _translator(where, secrets))
+    context = client_context(options.ca_file)
+
+    async def body(outcome: Outcome) -> None:
+        sock: socket.socket | None = None
+        session: ImapSession | None = None
+        try:
+            async with steps.step("dns"):
+                addresses = await net.resolve(host, port)
+            async with steps.step("connect"):
+                sock = await net.connect(addresses, where)
+            session = ImapSession()
+            if security is Security.SSL:
+                async with steps.step("tls"):
+                    await session.open(sock, context, host)
+                    sock = None
+                async with steps.step("greeting"):
+                    await session.greeting()
+            else:
+                await session.open(sock, None, host)
+                sock = None
+                async with steps.step("greeting"):
+                    await greeting_or_mismatch(session.greeting(), addresses, host, where)
+                async with steps.step("starttls"):
+                    if "STARTTLS" not in session.capabilities:
+                        raise check_error(
+                            Reason.STARTTLS_UNAVAILABLE,
+                            f"{where} does not offer STARTTLS; the password was not sent in clear",
+                        )
+                    response = await session.starttls(context, host)
+                    if response.result != "OK":
+                        raise check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS",
+                                          reply=_reply(response, secrets))
+            outcome.tls = tls_info(session.ssl_object())
+            async with steps.step("login"):
+                if "LOGINDISABLED" in session.capabilities:
+                    raise check_error(
+                        Reason.AUTH_MECHANISM_UNSUPPORTED,
+                        f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
+                    )
+                outcome.auth_mechanism = "LOGIN"
+                response = await session.login(username, password)
+                if response.result != "OK":
+                    reply = _reply(response, secrets)
+                    raise check_error(
+                        classify_imap_login(reply), f"{where} refused LOGIN", reply=reply,
+                        retry_after_s=suggested_backoff_s(reply.text),
+                    )
+            async with steps.step("examine"):
+                response = await session.examine("INBOX")
+                if response.result != "OK":
+                    raise check_error(Reason.MAILBOX_UNAVAILABLE, f"{where} could not open INBOX",
+                                      reply=_reply(response, secrets))
+            with contextlib.suppress(Exception):
+                async with steps.step("logout"):
+                    await session.logout()
+        finally:
+            if session is not None:
+                session.close()
+            if sock is not None:
+                sock.close()
+
+    return await run_check("imap", endpoint, options, secrets, steps, body)

@@ -1,0 +1,50 @@
+"""Name resolution and TCP connect as separate, separately timed steps."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+from jobs.errors import CheckError, Reason, check_error
+
+AddrInfo = tuple[int, int, int, str, tuple]  # as socket.getaddrinfo returns
+
+
+async def resolve(host: str, port: int) -> list[AddrInfo]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise check_error(Reason.DNS_UNAVAILABLE, f"DNS lookup of {host} failed: {exc.strerror}")
+        raise check_error(Reason.NO_SUCH_HOST, f"{host} does not resolve: {exc.strerror}") from None
+
+
+def connect_error(exc: OSError, where: str) -> CheckError:
+    """The CheckError for an OSError raised while talking to `where`."""
+    if isinstance(exc, ConnectionRefusedError):
+        return check_error(Reason.CONNECTION_REFUSED, f"{where} refused the connection")
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL):
+        return check_error(Reason.NETWORK_UNREACHABLE, f"{where} is unreachable: {exc.strerror}")
+    return check_error(Reason.CONNECTION_CLOSED, f"connection to {where} failed: {exc}")
+
+
+async def connect(addresses: list[AddrInfo], where: str) -> socket.socket:
+    """A connected non-blocking socket to the first address that accepts."""
+    loop = asyncio.get_running_loop()
+    last_error: OSError | None = None
+    for family, type_, proto, _, sockaddr in addresses:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+        except BaseException:
+            sock.close()
+            raise
+    assert last_error is not None, "getaddrinfo returned no addresses"
+    raise connect_error(last_error, where)

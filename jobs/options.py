@@ -1,0 +1,17 @@
+"""How a check runs: time limits, trust anchors, the name it introduces itself with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_STEP_TIMEOUT_S = 10.0
+DEFAULT_CHECK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    step_timeout: float = DEFAULT_STEP_TIMEOUT_S
+    # The hard deadline for one protocol's whole conversation, however many steps answer slowly.
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT_S
+    ca_file: str | None = None
+    ehlo_hostname: str = "localhost"

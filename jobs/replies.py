@@ -1,0 +1,79 @@
+"""What real providers answer when a login fails, and what each answer means.
+
+Rules match the stable parts of a reply (codes, bracketed IMAP response codes, key phrases),
+never whole lines: providers reword their texts, not their codes. First match wins, so the
+specific rules stand before the generic ones.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from jobs.errors import Reason, Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    pattern: re.Pattern[str]
+    reason: Reason
+
+
+def _rule(pattern: str, reason: Reason) -> Rule:
+    return Rule(re.compile(pattern, re.IGNORECASE | re.DOTALL), reason)
+
+
+# Matched against "<code> <enhanced code> <text>" of an SMTP AUTH reply.
+SMTP_AUTH_RULES: tuple[Rule, ...] = (
+    _rule(r"\b5\.7\.9\b|application-specific password", Reason.APP_PASSWORD_REQUIRED),
+    _rule(r"SmtpClientAuthentication is disabled", Reason.SMTP_AUTH_DISABLED),
+    _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
+    # Yahoo says "too many bad attempts" but means the account needs an app password.
+    _rule(r"#AUTH005", Reason.APP_PASSWORD_REQUIRED),
+    _rule(r"too many (login|authentication) attempts|^454 4\.7\.0", Reason.TOO_MANY_ATTEMPTS),
+    _rule(r"^50[34]\b|unrecognized authentication type|mechanism", Reason.AUTH_MECHANISM_UNSUPPORTED),
+    _rule(r"^4\d\d\b", Reason.TEMPORARY_AUTH_FAILURE),
+    _rule(r"^5\d\d\b", Reason.INVALID_CREDENTIALS),
+)
+
+# Matched against the text of a failed IMAP LOGIN, untagged lines included.
+IMAP_LOGIN_RULES: tuple[Rule, ...] = (
+    _rule(r"application-specific password", Reason.APP_PASSWORD_REQUIRED),
+    _rule(r"\[WEBALERT|web login required|log in via your web browser", Reason.WEB_LOGIN_REQUIRED),
+    _rule(r"not enabled for IMAP use|IMAP access is disabled", Reason.IMAP_DISABLED),
+    _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
+    _rule(r"too many simultaneous connections|maximum number of connections",
+          Reason.TOO_MANY_CONNECTIONS),
+    _rule(r"request is throttled|too many login attempts", Reason.TOO_MANY_ATTEMPTS),
+    _rule(r"\[UNAVAILABLE\]|\[INUSE\]|temporary", Reason.TEMPORARY_AUTH_FAILURE),
+)
+
+_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+_BACKOFF = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
+
+
+def enhanced_code(text: str) -> str | None:
+    """The RFC 3463 enhanced status code in an SMTP reply text, if any."""
+    match = _ENHANCED.search(text)
+    return match.group(1) if match else None
+
+
+def suggested_backoff_s(text: str) -> float | None:
+    """Microsoft's IMAP throttling reply names how long to wait."""
+    match = _BACKOFF.search(text)
+    return int(match.group(1)) / 1000 if match else None
+
+
+def classify_smtp_auth(reply: Reply) -> Reason:
+    subject = f"{reply.code} {reply.text}"
+    for rule in SMTP_AUTH_RULES:
+        if rule.pattern.search(subject):
+            return rule.reason
+    return Reason.INVALID_CREDENTIALS
+
+
+def classify_imap_login(reply: Reply) -> Reason:
+    for rule in IMAP_LOGIN_RULES:
+        if rule.pattern.search(reply.text):
+            return rule.reason
+    return Reason.INVALID_CREDENTIALS

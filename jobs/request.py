@@ -1,0 +1,199 @@
+"""The validate-inbox request: the job payload producers send and the CLI reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from jobs.presets import COLDSEND_NATIVE, PRESETS, SMTP_IMPLICIT_TLS_PORT, InboxType
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# RFC 1123 names and IP literals; anything with spaces or control characters is a typo or an attack.
+_HOST = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,253}$")
+
+
+class Security(StrEnum):
+    """How a connection is protected: implicit TLS, a required STARTTLS upgrade, or nothing."""
+
+    SSL = "ssl"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    security: Security
+
+
+class ValidationRequest(BaseModel):
+    """One sender account to prove. Passwords are SecretStr so no repr or dump shows them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inbox_id: str | None = Field(default=None, max_length=256, description="Defaults to email.")
+    inbox_type: InboxType
+    email: str = Field(max_length=320)
+    smtp_host: str | None = None
+    smtp_port: Port | None = None
+    smtp_use_tls: bool = True
+    smtp_security: Security | None = Field(
+        default=None,
+        description="Overrides the port rule (465 implicit TLS, else STARTTLS).",
+    )
+    allow_insecure_auth: bool = Field(
+        default=False, description="Allow SMTP AUTH without TLS when smtp_use_tls is false."
+    )
+    imap_host: str | None = None
+    imap_port: Port | None = None
+    imap_use_ssl: bool = True
+    smtp_username: str | None = Field(default=None, max_length=320, description="Defaults to email.")
+    smtp_password: SecretStr = Field(min_length=1, max_length=1024)
+    imap_username: str | None = Field(
+        default=None, max_length=320, description="Defaults to smtp_username."
+    )
+    imap_password: SecretStr | None = Field(
+        default=None, min_length=1, max_length=1024, description="Defaults to smtp_password."
+    )
+    account_age_days: int | None = Field(default=None, ge=0, le=36_500)
+
+    @field_validator("inbox_type", mode="before")
+    @classmethod
+    def _refuse_native(cls, value: Any) -> Any:
+        if value == COLDSEND_NATIVE:
+            raise ValueError(
+                "COLDSEND_NATIVE inboxes are run by ColdSend and have no SMTP or IMAP login to check"
+            )
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _check_email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError("must be an email address such as name@example.com")
+        return value
+
+    @field_validator("smtp_host", "imap_host")
+    @classmethod
+    def _check_host(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST.match(value):
+            raise ValueError("must be a host name or IP address without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> Self:
+        preset = PRESETS[self.inbox_type]
+        filled: dict[str, Any] = {}
+        for name in ("smtp_host", "smtp_port", "imap_host", "imap_port"):
+            if getattr(self, name) is None:
+                filled[name] = getattr(preset, name)
+        missing = [name for name in ("smtp_host", "smtp_port", "imap_host", "imap_port")
+                   if getattr(self, name) is None and filled.get(name) is None]
+        if missing:
+            raise PydanticCustomError(
+                "required_for_type",
+                "is required for {inbox_type}",
+                {"inbox_type": self.inbox_type.value, "fields": missing},
+            )
+        filled.setdefault("inbox_id", self.inbox_id or self.email)
+        filled["smtp_username"] = self.smtp_username or self.email
+        filled["imap_username"] = self.imap_username or filled["smtp_username"]
+        filled["imap_password"] = self.imap_password or self.smtp_password
+        for name, value in filled.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def smtp(self) -> Endpoint:
+        assert self.smtp_host is not None and self.smtp_port is not None
+        if self.smtp_security is not None:
+            security = self.smtp_security
+        elif not self.smtp_use_tls:
+            security = Security.NONE
+        elif self.smtp_port == SMTP_IMPLICIT_TLS_PORT:
+            security = Security.SSL
+        else:
+            security = Security.STARTTLS
+        return Endpoint(self.smtp_host, self.smtp_port, security)
+
+    @property
+    def imap(self) -> Endpoint:
+        assert self.imap_host is not None and self.imap_port is not None
+        return Endpoint(
+            self.imap_host, self.imap_port, Security.SSL if self.imap_use_ssl else Security.STARTTLS
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this request carries, for scrubbing server replies and errors."""
+        values = {self.smtp_password.get_secret_value()}
+        if self.imap_password is not None:
+            values.add(self.imap_password.get_secret_value())
+        return tuple(values)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"
+
+
+class RequestError(ValueError):
+    """A request that cannot be used, with one problem per bad field. Never echoes input values."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = problems
+        super().__init__("invalid request: " + "; ".join(str(p) for p in problems))
+
+
+def _problems(error: ValidationError) -> list[FieldProblem]:
+    problems = []
+    # include_input=False: a bad password must not come back inside the message about it.
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "request"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "required_for_type":
+            problems.extend(FieldProblem(name, message) for name in item["ctx"]["fields"])
+            continue
+        if item["type"] == "extra_forbidden":
+            message = "is not a known field"
+        elif item["type"] == "missing":
+            message = "is required"
+        problems.append(FieldProblem(field, message))
+    return problems
+
+
+def parse_request(raw: str | bytes | dict[str, Any]) -> ValidationRequest:
+    """Validate a request given as JSON text or an already-decoded mapping."""
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            position = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise RequestError([FieldProblem("request", f"is not valid JSON{position}")]) from None
+    if not isinstance(raw, dict):
+        raise RequestError([FieldProblem("request", "must be a JSON object")])
+    try:
+        return ValidationRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestError(_problems(exc)) from None

@@ -1,0 +1,169 @@
+"""What the user should do about each outcome, in words specific enough to act on."""
+
+from __future__ import annotations
+
+from jobs.errors import Reason
+from jobs.presets import InboxType
+
+_GENERAL: dict[Reason, str] = {
+    Reason.NO_SUCH_HOST: (
+        "The server name does not exist in DNS. Check the host for typos and that the domain's "
+        "DNS records are published."
+    ),
+    Reason.DNS_UNAVAILABLE: (
+        "DNS did not answer for the server name. This is usually temporary; the check will be "
+        "retried. If it persists, check the domain's name servers."
+    ),
+    Reason.CONNECT_TIMEOUT: (
+        "Nothing answered on that port. A firewall or the hosting provider is probably blocking "
+        "it (port 25 and 465 are often blocked on cloud hosts); check the port and firewall rules."
+    ),
+    Reason.NO_GREETING: (
+        "The server accepted the connection but never said hello. This usually means the port "
+        "expects implicit TLS (465, 993) while plain or STARTTLS was used, or a firewall is "
+        "interfering; check the port and TLS setting."
+    ),
+    Reason.TLS_HANDSHAKE_TIMEOUT: (
+        "The TLS handshake did not finish in time. Check that the port really speaks TLS and "
+        "that nothing on the path intercepts it."
+    ),
+    Reason.RESPONSE_TIMEOUT: (
+        "The server stopped answering in the middle of the conversation. It may be overloaded; "
+        "the check will be retried."
+    ),
+    Reason.CONNECTION_REFUSED: (
+        "The server refused the connection: nothing listens on that port. Check the port number "
+        "and that the mail service is running."
+    ),
+    Reason.CONNECTION_CLOSED: (
+        "The server closed the connection unexpectedly. It may be rate-limiting or restarting; "
+        "the check will be retried."
+    ),
+    Reason.NETWORK_UNREACHABLE: (
+        "The server's address cannot be reached from here. Check the host and network routes."
+    ),
+    Reason.SERVICE_UNAVAILABLE: (
+        "The server answered that the service is not available right now. Wait and retry; if it "
+        "persists, contact the mail provider."
+    ),
+    Reason.PROTOCOL_ERROR: (
+        "The server did not speak the expected protocol. Check that the host and port are the "
+        "mail server's SMTP or IMAP port."
+    ),
+    Reason.TOO_MANY_CONNECTIONS: (
+        "The mailbox has too many open connections. Close other mail clients or tools using it; "
+        "the check will be retried later."
+    ),
+    Reason.CERT_EXPIRED: (
+        "The server's TLS certificate has expired. The mail provider or server admin must renew it."
+    ),
+    Reason.CERT_UNTRUSTED: (
+        "The server's TLS certificate is not signed by a trusted authority (self-signed or a "
+        "private CA). Install a publicly trusted certificate, or add the CA to the trust store."
+    ),
+    Reason.HOSTNAME_MISMATCH: (
+        "The server's TLS certificate is for a different name. Use the host name the certificate "
+        "names (often the provider's own host, not your domain)."
+    ),
+    Reason.TLS_MODE_MISMATCH: (
+        "The TLS mode does not fit the port: use implicit TLS (SSL) for 465 and 993, and STARTTLS "
+        "for 587 and 143."
+    ),
+    Reason.STARTTLS_UNAVAILABLE: (
+        "The server does not offer STARTTLS, so the password would travel in clear text and was "
+        "not sent. Use the server's TLS port (465 for SMTP, 993 for IMAP) or enable TLS on it."
+    ),
+    Reason.TLS_HANDSHAKE_FAILED: (
+        "The TLS handshake failed. Check the server's TLS configuration and the port's TLS mode."
+    ),
+    Reason.TLS_REQUIRED: (
+        "TLS is off for SMTP, so the password was not sent. Turn smtp_use_tls on, or set "
+        "allow_insecure_auth only for a server on a trusted network that has no TLS."
+    ),
+    Reason.INVALID_CREDENTIALS: (
+        "The server rejected the username or password. Check both (the username is usually the "
+        "full email address); if the account uses two-step verification, use an app password."
+    ),
+    Reason.APP_PASSWORD_REQUIRED: (
+        "The account has two-step verification and refuses its normal password here. Create an "
+        "app password and use it instead."
+    ),
+    Reason.WEB_LOGIN_REQUIRED: (
+        "The provider blocked this sign-in as unusual. Sign in to the mailbox once in a web "
+        "browser from a trusted device, confirm it was you, then validate again; an app "
+        "password avoids this."
+    ),
+    Reason.IMAP_DISABLED: (
+        "IMAP access is turned off for this mailbox. Enable IMAP in the mailbox settings, or ask "
+        "the domain admin to allow it."
+    ),
+    Reason.SMTP_AUTH_DISABLED: (
+        "Authenticated SMTP (SMTP AUTH) is disabled for this mailbox or tenant. An admin must "
+        "enable it, or the inbox must connect with OAuth2."
+    ),
+    Reason.BASIC_AUTH_DISABLED: (
+        "The provider no longer accepts passwords (basic authentication) for this account, app "
+        "passwords included. Connect the inbox with OAuth2."
+    ),
+    Reason.AUTH_MECHANISM_UNSUPPORTED: (
+        "The server offers no password login method this check can use (PLAIN or LOGIN over "
+        "TLS). Enable password authentication on the server, or connect with OAuth2."
+    ),
+    Reason.TOO_MANY_ATTEMPTS: (
+        "The provider is rate-limiting logins for this account. Do not retry right away; the "
+        "check will be retried after a pause."
+    ),
+    Reason.TEMPORARY_AUTH_FAILURE: (
+        "The server could not check the login right now. The check will be retried."
+    ),
+    Reason.MAILBOX_UNAVAILABLE: (
+        "The login worked but the INBOX could not be opened. Check that the mailbox exists and "
+        "is not locked, archived or over quota."
+    ),
+    Reason.MALFORMED_PAYLOAD: "Fix the request as the message says and enqueue it again.",
+    Reason.SEALED_CREDENTIALS: (
+        "The credentials could not be opened. Producer and worker must share the same "
+        "INBOXCHECK_SECRET_KEY; reseal and enqueue again."
+    ),
+}
+
+_BY_PROVIDER: dict[tuple[InboxType, Reason], str] = {
+    (InboxType.GOOGLE_WORKSPACE, Reason.APP_PASSWORD_REQUIRED): (
+        "Google refuses the account password because 2-Step Verification is on. In the Google "
+        "Account open Security > 2-Step Verification > App passwords, create one for Mail, and "
+        "use its 16 characters as the password."
+    ),
+    (InboxType.GOOGLE_WORKSPACE, Reason.INVALID_CREDENTIALS): (
+        "Google rejected the username or password. Use the full address as username; with "
+        "2-Step Verification on, the password must be an app password (Security > 2-Step "
+        "Verification > App passwords)."
+    ),
+    (InboxType.GOOGLE_WORKSPACE, Reason.IMAP_DISABLED): (
+        "IMAP is off for this Gmail account: turn it on under Gmail Settings > Forwarding and "
+        "POP/IMAP, or ask the Workspace admin to allow IMAP for the domain."
+    ),
+    (InboxType.OUTLOOK_365, Reason.SMTP_AUTH_DISABLED): (
+        "Microsoft 365 has SMTP AUTH turned off. A tenant admin must enable 'Authenticated SMTP' "
+        "for this mailbox (Admin center > Users > Active users > Mail > Manage email apps) and "
+        "allow it for the tenant, or the inbox must use OAuth2."
+    ),
+    (InboxType.OUTLOOK_365, Reason.BASIC_AUTH_DISABLED): (
+        "Microsoft 365 has retired password sign-in for this tenant; app passwords will not work "
+        "either. Connect the inbox with Microsoft's OAuth2 flow."
+    ),
+    (InboxType.OUTLOOK_365, Reason.APP_PASSWORD_REQUIRED): (
+        "The account uses multi-factor sign-in. Create an app password (Admin center > Users > "
+        "Active users > Manage app passwords) or use OAuth2 if the tenant enforces it."
+    ),
+    (InboxType.OUTLOOK_365, Reason.INVALID_CREDENTIALS): (
+        "Microsoft rejected the login. Check the password; if it is right, SMTP AUTH may be off "
+        "for this mailbox (Admin center > Active users > Mail > Manage email apps > "
+        "Authenticated SMTP), or the tenant may require OAuth2."
+    ),
+}
+
+
+def resolution(reason: Reason, inbox_type: InboxType | None = None) -> str:
+    if inbox_type is not None and (inbox_type, reason) in _BY_PROVIDER:
+        return _BY_PROVIDER[(inbox_type, reason)]
+    return _GENERAL[reason]

@@ -1,0 +1,150 @@
+"""The SMTP check: connect, greeting, EHLO, TLS (implicit or required STARTTLS), one AUTH, QUIT."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import aiosmtplib
+
+from jobs import net
+from jobs.errors import CheckError, Reason, Reply, check_error
+from jobs.mode_probe import greeting_or_mismatch
+from jobs.options import CheckOptions
+from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.redact import scrub
+from jobs.replies import classify_smtp_auth, enhanced_code
+from jobs.request import Security, ValidationRequest
+from jobs.result import ProtocolResult
+from jobs.steps import StepLog
+from jobs.tls import client_context, tls_info
+
+# One mechanism only, the first of these the server offers: aiosmtplib's login() would try each
+# offered mechanism in turn, and every wrong try counts towards the provider's lockout.
+AUTH_PREFERENCE = ("plain", "login")
+SMTP_READY = 220
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
+    text = scrub(exc.message, secrets)
+    return Reply(code=exc.code, enhanced_code=enhanced_code(text), text=text)
+
+
+def _translator(where: str, secrets: tuple[str, ...]):
+    def translate(exc: BaseException, step: str) -> CheckError | None:
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            reply = _reply(exc, secrets)
+            return check_error(classify_smtp_auth(reply), f"{where} refused AUTH", reply=reply)
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            reply = _reply(exc, secrets)
+            return check_error(
+                Reason.SERVICE_UNAVAILABLE, f"{where} greeted with {exc.code} instead of 220", reply=reply
+            )
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            reply = _reply(exc, secrets)
+            if step == "starttls":
+                return check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS", reply=reply)
+            reason = Reason.SERVICE_UNAVAILABLE if exc.code == 421 else Reason.PROTOCOL_ERROR
+            return check_error(reason, f"{where} answered {exc.code} during {step}", reply=reply)
+        if isinstance(exc, TimeoutError):
+            if "ready message" in str(exc):
+                return check_error(Reason.NO_GREETING, f"{where} accepted the connection but sent no greeting")
+            return None  # the step's own timeout reason fits
+        found = transport_error(exc, where)
+        if found is not None:
+            return found
+        if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError):
+            return check_error(Reason.CONNECTION_CLOSED, f"{where} closed the connection during {step}")
+        return None
+
+    return translate
+
+
+async def check_smtp(request: ValidationRequest, options: CheckOptions) -> ProtocolResult:
+    endpoint = request.smtp
+    host, port, security = endpoint.host, endpoint.port, endpoint.security
+    where = f"SMTP server {host}:{port}"
+    username = request.smtp_username or request.email
+    password = request.smtp_password.get_secret_value()
+    # A server that echoes a rejected AUTH line echoes these encodings, so they are secrets too.
+    secrets = (*request.secrets, *aiosmtplib.auth.auth_login_encode(username, password)[1:],
+               aiosmtplib.auth.auth_plain_encode(username, password).decode())
+    secrets = tuple(s if isinstance(s, str) else s.decode() for s in secrets)
+    steps = StepLog(options.step_timeout, _translator(where, secrets))
+    context = client_context(options.ca_file)
+
+    async def body(outcome: Outcome) -> None:
+        sock: socket.socket | None = None
+        smtp: aiosmtplib.SMTP | None = None
+        try:
+            async with steps.step("dns"):
+                addresses = await net.resolve(host, port)
+            async with steps.step("connect"):
+                sock = await net.connect(addresses, where)
+            smtp = aiosmtplib.SMTP(
+                hostname=host,
+                sock=sock,
+                use_tls=security is Security.SSL,
+                start_tls=False,
+                tls_context=context,
+                timeout=options.step_timeout,
+                local_hostname=options.ehlo_hostname,
+            )
+            sock = None  # aiosmtplib owns it now
+            if security is Security.SSL:
+                # aiosmtplib runs the handshake and reads the greeting in one call.
+                async with steps.step("tls"):
+                    await smtp.connect()
+            else:
+                async with steps.step("greeting"):
+                    await greeting_or_mismatch(smtp.connect(), addresses, host, where)
+            async with steps.step("ehlo"):
+                await smtp.ehlo()
+            if security is Security.STARTTLS:
+                async with steps.step("starttls"):
+                    if not smtp.supports_extension("starttls"):
+                        raise check_error(
+                            Reason.STARTTLS_UNAVAILABLE,
+                            f"{where} does not offer STARTTLS; the password was not sent in clear",
+                        )
+                    await smtp.starttls(server_hostname=host, tls_context=context)
+                async with steps.step("ehlo_tls"):
+                    await smtp.ehlo()
+            outcome.tls = tls_info(smtp.get_transport_info("ssl_object"))
+            if security is Security.NONE and not request.allow_insecure_auth:
+                raise check_error(
+                    Reason.TLS_REQUIRED,
+                    f"{where} was reached without TLS; AUTH was not attempted because "
+                    "allow_insecure_auth is not set",
+                    step="auth",
+                )
+            async with steps.step("auth"):
+                await _authenticate(smtp, username, password, outcome, where)
+            with contextlib.suppress(Exception):
+                async with steps.step("quit"):
+                    await smtp.quit()
+        finally:
+            if smtp is not None:
+                smtp.close()
+            if sock is not None:
+                sock.close()
+
+    return await run_check("smtp", endpoint, options, secrets, steps, body)
+
+
+async def _authenticate(
+    smtp: aiosmtplib.SMTP, username: str, password: str, outcome: Outcome, where: str
+) -> None:
+    offered = smtp.server_auth_methods
+    mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
+    if mechanism is None:
+        listed = " ".join(offered).upper() or "none"
+        raise check_error(
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+            f"{where} offers no password mechanism this check uses (offered: {listed})",
+        )
+    outcome.auth_mechanism = mechanism.upper()
+    if mechanism == "plain":
+        await smtp.auth_plain(username, password)
+    else:
+        await smtp.auth_login(username, password)

@@ -1,0 +1,82 @@
+"""TLS client contexts, what a handshake tells about the server, and what a failed one means."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from jobs.errors import CheckError, Reason, check_error
+from jobs.result import TlsInfo
+
+# OpenSSL verify codes (include/openssl/x509_vfy.h) that name a certificate problem exactly.
+_X509_EXPIRED = 10
+_X509_NOT_YET_VALID = 9
+_X509_HOSTNAME_MISMATCH = 62
+_X509_IP_ADDRESS_MISMATCH = 64
+_X509_UNTRUSTED = frozenset({2, 18, 19, 20, 21, 27})
+
+# A TLS client that gets a plaintext greeting back sees one of these: the port is not TLS.
+_PLAINTEXT_PEER = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
+                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "record layer failure")
+
+
+@lru_cache(maxsize=8)
+def client_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context, built once per process: loading the system trust store costs
+    milliseconds that a check should not pay every time."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+@lru_cache(maxsize=1)
+def probe_context() -> ssl.SSLContext:
+    """Only asks "does this port speak TLS?", so it trusts anything and sends no secret."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def tls_info(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsInfo | None:
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    not_after = None
+    days_left = None
+    cert = ssl_object.getpeercert()
+    if cert and "notAfter" in cert:
+        not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), UTC)
+        days_left = (not_after - datetime.now(UTC)).days
+    return TlsInfo(
+        version=ssl_object.version(),
+        cipher=cipher[0] if cipher else None,
+        cert_not_after=not_after,
+        cert_days_left=days_left,
+    )
+
+
+def ssl_error(exc: ssl.SSLError, where: str) -> CheckError:
+    """Name the exact certificate or handshake problem behind an ssl.SSLError."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        message = exc.verify_message
+        if code == _X509_EXPIRED:
+            return check_error(Reason.CERT_EXPIRED, f"{where}: certificate has expired")
+        if code in (_X509_HOSTNAME_MISMATCH, _X509_IP_ADDRESS_MISMATCH):
+            return check_error(Reason.HOSTNAME_MISMATCH, f"{where}: {message}")
+        if code in _X509_UNTRUSTED:
+            return check_error(Reason.CERT_UNTRUSTED, f"{where}: {message}")
+        if code == _X509_NOT_YET_VALID:
+            return check_error(Reason.TLS_HANDSHAKE_FAILED, f"{where}: certificate is not yet valid")
+        return check_error(Reason.TLS_HANDSHAKE_FAILED, f"{where}: certificate rejected: {message}")
+    text = f"{exc.reason or ''} {exc}"
+    if any(marker in text for marker in _PLAINTEXT_PEER):
+        return check_error(
+            Reason.TLS_MODE_MISMATCH,
+            f"{where} does not speak implicit TLS on this port; use STARTTLS (or the TLS port)",
+        )
+    return check_error(Reason.TLS_HANDSHAKE_FAILED, f"TLS handshake with {where} failed: {exc.reason or exc}")

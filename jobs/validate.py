@@ -1,0 +1,62 @@
+"""Checking one inbox: both protocols at once, one verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from jobs.imap_check import check_imap
+from jobs.limits import daily_limit
+from jobs.options import CheckOptions
+from jobs.request import ValidationRequest
+from jobs.resolutions import resolution
+from jobs.result import ProtocolResult, RecommendedRange, ValidationResult
+from jobs.smtp_check import check_smtp
+
+log = structlog.get_logger("inboxcheck.check")
+
+
+async def validate_inbox(request: ValidationRequest, options: CheckOptions) -> ValidationResult:
+    """Prove SMTP and IMAP concurrently; a failure of one never hides the other."""
+    checked_at = datetime.now(UTC)
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(inbox_id=request.inbox_id):
+        smtp, imap = await asyncio.gather(check_smtp(request, options), check_imap(request, options))
+        for part in (smtp, imap):
+            log.info("protocol_checked", protocol=part.protocol, status=part.status,
+                     error_code=part.error_code, reason=part.reason, failed_step=part.failed_step,
+                     duration_ms=part.duration_ms)
+    return summarise(request, smtp, imap, checked_at, round((time.perf_counter() - started) * 1000, 2))
+
+
+def summarise(
+    request: ValidationRequest,
+    smtp: ProtocolResult,
+    imap: ProtocolResult,
+    checked_at: datetime,
+    duration_ms: float,
+) -> ValidationResult:
+    # SMTP's failure leads: an inbox that cannot send is the first thing to fix.
+    failed = smtp if smtp.status == "failed" else imap if imap.status == "failed" else None
+    valid = failed is None
+    limit = daily_limit(request.inbox_type, request.account_age_days, valid)
+    return ValidationResult(
+        inbox_id=request.inbox_id or request.email,
+        inbox_type=request.inbox_type,
+        email=request.email,
+        status="valid" if valid else "invalid",
+        error_code=failed.error_code if failed else None,
+        reason=failed.reason if failed else None,
+        resolution=resolution(failed.reason, request.inbox_type) if failed and failed.reason else None,
+        retryable=all(p.retryable for p in (smtp, imap) if p.status == "failed") and not valid,
+        smtp=smtp,
+        imap=imap,
+        max_daily_limit=limit.max_daily_limit,
+        recommended_daily_limit=limit.recommended,
+        recommended_range=RecommendedRange(low=limit.range_low, high=limit.range_high),
+        checked_at=checked_at,
+        duration_ms=duration_ms,
+    )

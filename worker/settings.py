@@ -1,0 +1,70 @@
+"""Every setting, read from INBOXCHECK_* environment variables."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, FilePath, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
+
+ENV_PREFIX = "INBOXCHECK_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # The check
+    step_timeout: float = Field(default=DEFAULT_STEP_TIMEOUT_S, gt=0, le=300)
+    check_timeout: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=600)
+    tls_ca_file: FilePath | None = None
+    ehlo_hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+
+    # Logging
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # The worker
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "inboxcheck:queue"
+    max_jobs: int = Field(default=100, ge=1, le=10_000)
+    job_timeout: float = Field(default=60.0, gt=0)
+    max_tries: int = Field(default=3, ge=1, le=20)
+    retry_backoff: float = Field(default=5.0, ge=0)
+    events_stream: str = "inboxcheck:events"
+    events_maxlen: int = Field(default=100_000, ge=100)
+    secret_key: SecretStr | None = None
+    allow_plaintext_credentials: bool = False
+    health_check_interval: int = Field(default=10, ge=1)
+    poll_delay: float = Field(default=0.05, gt=0)
+
+    def check_options(self) -> CheckOptions:
+        return CheckOptions(
+            step_timeout=self.step_timeout,
+            check_timeout=self.check_timeout,
+            ca_file=str(self.tls_ca_file) if self.tls_ca_file else None,
+            ehlo_hostname=self.ehlo_hostname,
+        )
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used, named by their environment variables."""
+
+
+def describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = ENV_PREFIX + "_".join(str(part) for part in item["loc"]).upper()
+        lines.append(f"{name}: {item['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
