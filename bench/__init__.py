@@ -1,0 +1,1 @@
+"""inboxcheck benchmark: local servers, a delay proxy, raw/naive baselines and the runner (bench/run.py)."""
