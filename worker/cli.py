@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from jobs.request import RequestError, ValidationRequest, parse_request
 from jobs.validate import validate_inbox
-from worker import events
+from worker import enqueue_cmd, events, events_cmd, keygen_cmd, schema_cmd, worker_cmd
+from worker.client import ClientError
 from worker.logs import configure_logging
 from worker.report import render
 from worker.settings import Settings, SettingsError, get_settings
@@ -98,6 +100,20 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+# Waiting for events of a bulk enqueue can reasonably take hours, not more than a day.
+MAX_WAIT_S = 86_400.0
+
+
+def wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_WAIT_S:g} seconds")
+    return value
+
+
 def existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -138,19 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--ca-file", type=existing_file, metavar="PEM", help="extra trusted CA certificates")
     validate.add_argument("--json", action="store_true", help="print the result event as JSON")
     validate.set_defaults(handler=cmd_validate)
+    worker_cmd.add_parser(commands)
+    enqueue_cmd.add_parser(commands, wait_seconds)
+    events_cmd.add_parser(commands)
+    schema_cmd.add_parser(commands)
+    keygen_cmd.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if not getattr(args, "needs_settings", True):
+            return args.handler(args, None)
         settings = get_settings()
         # A person reading a one-off report wants the report, not the progress lines.
-        quiet = args.command == "validate" and "log_level" not in settings.model_fields_set
+        quiet = args.command != "worker" and "log_level" not in settings.model_fields_set
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         return args.handler(args, settings)
-    except (UsageError, RequestError, SettingsError) as exc:
+    except (UsageError, RequestError, SettingsError, ClientError, ValueError) as exc:
         print(f"inboxcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RedisError as exc:
+        print(f"inboxcheck: Redis failed: {type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     allow_plaintext_credentials: bool = False
     health_check_interval: int = Field(default=10, ge=1)
     poll_delay: float = Field(default=0.05, gt=0)
+    # How long a finished job's result (the event) is kept: the idempotency freshness window.
+    keep_result: float = Field(default=900.0, gt=0)
+    # On SIGTERM, how long in-flight checks may run on before they are handed back to the queue.
+    shutdown_grace: float = Field(default=20.0, ge=0)
+    # Start Debian's redis-server when nothing answers at a loopback redis_url (development).
+    start_local_redis: bool = True
+    local_redis_dir: str | None = None
+    # Reconnecting after Redis drops: first wait and the cap of the doubling backoff.
+    reconnect_delay: float = Field(default=0.5, gt=0)
+    reconnect_max_delay: float = Field(default=10.0, gt=0)
 
     def check_options(self) -> CheckOptions:
         return CheckOptions(

@@ -1,0 +1,112 @@
+"""arq's WorkerSettings for inboxcheck: `arq worker.arq_settings.WorkerSettings` or `inboxcheck worker`.
+
+Every arq default was looked at; the ones that matter for this job are set here, with why.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+
+from worker import keys, serialization
+from worker.logs import configure_logging
+from worker.settings import Settings, SettingsError, get_settings
+from worker.tasks import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
+
+# The job timeout must leave this much room above the check's own deadline, so the check's
+# TIMEOUT event is always written before arq would cancel the job (which would emit nothing).
+JOB_TIMEOUT_MARGIN_S = 2 * EMIT_RESERVE_S
+# arq counts a try each time a job starts, crashes included, and fails a job past max_tries
+# *without calling it*: no event. inboxcheck counts attempts itself (settings.max_tries) and
+# emits on the last one; arq's own cap is only a backstop far above it.
+ARQ_MAX_TRIES_BACKSTOP = 1_000
+# A crashed worker's in-progress lock must outlast the longest run of the job it held (so no
+# second worker starts it while the first still runs), and not much more (so the job is handed
+# back soon). arq adds 10 s to the job timeout; the job itself cannot outrun job_timeout.
+IN_PROGRESS_MARGIN_S = 2.0
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings that would let arq cancel a check before it reports."""
+    if settings.job_timeout <= settings.check_timeout + JOB_TIMEOUT_MARGIN_S:
+        raise SettingsError(
+            f"INBOXCHECK_JOB_TIMEOUT ({settings.job_timeout:g} s) must be more than "
+            f"INBOXCHECK_CHECK_TIMEOUT ({settings.check_timeout:g} s) + {JOB_TIMEOUT_MARGIN_S:g} s, "
+            "so a check that times out still writes its TIMEOUT event before arq cancels it"
+        )
+    Runtime.from_settings(settings)  # a malformed secret key fails here, at start-up
+
+
+def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSettings:
+    parsed = RedisSettings.from_dsn(settings.redis_url)
+    # The supervisor in worker.run reconnects with backoff; arq's own retries would only delay it.
+    parsed.conn_retries = conn_retries
+    return parsed
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    quiet_arq_job_lines()
+    ctx[STATE_KEY] = Runtime.from_settings(get_settings())
+
+
+def worker_kwargs(settings: Settings) -> dict[str, Any]:
+    """arq Worker keyword arguments, each chosen on purpose."""
+    return {
+        "functions": [func(validate_inbox_job, name=serialization.FUNCTION_NAME,
+                           max_tries=ARQ_MAX_TRIES_BACKSTOP)],
+        "queue_name": settings.queue_name,
+        "on_startup": on_startup,
+        # JSON both ways: pickle would let anyone with Redis write access run code here.
+        "job_serializer": serialization.serialize,
+        "job_deserializer": serialization.deserialize_job,
+        # arq polls the queue every 0.5 s by default, which caps a worker near 200 jobs/s and
+        # adds up to half a second to every job; a ZRANGEBYSCORE every 50 ms costs Redis little.
+        "poll_delay": settings.poll_delay,
+        "max_jobs": settings.max_jobs,
+        # Above the check's deadline (validated by check_settings), so arq never cancels a check.
+        "job_timeout": settings.job_timeout,
+        "max_tries": ARQ_MAX_TRIES_BACKSTOP,
+        # The result (the event) stays this long; while it does, enqueueing the same request
+        # returns the same job instead of checking again: the idempotency freshness window.
+        "keep_result": settings.keep_result,
+        "health_check_interval": settings.health_check_interval,
+        "health_check_key": keys.health_check_key(settings.queue_name),
+        # Retry and cancellation (SIGTERM, lost Redis) put the job back instead of failing it.
+        "retry_jobs": True,
+        # Results are events: the structlog line per job already says what happened.
+        "log_results": False,
+    }
+
+
+class InboxWorker(Worker):
+    """arq's Worker with the in-progress lock sized for this job (see IN_PROGRESS_MARGIN_S)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
+
+
+def quiet_arq_job_lines() -> None:
+    # arq logs every job's arguments at INFO: the payload, which in development mode holds
+    # plaintext passwords. inboxcheck writes its own structlog line per job instead.
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
+
+
+def __getattr__(name: str) -> Any:
+    """`WorkerSettings`, built when arq asks for it, from the environment at that moment.
+
+    For `arq worker.arq_settings.WorkerSettings` (arq's CLI cannot use InboxWorker, so its
+    in-progress lock is arq's job timeout + 10 s, and it exits when Redis goes away).
+    `inboxcheck worker` is the better way to run it.
+    """
+    if name != "WorkerSettings":
+        raise AttributeError(name)
+    settings = get_settings()
+    check_settings(settings)
+    configure_logging(settings.log_format, settings.log_level)
+    quiet_arq_job_lines()
+    return type("WorkerSettings", (), {**worker_kwargs(settings),
+                                       "redis_settings": redis_settings(settings, conn_retries=5)})

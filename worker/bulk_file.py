@@ -1,0 +1,66 @@
+"""Reading many requests from one file: JSON lines, or a CSV with the request's field names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.request import RequestError, ValidationRequest, parse_request
+
+CSV_SUFFIXES = {".csv"}
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    line: int
+    problems: list[str]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: " + "; ".join(self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    requests: list[tuple[int, ValidationRequest]]
+    bad: list[BadRow]
+
+
+def _looks_like_json_lines(text: str) -> bool:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first.startswith("{")
+
+
+def _parse(line: int, raw: str | dict[str, Any], rows: Rows) -> None:
+    try:
+        rows.requests.append((line, parse_request(raw)))
+    except RequestError as exc:
+        rows.bad.append(BadRow(line, [str(p) for p in exc.problems]))
+
+
+def read_rows(path: Path, text: str) -> Rows:
+    rows = Rows([], [])
+    if path.suffix.lower() not in CSV_SUFFIXES and _looks_like_json_lines(text):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                _parse(number, line, rows)
+        return rows
+    reader = csv.DictReader(io.StringIO(text))
+    for record in reader:
+        # Empty cells mean "not given" (the preset or default applies), not an empty string.
+        fields = {name.strip(): value.strip() for name, value in record.items()
+                  if name and value is not None and value.strip()}
+        extra = record.get(None)  # type: ignore[call-overload]
+        if extra:
+            rows.bad.append(BadRow(reader.line_num, ["row: has more cells than the header"]))
+            continue
+        if fields:
+            _parse(reader.line_num, fields, rows)
+    return rows
+
+
+def dump_line(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,62 @@
+"""Shared bits of the client commands: a Redis connection with a clear error, exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlparse
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from worker import events
+from worker.settings import Settings
+
+EXIT_VALID = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+# No event within --wait: the job is still queued or running. Not a verdict on the inbox.
+EXIT_PENDING = 3
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ClientError(Exception):
+    """A problem to report in one line and exit 2 (bad input, Redis unreachable)."""
+
+
+def where(url: str) -> str:
+    """host:port of a Redis URL without its password, for messages."""
+    parsed = urlparse(url)
+    return f"{parsed.hostname}:{parsed.port or 6379}"
+
+
+@asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Redis]:
+    client: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        try:
+            await client.ping()
+        except (RedisError, OSError):
+            raise ClientError(f"cannot reach Redis at {where(settings.redis_url)} "
+                              "(INBOXCHECK_REDIS_URL); is the worker's Redis running?") from None
+        yield client
+    finally:
+        await client.aclose()
+
+
+def exit_code(event: dict[str, Any]) -> int:
+    """As for `inboxcheck validate`: 0 valid, 1 invalid (or failed), 2 rejected request."""
+    if event.get("type") == events.REJECTED:
+        return EXIT_USAGE
+    data = event.get("data") or {}
+    return EXIT_VALID if data.get("status") == "valid" else EXIT_INVALID
+
+
+def outcome(event: dict[str, Any]) -> str:
+    """A short label to group events by: valid, or the error code (and reason)."""
+    data = event.get("data") or {}
+    if data.get("status") == "valid":
+        return "valid"
+    label = data.get("error_code") or data.get("status") or "unknown"
+    return f"{label} / {data['reason']}" if data.get("reason") else str(label)

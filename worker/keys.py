@@ -1,0 +1,51 @@
+"""Every Redis key name inboxcheck reads or writes, in one place (as arq does in arq.constants).
+
+arq's own prefixes are fixed by arq (not per queue); they are repeated here so producers in
+other languages, the tests' credential scan and the README all have a single source.
+"""
+
+from __future__ import annotations
+
+from arq.constants import (
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+# arq: the job envelope (JSON), the run lock, the try counter, the kept result.
+JOB_KEY_PREFIX = job_key_prefix  # "arq:job:<job_id>"   string, JSON envelope
+IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix  # "arq:in-progress:<job_id>"
+RETRY_KEY_PREFIX = retry_key_prefix  # "arq:retry:<job_id>"  counter of tries started
+RESULT_KEY_PREFIX = result_key_prefix  # "arq:result:<job_id>" JSON, holds the event
+# The queue itself is a sorted set named by settings.queue_name: member job_id, score = run-at ms.
+
+# inboxcheck: marks that a job's terminal event is on the stream, holding that event.
+DONE_KEY_PREFIX = "inboxcheck:done:"
+
+
+def job_key(job_id: str) -> str:
+    return JOB_KEY_PREFIX + job_id
+
+
+def result_key(job_id: str) -> str:
+    return RESULT_KEY_PREFIX + job_id
+
+
+def in_progress_key(job_id: str) -> str:
+    return IN_PROGRESS_KEY_PREFIX + job_id
+
+
+def retry_key(job_id: str) -> str:
+    return RETRY_KEY_PREFIX + job_id
+
+
+def done_key(job_id: str, enqueue_time_ms: int) -> str:
+    # The enqueue time is part of the name: one enqueueing of a job id gets one event, and a
+    # later enqueueing of the same id (after the freshness window) gets its own.
+    return f"{DONE_KEY_PREFIX}{job_id}:{enqueue_time_ms}"
+
+
+def health_check_key(queue_name: str) -> str:
+    return queue_name + health_check_key_suffix

@@ -1,0 +1,170 @@
+"""The job payload (what a producer writes) <-> ValidationRequest (what the check runs).
+
+JSON only. The passwords travel apart from the other fields, sealed with the shared key, so the
+job in Redis never holds them in clear. Anything unusable becomes a PayloadRejected that names
+the field and the problem but never echoes a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jobs.errors import Reason
+from jobs.request import RequestError, ValidationRequest, parse_request
+from worker.sealing import Sealer, SealError
+
+PAYLOAD_VERSION = 1
+SECRET_FIELDS = ("smtp_password", "imap_password")
+# Inbox ids longer than the request allows are not worth repeating in a rejection.
+MAX_INBOX_ID_CHARS = 256
+# A Fernet token for two 1 KiB passwords is well under this.
+MAX_SEALED_CHARS = 16_384
+
+
+class SealedCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sealed: str = Field(
+        min_length=1, max_length=MAX_SEALED_CHARS,
+        description='Fernet token of {"inbox_id": ..., "secrets": {"smtp_password": ..., '
+        '"imap_password"?: ...}} made with INBOXCHECK_SECRET_KEY.',
+    )
+
+
+class PlainCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plain: dict[Literal["smtp_password", "imap_password"], str] = Field(
+        description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true."
+    )
+
+
+class JobPayload(BaseModel):
+    """The one argument of an inboxcheck job."""
+
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = PAYLOAD_VERSION
+    request: dict[str, Any] = Field(
+        description="The request's fields (see `inboxcheck schema request`) without the passwords."
+    )
+    credentials: SealedCredentials | PlainCredentials
+
+
+class PayloadRejected(Exception):
+    """A payload that cannot become a request. The message is safe to log and to publish."""
+
+    def __init__(self, reason: Reason, message: str, *, problems: list[str] | None = None,
+                 inbox_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.problems = problems or []
+        self.inbox_id = inbox_id
+
+
+def _secrets_of(request: ValidationRequest) -> dict[str, str]:
+    secrets = {"smtp_password": request.smtp_password.get_secret_value()}
+    if "imap_password" in request.model_fields_set and request.imap_password is not None:
+        secrets["imap_password"] = request.imap_password.get_secret_value()
+    return secrets
+
+
+def request_fields(request: ValidationRequest) -> dict[str, Any]:
+    """The fields the producer gave, minus the passwords; inbox_id always present."""
+    fields = request.model_dump(mode="json", exclude_unset=True, exclude=set(SECRET_FIELDS))
+    fields["inbox_id"] = request.inbox_id
+    return fields
+
+
+def encode(request: ValidationRequest, sealer: Sealer | None) -> dict[str, Any]:
+    """The payload for `request`: sealed when there is a key, else plaintext (development)."""
+    assert request.inbox_id is not None  # the request model always fills it in
+    secrets = _secrets_of(request)
+    credentials: dict[str, Any] = (
+        {"sealed": sealer.seal(secrets, request.inbox_id)} if sealer else {"plain": secrets}
+    )
+    return {"v": PAYLOAD_VERSION, "request": request_fields(request), "credentials": credentials}
+
+
+def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
+    """A stable byte form of the request (every field, presets filled in) to derive the job id."""
+    data = request.model_dump(mode="json")
+    if with_secrets:
+        data.update(_secrets_of(request))
+        data["imap_password"] = request.imap_password.get_secret_value() if request.imap_password else None
+    else:
+        for name in SECRET_FIELDS:
+            data.pop(name, None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def job_id_for(request: ValidationRequest, sealer: Sealer | None) -> str:
+    """Same request, same id. Keyed, because content with a password must not be hashed bare;
+    without a key (plaintext development mode) the passwords are left out of the hash."""
+    if sealer is not None:
+        return sealer.job_id(canonical(request, with_secrets=True))
+    return hashlib.sha256(canonical(request, with_secrets=False)).hexdigest()
+
+
+def _inbox_id_hint(request: Any) -> str | None:
+    if not isinstance(request, dict):
+        return None
+    for name in ("inbox_id", "email"):
+        value = request.get(name)
+        if isinstance(value, str) and 0 < len(value) <= MAX_INBOX_ID_CHARS:
+            return value
+    return None
+
+
+def _schema_problems(error: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in item['loc']) or 'payload'}: {item['msg']}"
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+
+
+def decode(payload: Any, sealer: Sealer | None, *, allow_plaintext: bool) -> ValidationRequest:
+    """Turn a job's payload back into a request, or raise PayloadRejected saying why not."""
+    malformed = Reason.MALFORMED_PAYLOAD
+    if not isinstance(payload, dict):
+        raise PayloadRejected(malformed, "the job payload is not a JSON object")
+    inbox_id = _inbox_id_hint(payload.get("request"))
+    try:
+        parsed = JobPayload.model_validate(payload)
+    except ValidationError as exc:
+        raise PayloadRejected(malformed, "the job payload does not match the payload schema",
+                              problems=_schema_problems(exc), inbox_id=inbox_id) from None
+    if any(name in parsed.request for name in SECRET_FIELDS):
+        raise PayloadRejected(Reason.SEALED_CREDENTIALS,
+                              "passwords belong in credentials, not in the request",
+                              inbox_id=inbox_id)
+    binding = inbox_id or ""
+    if isinstance(parsed.credentials, SealedCredentials):
+        if sealer is None:
+            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
+                                  "the credentials are sealed but this worker has no "
+                                  "INBOXCHECK_SECRET_KEY to open them", inbox_id=inbox_id)
+        try:
+            secrets = sealer.open(parsed.credentials.sealed, binding)
+        except SealError as exc:
+            raise PayloadRejected(Reason.SEALED_CREDENTIALS, str(exc), inbox_id=inbox_id) from None
+        unknown = sorted(set(secrets) - set(SECRET_FIELDS))
+        if unknown:
+            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
+                                  "the sealed credentials hold unknown fields",
+                                  problems=[f"{name}: is not a known field" for name in unknown],
+                                  inbox_id=inbox_id)
+    else:
+        if not allow_plaintext:
+            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
+                                  "plaintext credentials are refused; seal them with the shared key "
+                                  "(or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)",
+                                  inbox_id=inbox_id)
+        secrets = dict(parsed.credentials.plain)
+    try:
+        return parse_request({**parsed.request, **secrets})
+    except RequestError as exc:
+        raise PayloadRejected(malformed, "the request in the payload is invalid",
+                              problems=[str(p) for p in exc.problems], inbox_id=inbox_id) from None

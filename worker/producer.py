@@ -1,0 +1,95 @@
+"""The producer side for Python services: enqueue a validation, wait for its event.
+
+Writes exactly what arq's enqueue_job writes (the job key with a JSON envelope, the queue's
+sorted-set entry) but with JSON instead of pickle, from any redis.asyncio client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from jobs.request import ValidationRequest
+from worker import keys, payload, serialization
+from worker.sealing import Sealer, sealer_for
+from worker.settings import Settings, get_settings
+
+MS_PER_S = 1000
+# A job not started within a day is dropped by arq (its key expires): same as arq's default.
+JOB_EXPIRES_MS = 86_400_000
+# How often a waiting producer looks for results: a GET per job, cheap.
+RESULT_POLL_S = 0.1
+
+
+def envelope(job_payload: dict[str, Any], enqueue_time_ms: int) -> bytes:
+    """The bytes under arq:job:<id>: arq's job envelope, in JSON."""
+    return serialization.serialize({"t": None, "f": serialization.FUNCTION_NAME,
+                                    "a": [job_payload], "k": {}, "et": enqueue_time_ms})
+
+
+async def enqueue_validation(
+    redis: Redis,
+    request: ValidationRequest,
+    *,
+    settings: Settings | None = None,
+    sealer: Sealer | None = None,
+) -> str:
+    """Enqueue a check of `request`; return its job id.
+
+    The id is derived from the request, so enqueueing the same request again while its job is
+    pending, or its result fresh, returns the same id and adds no job.
+    """
+    settings = settings or get_settings()
+    if sealer is None:
+        sealer = sealer_for(settings.secret_key)
+    job_id = payload.job_id_for(request, sealer)
+    job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
+    body = payload.encode(request, sealer)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(job_key, result_key)
+            if await pipe.exists(job_key, result_key):
+                return job_id
+            now_ms = int(time.time() * MS_PER_S)
+            pipe.multi()
+            pipe.psetex(job_key, JOB_EXPIRES_MS, envelope(body, now_ms))
+            pipe.zadd(settings.queue_name, {job_id: now_ms})
+            await pipe.execute()
+        except WatchError:
+            pass  # enqueued by someone else between our check and our write: same job
+    return job_id
+
+
+async def results(redis: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The events of those jobs that have finished (arq's result key holds the event)."""
+    if not job_ids:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    raws = await redis.mget([keys.result_key(job_id) for job_id in job_ids])
+    for job_id, raw in zip(job_ids, raws):
+        if raw:
+            result = serialization.deserialize_result(raw)
+            if result.get("s") and isinstance(result.get("r"), dict):
+                found[job_id] = result["r"]
+    return found
+
+
+async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> dict[str, Any] | None:
+    """The job's event, or None when it has not arrived within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await results(redis, [job_id])
+        if job_id in found:
+            return found[job_id]
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(RESULT_POLL_S)
+
+
+def event_line(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))

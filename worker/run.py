@@ -1,0 +1,114 @@
+"""`inboxcheck worker`: run arq's worker and keep it running across Redis restarts.
+
+arq alone exits when its Redis connection drops. Here a supervisor builds a fresh arq worker
+on a fresh pool each time, reconnecting with a doubling backoff. On SIGTERM or SIGINT the
+worker stops taking jobs, lets in-flight checks finish for up to shutdown_grace seconds, then
+cancels the rest, which arq hands back to the queue (the job stays queued, its lock removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+from arq.connections import create_pool
+from redis.exceptions import RedisError
+
+from worker import local_redis, serialization
+from worker.arq_settings import InboxWorker, check_settings, quiet_arq_job_lines, redis_settings, worker_kwargs
+from worker.settings import Settings
+
+log = structlog.get_logger("inboxcheck.worker")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# How often a stopping worker looks whether its in-flight jobs are done.
+DRAIN_POLL_S = 0.05
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.worker: InboxWorker | None = None
+
+    def request_stop(self, signum: int) -> None:
+        log.info("worker_stopping", signal=signal.Signals(signum).name,
+                 in_flight=len(self.worker.tasks) if self.worker else 0,
+                 grace_s=self.settings.shutdown_grace)
+        self.stopping.set()
+        if self.worker is not None:
+            self.worker.allow_pick_jobs = False  # stop taking jobs at once
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        delay = self.settings.reconnect_delay
+        while not self.stopping.is_set():
+            try:
+                pool = await create_pool(
+                    redis_settings(self.settings), job_serializer=serialization.serialize,
+                    job_deserializer=serialization.deserialize_job,
+                    default_queue_name=self.settings.queue_name)
+            except (OSError, RedisError, asyncio.TimeoutError) as exc:
+                log.warning("redis_unreachable", error=type(exc).__name__, retry_in_s=delay)
+                await self._pause(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_delay)
+                continue
+            delay = self.settings.reconnect_delay
+            await self._run_one(pool)
+        log.info("worker_stopped")
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def _run_one(self, pool: Any) -> None:
+        worker = InboxWorker(**worker_kwargs(self.settings), redis_pool=pool, handle_signals=False)
+        self.worker = worker
+        main = asyncio.ensure_future(worker.main())
+        worker.main_task = main  # so arq's handle_sig cancels it
+        stop = asyncio.ensure_future(self.stopping.wait())
+        log.info("worker_started", queue=self.settings.queue_name, max_jobs=self.settings.max_jobs)
+        await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if self.stopping.is_set():
+            worker.allow_pick_jobs = False
+            await self._drain(worker)
+        elif main.done() and not main.cancelled() and main.exception() is not None:
+            log.warning("redis_connection_lost", error=type(main.exception()).__name__,
+                        in_flight=len(worker.tasks))
+        # close(): cancels what is still running (arq puts it back in the queue) and the main loop.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await worker.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await main
+        with contextlib.suppress(Exception):
+            await pool.close(close_connection_pool=True)
+        self.worker = None
+
+    async def _drain(self, worker: InboxWorker) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace
+        while any(not t.done() for t in worker.tasks.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                log.info("handing_back_jobs", count=sum(not t.done() for t in worker.tasks.values()))
+                return
+            await asyncio.sleep(DRAIN_POLL_S)
+
+
+def run_worker(settings: Settings) -> int:
+    check_settings(settings)
+    quiet_arq_job_lines()
+    local = None
+    if settings.start_local_redis:
+        local = local_redis.start_if_needed(settings.redis_url, settings.local_redis_dir)
+    try:
+        asyncio.run(Supervisor(settings).run())
+    finally:
+        if local is not None:
+            local.terminate()
+            local.wait()
+    return 0

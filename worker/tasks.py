@@ -1,0 +1,148 @@
+"""The arq job: one payload in, exactly one terminal event out (or a Retry while tries remain)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq import Retry
+from redis.exceptions import RedisError
+
+from jobs.errors import Reason
+from jobs.options import CheckOptions
+from jobs.result import ValidationResult
+from jobs.validate import validate_inbox
+from worker import events, keys, stream
+from worker.payload import PayloadRejected, decode
+from worker.sealing import Sealer
+from worker.settings import Settings
+
+log = structlog.get_logger("inboxcheck.worker")
+
+STATE_KEY = "inboxcheck"
+MS_PER_S = 1000
+# Doubling backoff between attempts stops growing here, whatever the server suggests.
+MAX_RETRY_DEFER_S = 300.0
+# Redis hiccups while writing the event: try again soon, the check result is not the problem.
+REDIS_RETRY_DEFER_S = 1.0
+# Time kept back from arq's job timeout for writing the event after the check's own deadline.
+EMIT_RESERVE_S = 2.0
+# Event ids are UUIDv5 of the job id and enqueue time in this namespace: a rerun gets the same id.
+EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
+
+REJECTION_RESOLUTIONS = {
+    Reason.MALFORMED_PAYLOAD: "Fix the producer: the payload must match `inboxcheck schema request` "
+                              "and the payload format in the README.",
+    Reason.SEALED_CREDENTIALS: "Seal the passwords with the same INBOXCHECK_SECRET_KEY the workers "
+                               "have (or allow plaintext credentials in development).",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every job needs, built once when the worker starts."""
+
+    settings: Settings
+    sealer: Sealer | None
+    options: CheckOptions
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Runtime":
+        from worker.sealing import sealer_for
+
+        return cls(settings, sealer_for(settings.secret_key), settings.check_options())
+
+
+def event_id(job_id: str, enqueue_time_ms: int) -> str:
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{job_id}:{enqueue_time_ms}"))
+
+
+def retry_defer(settings: Settings, job_try: int, result: ValidationResult | None = None) -> float:
+    defer = settings.retry_backoff * 2 ** (job_try - 1)
+    if result is not None:
+        suggested = [p.retry_after_s for p in (result.smtp, result.imap) if p.retry_after_s]
+        defer = max([defer, *suggested])
+    return min(defer, MAX_RETRY_DEFER_S)
+
+
+def _rejection_event(exc: PayloadRejected, job_try: int, eid: str) -> events.Event:
+    rejection = events.Rejection(
+        inbox_id=exc.inbox_id, reason=exc.reason.value, resolution=REJECTION_RESOLUTIONS[exc.reason],
+        problems=[exc.message, *exc.problems], attempts=job_try,
+    )
+    return events.rejected(rejection, eid)
+
+
+async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
+                             unreadable: str | None = None) -> dict[str, Any]:
+    runtime: Runtime = ctx[STATE_KEY]
+    settings = runtime.settings
+    job_id: str = ctx["job_id"]
+    job_try: int = ctx["job_try"]
+    enqueue_ms = round(ctx["enqueue_time"].timestamp() * MS_PER_S)
+    done_key = keys.done_key(job_id, enqueue_ms)
+    eid = event_id(job_id, enqueue_ms)
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=job_try):
+        try:
+            already = await stream.recorded(ctx["redis"], done_key)
+        except RedisError:
+            raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+        if already is not None:
+            # A run that crashed after writing its event: hand arq the same event, append nothing.
+            log.info("job_already_done", event_id=already.get("id"), inbox_id=already.get("subject"))
+            return already
+
+        event = await _run(runtime, payload, unreadable, job_try, eid)
+        try:
+            written = await stream.append_once(
+                ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
+                done_key=done_key, done_ttl_s=settings.keep_result, event=event,
+            )
+        except RedisError as exc:
+            log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
+            raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+        data = written.get("data") or {}
+        log.info("job_finished", inbox_id=written.get("subject"), event_id=written.get("id"),
+                 type=written.get("type"), status=data.get("status"), error_code=data.get("error_code"),
+                 reason=data.get("reason"), attempts=data.get("attempts"),
+                 duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
+        return written
+
+
+async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: int,
+               eid: str) -> events.Event:
+    """The terminal event for this attempt; raises Retry when the outcome is worth another."""
+    settings = runtime.settings
+    try:
+        if unreadable is not None:
+            raise PayloadRejected(Reason.MALFORMED_PAYLOAD, unreadable)
+        request = decode(payload, runtime.sealer, allow_plaintext=settings.allow_plaintext_credentials)
+    except PayloadRejected as exc:
+        log.info("payload_rejected", inbox_id=exc.inbox_id, reason=exc.reason.value)
+        return _rejection_event(exc, job_try, eid)
+
+    last_try = job_try >= settings.max_tries
+    structlog.contextvars.bind_contextvars(inbox_id=request.inbox_id)
+    try:
+        # The engine keeps its own deadline (check_timeout); this outer one only guards against a
+        # bug there, and leaves time to write the event before arq's job timeout would cancel.
+        result = await asyncio.wait_for(validate_inbox(request, runtime.options),
+                                        settings.job_timeout - EMIT_RESERVE_S)
+    except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
+        log.error("check_crashed", error=type(exc).__name__, last_try=last_try)
+        if not last_try:
+            raise Retry(defer=retry_defer(settings, job_try)) from None
+        failure = events.Failure(inbox_id=request.inbox_id, reason=type(exc).__name__,
+                                 attempts=job_try)
+        return events.failed(failure, eid)
+
+    if result.retryable and not last_try:
+        defer = retry_defer(settings, job_try, result)
+        log.info("check_retry", error_code=result.error_code, reason=result.reason, retry_in_s=defer)
+        raise Retry(defer=defer)
+    return events.completed(result.model_copy(update={"attempts": job_try}), eid)
