@@ -27,6 +27,7 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 # second worker starts it while the first still runs), and not much more (so the job is handed
 # back soon). arq adds 10 s to the job timeout; the job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
+SETTINGS_KEY = "inboxcheck_settings"
 
 
 def check_settings(settings: Settings) -> None:
@@ -49,7 +50,7 @@ def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSetting
 
 async def on_startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
-    ctx[STATE_KEY] = Runtime.from_settings(get_settings())
+    ctx[STATE_KEY] = Runtime.from_settings(ctx.get(SETTINGS_KEY) or get_settings())
 
 
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                            max_tries=ARQ_MAX_TRIES_BACKSTOP)],
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
+        # The settings the worker was built from, so a worker made in a test uses its own.
+        "ctx": {SETTINGS_KEY: settings},
         # JSON both ways: pickle would let anyone with Redis write access run code here.
         "job_serializer": serialization.serialize,
         "job_deserializer": serialization.deserialize_job,
