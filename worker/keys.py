@@ -49,3 +49,29 @@ def done_key(job_id: str, enqueue_time_ms: int) -> str:
 
 def health_check_key(queue_name: str) -> str:
     return queue_name + health_check_key_suffix
+
+
+# Rechecks (worker.registry, worker.pacing): registered inboxes, their schedule and pacing.
+INBOX_KEY_PREFIX = "inboxcheck:inbox:"  # hash per registered inbox: sealed payload + health
+INBOXES_DUE_KEY = "inboxcheck:inboxes:due"  # sorted set: inbox_id, score = next check (ms)
+INBOXES_HEALTH_KEY = "inboxcheck:inboxes:health"  # hash: inbox_id -> health, for list/metrics
+PACING_SLOTS_PREFIX = "inboxcheck:pace:slots:"  # sorted set per host: lease, score = expiry ms
+PACING_BACKOFF_PREFIX = "inboxcheck:pace:backoff:"  # string per host while it is paused
+INBOX_LOCK_PREFIX = "inboxcheck:lock:inbox:"  # string: the one check running for an inbox
+RECHECK_JOB_PREFIX = "recheck:"  # job ids of scheduled rechecks (arq:job:recheck:...)
+
+
+def inbox_key(inbox_id: str) -> str:
+    return INBOX_KEY_PREFIX + inbox_id
+
+
+def pacing_slots_key(host: str) -> str:
+    return PACING_SLOTS_PREFIX + host
+
+
+def pacing_backoff_key(host: str) -> str:
+    return PACING_BACKOFF_PREFIX + host
+
+
+def inbox_lock_key(inbox_id: str) -> str:
+    return INBOX_LOCK_PREFIX + inbox_id

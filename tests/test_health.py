@@ -1,0 +1,123 @@
+"""The health state machine, driven directly with events like the worker writes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from worker.health import (
+    SECONDS_PER_DAY,
+    Health,
+    HealthPolicy,
+    HealthState,
+    Outcome,
+    account_age_days,
+    advance,
+    next_delay,
+    observe,
+)
+
+INTERVAL_S = 3_600.0
+POLICY = HealthPolicy(interval_s=INTERVAL_S, failing_after=3, backoff_max_s=8 * INTERVAL_S,
+                      cert_warning_days=14, jitter_fraction=0.0)
+NOW = 1_700_000_000.0
+
+
+def event(status: str = "valid", *, error_code: str | None = None, reason: str | None = None,
+          retryable: bool = False, smtp_days: int | None = 200, imap_days: int | None = 200,
+          event_id: str = "e1") -> dict[str, Any]:
+    def part(days: int | None) -> dict[str, Any]:
+        return {"host": "mail.example", "tls": {"cert_days_left": days, "cert_not_after": f"d{days}"}}
+    return {"id": event_id, "type": "inbox.validation.completed", "time": "2024-01-01T00:00:00+00:00",
+            "data": {"status": status, "error_code": error_code, "reason": reason,
+                     "retryable": retryable, "smtp": part(smtp_days), "imap": part(imap_days)}}
+
+
+OK = event()
+WRONG_PASSWORD = event("invalid", error_code="AUTH_FAILED", reason="INVALID_CREDENTIALS")
+TIMEOUT = event("invalid", error_code="TIMEOUT", reason="CONNECT_TIMEOUT", retryable=True)
+REFUSED = event("invalid", error_code="CONNECTION_FAILED", reason="CONNECTION_REFUSED", retryable=True)
+
+
+def run(events: list[dict[str, Any]], state: HealthState | None = None) -> list[Any]:
+    state = state or HealthState()
+    out = []
+    for i, item in enumerate(events):
+        transition = advance(state, observe(item, POLICY.cert_warning_days), POLICY, NOW + i)
+        out.append(transition)
+        state = transition.current
+    return out
+
+
+@pytest.mark.parametrize("reason,code", [
+    ("INVALID_CREDENTIALS", "AUTH_FAILED"), ("APP_PASSWORD_REQUIRED", "AUTH_FAILED"),
+    ("SMTP_AUTH_DISABLED", "AUTH_FAILED"), ("CERT_EXPIRED", "SSL_ERROR"),
+])
+def test_definite_failure_fails_at_once(reason: str, code: str) -> None:
+    [first] = run([event("invalid", error_code=code, reason=reason)])
+    assert first.current.health is Health.FAILING and first.changed
+
+
+@pytest.mark.parametrize("reason", ["CONNECT_TIMEOUT", "CONNECTION_REFUSED", "TOO_MANY_ATTEMPTS"])
+def test_transient_failures_degrade_then_fail_after_n_in_a_row(reason: str) -> None:
+    transient = event("invalid", error_code="X", reason=reason, retryable=True)
+    steps = run([OK, transient, transient, transient])
+    assert [s.current.health for s in steps] == [Health.HEALTHY, Health.DEGRADED, Health.DEGRADED,
+                                                 Health.FAILING]
+    assert [s.changed for s in steps] == [True, True, False, True]
+
+
+def test_one_transient_failure_between_successes_never_fails() -> None:
+    steps = run([OK, TIMEOUT, OK, TIMEOUT, OK])
+    assert Health.FAILING not in {s.current.health for s in steps}
+    assert steps[-1].current.consecutive_failures == 0
+
+
+def test_changed_only_when_health_or_error_code_changes() -> None:
+    steps = run([OK, OK, WRONG_PASSWORD, WRONG_PASSWORD, TIMEOUT, OK])
+    assert [s.changed for s in steps] == [True, False, True, False, True, True]
+    # failing stays failing on a transient, but the code changed: that is news
+    assert steps[4].current.health is Health.FAILING
+    assert steps[4].previous.error_code == "AUTH_FAILED" and steps[4].current.error_code == "TIMEOUT"
+
+
+def test_failing_inboxes_back_off_up_to_the_cap() -> None:
+    steps = run([WRONG_PASSWORD] * 6)
+    assert [s.next_check_in_s for s in steps] == [INTERVAL_S * f for f in (1, 2, 4, 8, 8, 8)]
+    assert run([OK])[0].next_check_in_s == INTERVAL_S
+
+
+def test_jitter_spreads_delays_within_the_fraction() -> None:
+    policy = HealthPolicy(interval_s=INTERVAL_S, jitter_fraction=0.1)
+    rng = random.Random(7)
+    delays = {next_delay(HealthState(health=Health.HEALTHY), policy, rng) for _ in range(100)}
+    assert len(delays) > 90
+    assert all(0.9 * INTERVAL_S <= d <= 1.1 * INTERVAL_S for d in delays)
+
+
+def test_rejected_is_definite_and_failed_is_transient() -> None:
+    assert observe({"data": {"status": "rejected", "error_code": "INVALID_REQUEST"}}, 14).outcome \
+        is Outcome.DEFINITE
+    assert observe({"data": {"status": "failed", "error_code": "INTERNAL_ERROR"}}, 14).outcome \
+        is Outcome.TRANSIENT
+
+
+def test_certificate_expiry_warns_once_per_certificate() -> None:
+    soon = event(smtp_days=10)
+    steps = run([OK, soon, soon, event(smtp_days=9, imap_days=3)])
+    assert [len(s.new_cert_warnings) for s in steps] == [0, 1, 0, 2]
+    warning = steps[1].new_cert_warnings[0]
+    assert (warning.protocol, warning.days_left) == ("smtp", 10)
+    assert not any(s.changed for s in steps[1:])  # a warning is not a health change
+
+
+def test_account_age_clock_starts_at_first_success() -> None:
+    steps = run([TIMEOUT, OK, OK])
+    first_ok = steps[1].current.first_ok_at
+    assert first_ok == NOW + 1 and steps[2].current.first_ok_at == first_ok
+    assert account_age_days(None, None, None, NOW) is None
+    assert account_age_days(None, None, first_ok, first_ok + 20 * SECONDS_PER_DAY) == 20
+    # the producer's age wins, and keeps growing from when it was given
+    assert account_age_days(5, NOW, first_ok, NOW + 3 * SECONDS_PER_DAY) == 8

@@ -1,0 +1,71 @@
+"""Metrics: what a finished job counts, the gauges read from Redis, the HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+
+from redis.asyncio import Redis
+
+from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
+from tests.servers.ports import LOOPBACK
+from worker import keys
+from worker.metrics import Metrics, refresh_forever, serve
+
+QUEUE = "test:queue"
+DEADLINE_S = 5.0
+POLL_S = 0.01
+EVENT = {
+    "id": "e1", "type": "inbox.validation.completed",
+    "data": {"status": "invalid", "error_code": "AUTH_FAILED",
+             "smtp": {"duration_ms": 120.0, "steps": [{"step": "connect", "ms": 20.0, "ok": True},
+                                                      {"step": "auth", "ms": 100.0, "ok": False}]},
+             "imap": {"duration_ms": 30.0, "steps": [{"step": "login", "ms": 30.0, "ok": True}]}},
+}
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=DEADLINE_S) as reply:
+        return reply.read().decode()
+
+
+async def test_endpoint_serves_checks_durations_and_gauges(redis: Redis) -> None:
+    metrics = Metrics()
+    metrics.observe_event(EVENT)
+    metrics.in_flight.inc()
+    server = serve(metrics, LOOPBACK, 0)
+    try:
+        await redis.zadd(QUEUE, {"a": 1, "b": 2})
+        await redis.hset(keys.INBOXES_HEALTH_KEY, mapping={"x": "healthy", "y": "failing", "z": "failing"})
+
+        async def health_counts() -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for value in await redis.hvals(keys.INBOXES_HEALTH_KEY):
+                counts[value] = counts.get(value, 0) + 1
+            return counts
+
+        refresher = asyncio.create_task(refresh_forever(
+            metrics, lambda: redis.zcard(QUEUE), health_counts, every_s=POLL_S))
+        deadline = time.monotonic() + DEADLINE_S
+        while (metrics.registry.get_sample_value("inboxcheck_queue_depth") != 2
+           and time.monotonic() < deadline):
+            await asyncio.sleep(POLL_S)
+        refresher.cancel()
+        text = await asyncio.to_thread(scrape, server.server_port)
+    finally:
+        server.shutdown()
+    assert 'inboxcheck_checks_total{error_code="AUTH_FAILED",outcome="invalid"} 1.0' in text
+    assert 'inboxcheck_check_duration_seconds_count{protocol="smtp",step="auth"} 1.0' in text
+    assert 'inboxcheck_check_duration_seconds_sum{protocol="smtp",step="total"} 0.12' in text
+    assert 'inboxcheck_events_written_total{type="inbox.validation.completed"} 1.0' in text
+    assert "inboxcheck_jobs_in_flight 1.0" in text
+    assert "inboxcheck_queue_depth 2.0" in text
+    assert 'inboxcheck_registered_inboxes{health="failing"} 2.0' in text
+
+
+def test_each_worker_has_its_own_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.event_written("inbox.health.changed")
+    assert second.registry.get_sample_value(
+        "inboxcheck_events_written_total", {"type": "inbox.health.changed"}) is None

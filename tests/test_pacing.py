@@ -1,0 +1,87 @@
+"""The per-host semaphore, the per-inbox lock and host back-off, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
+from worker import keys
+from worker.pacing import HostBusy, InboxBusy, Pacer, PacingPolicy
+
+HOST = "mail.example"
+CAP = 5
+HOLDERS = 100
+HOLD_S = 0.01
+WAIT_S = 20.0
+SHORT_LEASE_S = 0.3
+
+
+def pacer(redis: Redis, *, lease_s: float = 30.0, cap: int = CAP) -> Pacer:
+    return Pacer(redis, PacingPolicy(host_limits={HOST: cap}, default_limit=cap, lease_s=lease_s))
+
+
+async def test_hundred_holders_never_exceed_the_cap(redis: Redis) -> None:
+    p = pacer(redis)
+    holding, peak, peak_in_redis = 0, 0, 0
+
+    async def holder() -> None:
+        nonlocal holding, peak, peak_in_redis
+        async with p.hosts([HOST], WAIT_S):
+            holding += 1
+            peak = max(peak, holding)
+            peak_in_redis = max(peak_in_redis, await p.in_use(HOST))
+            await asyncio.sleep(HOLD_S)  # the "connection" being held
+            holding -= 1
+
+    await asyncio.gather(*(holder() for _ in range(HOLDERS)))
+    assert peak == CAP and peak_in_redis <= CAP
+    assert await p.in_use(HOST) == 0
+
+
+async def test_two_connections_to_one_host_take_two_slots(redis: Redis) -> None:
+    p = pacer(redis, cap=3)
+    async with p.hosts([HOST, HOST.upper()], WAIT_S):
+        assert await p.in_use(HOST) == 2
+        with pytest.raises(HostBusy):
+            async with p.hosts([HOST, HOST], 0):
+                pass
+        assert await p.in_use(HOST) == 2  # the failed attempt holds nothing
+
+
+async def test_a_crashed_holders_slots_expire(redis: Redis) -> None:
+    p = pacer(redis, lease_s=SHORT_LEASE_S, cap=1)
+    lease, _ = await p.try_acquire(HOST)  # a worker takes the slot and dies without releasing
+    assert lease is not None
+    assert (await p.try_acquire(HOST))[0] is None
+    started = time.monotonic()
+    async with p.hosts([HOST], WAIT_S):
+        waited = time.monotonic() - started
+    assert SHORT_LEASE_S * 0.5 <= waited < WAIT_S
+
+
+async def test_back_off_pauses_the_host(redis: Redis) -> None:
+    p = pacer(redis)
+    await p.back_off(HOST, 60)
+    with pytest.raises(HostBusy) as raised:
+        await p.acquire(HOST, 1, wait_s=1)
+    assert raised.value.backed_off and raised.value.retry_in_s >= 59
+    # a shorter pause never shortens a longer one
+    await p.back_off(HOST, 1)
+    assert await redis.pttl(keys.pacing_backoff_key(HOST)) > 50_000
+    assert (await p.try_acquire("other.example"))[0] is not None
+
+
+async def test_one_check_per_inbox(redis: Redis) -> None:
+    p = pacer(redis)
+    async with p.inbox("inbox-1"):
+        with pytest.raises(InboxBusy):
+            async with p.inbox("inbox-1"):
+                pass
+        async with p.inbox("inbox-2"):
+            pass
+    async with p.inbox("inbox-1"):
+        pass

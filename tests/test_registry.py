@@ -1,0 +1,138 @@
+"""Registered inboxes in a real redis-server: sealed storage, due-set claims, health records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from jobs.request import parse_request
+from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
+from worker import events, keys, payload, serialization
+from worker.health import SECONDS_PER_DAY, Health, HealthPolicy
+from worker.registry import Registry, RegistryError, is_recheck
+from worker.sealing import Sealer, generate_key
+
+QUEUE = "test:queue"
+STREAM = "test:events"
+PASSWORD = "hunter2-very-secret"
+EVERY_S = 60.0
+CLAIM_TTL_S = 600.0
+WORKERS = 10
+INBOXES = 50
+NOW = 1_700_000_000.0
+POLICY = HealthPolicy(interval_s=EVERY_S, failing_after=3, jitter_fraction=0.0)
+
+
+def request(n: int = 0, **extra: Any) -> Any:
+    return parse_request({"inbox_id": f"inbox-{n}", "inbox_type": "CUSTOM_SMTP",
+                          "email": f"user{n}@example.test", "smtp_host": "127.0.0.1", "smtp_port": 2525,
+                          "imap_host": "127.0.0.1", "imap_port": 1993, "smtp_password": PASSWORD, **extra})
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(generate_key())
+
+
+def registry(redis: Redis, sealer: Sealer | None) -> Registry:
+    return Registry(redis, queue_name=QUEUE, sealer=sealer)
+
+
+def completed(inbox_id: str, event_id: str, status: str = "valid", **data: Any) -> dict[str, Any]:
+    return {"id": event_id, "type": events.COMPLETED, "subject": inbox_id,
+            "data": {"status": status, "smtp": {}, "imap": {}, **data}}
+
+
+async def test_register_stores_sealed_credentials_only(redis: Redis, sealer: Sealer) -> None:
+    reg = registry(redis, sealer)
+    row = await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
+    assert (row.inbox_id, row.health, row.every_s) == ("inbox-0", "pending", EVERY_S)
+    for key in await redis.keys("*"):
+        dump = json.dumps(await redis.hgetall(key)) if await redis.type(key) == "hash" else ""
+        assert PASSWORD not in dump
+    stored = json.loads(await redis.hget(keys.inbox_key("inbox-0"), "payload"))
+    opened = payload.decode(stored, sealer, allow_plaintext=False)
+    assert opened.smtp_password.get_secret_value() == PASSWORD
+    assert [r.inbox_id for r in await reg.list()] == ["inbox-0"]
+    assert await reg.unregister("inbox-0") and await reg.list() == []
+    assert not await reg.unregister("inbox-0")
+
+
+async def test_register_without_a_key_is_refused(redis: Redis) -> None:
+    with pytest.raises(RegistryError):
+        await registry(redis, None).register(request(), EVERY_S, spread_s=0)
+
+
+async def test_first_checks_are_spread(redis: Redis, sealer: Sealer) -> None:
+    reg = registry(redis, sealer)
+    spread_s = 300.0
+    rows = await asyncio.gather(*(reg.register(request(n), 3_600, spread_s=spread_s, now=NOW)
+                                  for n in range(200)))
+    offsets = sorted(r.next_check_at - NOW for r in rows)
+    assert 0 <= offsets[0] and offsets[-1] <= spread_s
+    assert len({int(o) for o in offsets}) > 100  # not one second for all
+
+
+async def test_many_workers_enqueue_each_due_inbox_once(redis: Redis, sealer: Sealer,
+                                                        ops_redis_server: Any) -> None:
+    reg = registry(redis, sealer)
+    for n in range(INBOXES):
+        await reg.register(request(n), EVERY_S, spread_s=0, now=NOW)
+    clients = [Redis.from_url(ops_redis_server.url) for _ in range(WORKERS)]
+    try:
+        batches = await asyncio.gather(*(
+            Registry(c, queue_name=QUEUE, sealer=sealer).enqueue_due(
+                claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 1) for c in clients))
+    finally:
+        for c in clients:
+            await c.aclose()
+    job_ids = [j for batch in batches for j in batch]
+    assert len(job_ids) == len(set(job_ids)) == INBOXES and all(map(is_recheck, job_ids))
+    assert await redis.zcard(QUEUE) == INBOXES
+    # claimed: nothing more is due until the claim lapses or the check reports
+    assert await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 2) == []
+    lapsed = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 2 + CLAIM_TTL_S)
+    assert len(lapsed) == INBOXES and not set(lapsed) & set(job_ids)
+    raw = await redis.get(keys.job_key(job_ids[0]))
+    job = serialization.deserialize_job(raw.encode())
+    assert PASSWORD not in raw
+    assert payload.decode(job["a"][0], sealer, allow_plaintext=False).smtp_password.get_secret_value() \
+        == PASSWORD
+
+
+async def test_record_check_applies_each_event_once(redis: Redis, sealer: Sealer) -> None:
+    reg = registry(redis, sealer)
+    await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
+
+    async def record(event: dict[str, Any], at: float) -> Any:
+        return await reg.record_check("inbox-0", event, POLICY, stream_name=STREAM, maxlen=1_000, now=at)
+
+    first = await record(completed("inbox-0", "e1"), NOW)
+    assert first.current.health is Health.HEALTHY and first.changed
+    assert await record(completed("inbox-0", "e1"), NOW) is None  # replay after a crash
+    await record(completed("inbox-0", "e2"), NOW + 10)
+    wrong = completed("inbox-0", "e3", "invalid", error_code="AUTH_FAILED", reason="INVALID_CREDENTIALS")
+    assert (await record(wrong, NOW + 20)).current.health is Health.FAILING
+    entries = await redis.xrange(STREAM)
+    changes = [json.loads(f["event"]) for _, f in entries if f["type"] == events.HEALTH_CHANGED]
+    assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
+        ("pending", "healthy"), ("healthy", "failing")]
+    assert changes[1]["data"]["current"]["error_code"] == "AUTH_FAILED"
+    row = await reg.get("inbox-0")
+    assert row.health == "failing" and row.next_check_at == pytest.approx(NOW + 20 + EVERY_S)
+    assert (await reg.health_counts())["failing"] == 1
+
+
+async def test_account_age_ramps_from_first_success(redis: Redis, sealer: Sealer) -> None:
+    reg = registry(redis, sealer)
+    await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
+    await reg.record_check("inbox-0", completed("inbox-0", "e1"), POLICY, stream_name=STREAM,
+                           maxlen=1_000, now=NOW)
+    later = NOW + 20 * SECONDS_PER_DAY
+    [job_id] = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=10, now=later)
+    job = serialization.deserialize_job((await redis.get(keys.job_key(job_id))).encode())
+    assert job["a"][0]["request"]["account_age_days"] == 20

@@ -1,0 +1,82 @@
+"""Settings for rechecks, pacing and metrics (INBOXCHECK_* like worker.settings).
+
+A class of their own so the worker's core settings stay small; both read the same environment.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
+from worker.settings import ENV_PREFIX, SettingsError, describe
+
+SECONDS_PER_MINUTE = 60
+UNIT_SECONDS = {"s": 1, "m": SECONDS_PER_MINUTE, "h": 3_600, "d": 86_400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from 90, "90", "90s", "15m", "6h" or "1d"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 90s, 15m, 6h or 1d")
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class OpsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Rechecks
+    recheck_every: Duration = Field(default=6 * 3_600.0, ge=1)
+    # How often the cron looks for due inboxes; a divisor of 60 below a minute (tests use 1).
+    recheck_tick: int = Field(default=60, ge=1, le=60)
+    # A newly registered inbox's first check lands at a random point this far ahead (capped by
+    # its interval): a thousand registered at once are spread over it instead of one second.
+    recheck_spread: Duration = Field(default=300.0, ge=0)
+    # +/- fraction of every later interval, so checks registered together drift apart.
+    recheck_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    # Inboxes one tick enqueues at most; the rest wait for the next tick.
+    recheck_batch: int = Field(default=1_000, ge=1)
+    # A claimed inbox whose recheck never reported (job lost) is claimed again after this.
+    recheck_claim_ttl: Duration = Field(default=1_800.0, ge=1)
+    failing_after: int = Field(default=3, ge=1, le=100)
+    failing_backoff_max: Duration = Field(default=7 * 86_400.0, ge=1)
+    cert_warning_days: int = Field(default=14, ge=0, le=365)
+
+    # Pacing
+    host_limits: dict[str, int] = Field(default_factory=dict)
+    default_host_limit: int = Field(default=DEFAULT_HOST_LIMIT, ge=1)
+    host_backoff: Duration = Field(default=300.0, ge=0)
+    # Longest a job waits for a host slot before handing itself back to the queue; also bounded
+    # by what the job timeout leaves after the check's own deadline.
+    pacing_wait: Duration = Field(default=10.0, ge=0)
+
+    # Metrics (Prometheus text format); 0 turns the endpoint off.
+    metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    # Loopback by default; containers set 0.0.0.0 so the cluster can scrape them.
+    metrics_host: str = "127.0.0.1"
+    # Queue depth and inboxes-by-health are read from Redis this often.
+    metrics_refresh: Duration = Field(default=15.0, gt=0)
+
+    def pacing_policy(self, lease_s: float) -> PacingPolicy:
+        limits = {**DEFAULT_HOST_LIMITS, **{h.lower(): n for h, n in self.host_limits.items()}}
+        return PacingPolicy(host_limits=limits, default_limit=self.default_host_limit,
+                            lease_s=lease_s, backoff_s=self.host_backoff)
+
+
+@lru_cache(maxsize=1)
+def get_ops_settings() -> OpsSettings:
+    try:
+        return OpsSettings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None

@@ -1,0 +1,198 @@
+"""Safe pacing: a cap on concurrent connections per mail host across every worker, one check per
+inbox at a time, and a pause for a host that said "try again later".
+
+The per-host semaphore is a sorted set of lease ids scored by their expiry (Redis server time,
+so workers' clocks do not matter). Acquiring drops expired leases first, so the slots of a
+worker that crashed come back once its leases expire, without anyone cleaning up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+from redis.asyncio import Redis
+
+from worker import keys
+
+log = structlog.get_logger("inboxcheck.pacing")
+
+MS_PER_S = 1000
+# Far below what each provider tolerates from one client address: Gmail allows 15 IMAP
+# connections per account and throttles bursts of logins from one IP; Exchange Online allows
+# 3 concurrent SMTP AUTH connections per mailbox and 20 IMAP. Per host across all inboxes, 10
+# leaves room for the product's own sending and for other tools on the same address.
+DEFAULT_HOST_LIMITS: dict[str, int] = {
+    "smtp.gmail.com": 10,
+    "imap.gmail.com": 10,
+    "smtp.office365.com": 10,
+    "outlook.office365.com": 10,
+}
+# Hosts not listed: Postfix's default per-client limit is 50 and Dovecot's 10 per user and IP.
+DEFAULT_HOST_LIMIT = 10
+# Polling a full host: start fast, double, stop growing here; jitter so waiters do not align.
+POLL_FIRST_S = 0.02
+POLL_MAX_S = 0.5
+
+# KEYS[1] lease zset, KEYS[2] backoff key. ARGV: lease id, count, cap, lease ms.
+# Returns 1 when acquired, 0 when full, -pttl while the host is backed off.
+_ACQUIRE = """
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return -pause end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local count = tonumber(ARGV[2])
+if redis.call('ZCARD', KEYS[1]) + count > tonumber(ARGV[3]) then return 0 end
+local expires = now + tonumber(ARGV[4])
+for i = 1, count do
+  redis.call('ZADD', KEYS[1], expires, ARGV[1] .. ':' .. i)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+# KEYS[1] lease zset. ARGV: lease id, count.
+_RELEASE = """
+for i = 1, tonumber(ARGV[2]) do
+  redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i)
+end
+return 1
+"""
+# KEYS[1] backoff key. ARGV: pause ms. Only ever lengthens a pause.
+_BACKOFF = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+
+class HostBusy(Exception):
+    """No slot within the wait: hand the job back and try again after `retry_in_s`."""
+
+    def __init__(self, host: str, retry_in_s: float, backed_off: bool) -> None:
+        super().__init__(f"{host}: {'backed off' if backed_off else 'at its connection cap'}")
+        self.host = host
+        self.retry_in_s = retry_in_s
+        self.backed_off = backed_off
+
+
+class InboxBusy(Exception):
+    """Another check of the same inbox is running."""
+
+
+@dataclass(frozen=True, slots=True)
+class PacingPolicy:
+    host_limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_HOST_LIMITS))
+    default_limit: int = DEFAULT_HOST_LIMIT
+    # A lease outlives the longest check (the job timeout), so a live holder never loses it.
+    lease_s: float = 60.0
+    # How long a host pauses after "try again later" without a suggested time.
+    backoff_s: float = 300.0
+
+    def limit(self, host: str) -> int:
+        return self.host_limits.get(host.lower(), self.default_limit)
+
+
+class Pacer:
+    def __init__(self, redis: Redis, policy: PacingPolicy) -> None:
+        self.redis = redis
+        self.policy = policy
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self._backoff = redis.register_script(_BACKOFF)
+
+    async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
+        """A lease id, or None and how long the host stays backed off (0 when merely full)."""
+        lease = uuid.uuid4().hex
+        host = host.lower()
+        got = int(await self._acquire(
+            keys=[keys.pacing_slots_key(host), keys.pacing_backoff_key(host)],
+            args=[lease, count, self.policy.limit(host), int(self.policy.lease_s * MS_PER_S)],
+        ))
+        if got == 1:
+            return lease, 0.0
+        return None, max(-got, 0) / MS_PER_S
+
+    async def release(self, host: str, lease: str, count: int = 1) -> None:
+        await self._release(keys=[keys.pacing_slots_key(host.lower())], args=[lease, count])
+
+    async def acquire(self, host: str, count: int, wait_s: float) -> str:
+        """Wait up to `wait_s` for `count` slots on `host`; raise HostBusy when none came."""
+        deadline = time.monotonic() + wait_s
+        delay = POLL_FIRST_S
+        while True:
+            lease, paused_s = await self.try_acquire(host, count)
+            if lease is not None:
+                return lease
+            left = deadline - time.monotonic()
+            if paused_s > left or left <= 0:
+                retry_in = paused_s if paused_s else delay
+                raise HostBusy(host, retry_in * (1 + random.random()), backed_off=paused_s > 0)
+            await asyncio.sleep(min(max(paused_s, delay) * (1 + random.random()), left))
+            delay = min(delay * 2, POLL_MAX_S)
+
+    @asynccontextmanager
+    async def hosts(self, hosts: list[str], wait_s: float) -> AsyncIterator[None]:
+        """Hold one slot per connection for every host a check will open.
+
+        Hosts are taken in sorted order, so two checks that want the same two hosts can never
+        each hold one and wait for the other; a check that connects twice to one host (SMTP and
+        IMAP on the same server) takes two slots there.
+        """
+        counts: dict[str, int] = {}
+        for host in hosts:
+            counts[host.lower()] = counts.get(host.lower(), 0) + 1
+        held: list[tuple[str, str, int]] = []
+        deadline = time.monotonic() + wait_s
+        try:
+            for host in sorted(counts):
+                lease = await self.acquire(host, counts[host], max(deadline - time.monotonic(), 0))
+                held.append((host, lease, counts[host]))
+            yield
+        finally:
+            for host, lease, count in held:
+                await self.release(host, lease, count)
+
+    async def back_off(self, host: str, seconds: float | None) -> float:
+        """Pause new checks on `host` (the provider said "try again later"); returns the pause."""
+        pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
+        await self._backoff(keys=[keys.pacing_backoff_key(host.lower())],
+                            args=[int(pause * MS_PER_S)])
+        log.warning("host_backed_off", host=host, pause_s=pause)
+        return pause
+
+    async def in_use(self, host: str) -> int:
+        """Live leases on `host` (expired ones do not count)."""
+        seconds, micros = await self.redis.time()  # the clock the leases were scored with
+        now_ms = seconds * MS_PER_S + micros // MS_PER_S
+        return int(await self.redis.zcount(keys.pacing_slots_key(host.lower()), now_ms, "+inf"))
+
+    @asynccontextmanager
+    async def inbox(self, inbox_id: str) -> AsyncIterator[None]:
+        """At most one check per inbox at a time: two logins at once look like an attack."""
+        token = uuid.uuid4().hex
+        key = keys.inbox_lock_key(inbox_id)
+        if not await self.redis.set(key, token, nx=True, px=int(self.policy.lease_s * MS_PER_S)):
+            raise InboxBusy(inbox_id)
+        try:
+            yield
+        finally:
+            # Only our own lock: after an expiry another check may hold it now.
+            await self._release_lock(key, token)
+
+    async def _release_lock(self, key: str, token: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            if await pipe.get(key) in (token, token.encode()):
+                pipe.multi()
+                pipe.delete(key)
+                await pipe.execute()
+            else:
+                await pipe.unwatch()

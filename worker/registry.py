@@ -1,0 +1,309 @@
+"""Registered inboxes: stored sealed in Redis, rechecked on a schedule, their health kept.
+
+Per inbox a hash (keys.inbox_key) holds the job payload exactly as a producer would enqueue it,
+credentials sealed, plus the schedule and the health state. A sorted set (keys.INBOXES_DUE_KEY)
+orders inboxes by their next check. The cron tick claims due inboxes with one Lua script that
+also pushes each claimed inbox's score forward, so however many workers tick at once, each due
+inbox is enqueued once; the recheck job id is derived from the inbox and the claimed slot, so a
+repeated enqueue of the same slot is the same job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from jobs.request import ValidationRequest
+from worker import events, keys, payload, producer, stream
+from worker.health import (
+    CERT_EXPIRING,
+    Health,
+    HealthPolicy,
+    HealthState,
+    Transition,
+    account_age_days,
+    advance,
+    changed_data,
+    observe,
+)
+from worker.sealing import Sealer
+
+log = structlog.get_logger("inboxcheck.registry")
+
+MS_PER_S = 1000
+# Health event ids are UUIDv5 of the check's event id and the type: a replay gets the same id.
+HEALTH_EVENT_NAMESPACE = uuid.UUID("0f7d2a4e-8c51-4b8e-b7a2-6d3c1e9f4a21")
+# Inbox ids hashed into job ids: job ids stay short and never carry an email address.
+JOB_ID_HASH_CHARS = 24
+
+# KEYS[1] due set. ARGV: now ms, claim ms, limit. Returns [id, slot, id, slot, ...].
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', until_ms, due[i])
+end
+return due
+"""
+
+
+class RegistryError(ValueError):
+    """A registration that cannot be stored (e.g. plaintext credentials in production)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """What `inboxcheck list` shows: never a credential."""
+
+    inbox_id: str
+    email: str
+    inbox_type: str
+    health: str
+    every_s: float
+    last_checked_at: float | None
+    next_check_at: float | None
+    error_code: str | None
+    reason: str | None
+    consecutive_failures: int
+    account_age_days: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recheck_job_id(inbox_id: str, slot_ms: int) -> str:
+    digest = hashlib.sha256(inbox_id.encode()).hexdigest()[:JOB_ID_HASH_CHARS]
+    return f"{keys.RECHECK_JOB_PREFIX}{digest}:{slot_ms}"
+
+
+def is_recheck(job_id: str) -> bool:
+    return job_id.startswith(keys.RECHECK_JOB_PREFIX)
+
+
+def _state_from(raw: str | None) -> HealthState:
+    if not raw:
+        return HealthState()
+    data = json.loads(raw)
+    data["health"] = Health(data.get("health", Health.PENDING))
+    data["warned_certs"] = tuple(data.get("warned_certs", ()))
+    return HealthState(**data)
+
+
+def _state_json(state: HealthState) -> str:
+    return json.dumps({**asdict(state), "health": state.health.value,
+                       "warned_certs": list(state.warned_certs)}, separators=(",", ":"))
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Registry:
+    def __init__(self, redis: Redis, *, queue_name: str, sealer: Sealer | None,
+                 allow_plaintext: bool = False) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+        self.sealer = sealer
+        self.allow_plaintext = allow_plaintext
+        self._claim = redis.register_script(_CLAIM)
+
+    async def register(self, request: ValidationRequest, every_s: float, *, spread_s: float,
+                       now: float | None = None) -> InboxRow:
+        """Store the inbox (credentials sealed) and schedule its first check within spread_s."""
+        if self.sealer is None and not self.allow_plaintext:
+            raise RegistryError("registering needs INBOXCHECK_SECRET_KEY, so the stored credentials "
+                                "are sealed (or INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)")
+        assert request.inbox_id is not None  # the request model always fills it in
+        now = time.time() if now is None else now
+        inbox_id = request.inbox_id
+        body = payload.encode(request, self.sealer)
+        age = body["request"].pop("account_age_days", None)
+        first_check = now + random.uniform(0, min(spread_s, every_s))
+        fields = {"payload": json.dumps(body, separators=(",", ":")), "every_s": every_s,
+                  "email": request.email, "inbox_type": request.inbox_type.value,
+                  "registered_at": now}
+        if age is not None:
+            fields.update(age_days=age, age_given_at=now)
+        key = keys.inbox_key(inbox_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            if age is None:
+                pipe.hdel(key, "age_days", "age_given_at")
+            pipe.hsetnx(key, "state", _state_json(HealthState()))
+            pipe.hsetnx(keys.INBOXES_HEALTH_KEY, inbox_id, Health.PENDING.value)
+            pipe.zadd(keys.INBOXES_DUE_KEY, {inbox_id: int(first_check * MS_PER_S)})
+            await pipe.execute()
+        log.info("inbox_registered", inbox_id=inbox_id, every_s=every_s,
+                 first_check_in_s=round(first_check - now, 1))
+        row = await self.get(inbox_id)
+        assert row is not None
+        return row
+
+    async def unregister(self, inbox_id: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.inbox_key(inbox_id))
+            pipe.zrem(keys.INBOXES_DUE_KEY, inbox_id)
+            pipe.hdel(keys.INBOXES_HEALTH_KEY, inbox_id)
+            deleted, _, _ = await pipe.execute()
+        log.info("inbox_unregistered", inbox_id=inbox_id, existed=bool(deleted))
+        return bool(deleted)
+
+    async def get(self, inbox_id: str) -> InboxRow | None:
+        rows = await self._rows([inbox_id])
+        return rows[0] if rows else None
+
+    async def list(self) -> list[InboxRow]:
+        ids = [_text(i) or "" for i in await self.redis.zrange(keys.INBOXES_DUE_KEY, 0, -1)]
+        return sorted(await self._rows(ids), key=lambda row: row.inbox_id)
+
+    async def _rows(self, ids: list[str]) -> list[InboxRow]:
+        names = ("email", "inbox_type", "every_s", "state", "age_days", "age_given_at")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for inbox_id in ids:
+                pipe.hmget(keys.inbox_key(inbox_id), names)
+                pipe.zscore(keys.INBOXES_DUE_KEY, inbox_id)
+            replies = await pipe.execute()
+        rows, now = [], time.time()
+        for inbox_id, values, score in zip(ids, replies[::2], replies[1::2]):
+            email, inbox_type, every_s, state_raw, age_days, age_at = map(_text, values)
+            if email is None:
+                continue  # unregistered meanwhile
+            state = _state_from(state_raw)
+            rows.append(InboxRow(
+                inbox_id=inbox_id, email=email, inbox_type=inbox_type or "", health=state.health.value,
+                every_s=float(every_s or 0), last_checked_at=state.last_checked_at,
+                next_check_at=score / MS_PER_S if score is not None else None,
+                error_code=state.error_code, reason=state.reason,
+                consecutive_failures=state.consecutive_failures,
+                account_age_days=account_age_days(int(age_days) if age_days else None,
+                                                  float(age_at) if age_at else None,
+                                                  state.first_ok_at, now),
+            ))
+        return rows
+
+    async def health_counts(self) -> dict[str, int]:
+        counts = {health.value: 0 for health in Health}
+        for value in await self.redis.hvals(keys.INBOXES_HEALTH_KEY):
+            name = _text(value) or ""
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    async def enqueue_due(self, *, claim_ttl_s: float, batch: int,
+                          now: float | None = None) -> list[str]:
+        """Enqueue a recheck of every due inbox (up to `batch`); returns the job ids."""
+        now = time.time() if now is None else now
+        now_ms = int(now * MS_PER_S)
+        claimed = await self._claim(keys=[keys.INBOXES_DUE_KEY],
+                                    args=[now_ms, int(claim_ttl_s * MS_PER_S), batch])
+        job_ids = []
+        for raw_id, raw_slot in zip(claimed[::2], claimed[1::2]):
+            inbox_id, slot_ms = _text(raw_id) or "", int(float(_text(raw_slot) or 0))
+            job_id = await self._enqueue(inbox_id, slot_ms, now)
+            if job_id is not None:
+                job_ids.append(job_id)
+        if job_ids:
+            log.info("rechecks_enqueued", count=len(job_ids))
+        return job_ids
+
+    async def _enqueue(self, inbox_id: str, slot_ms: int, now: float) -> str | None:
+        key = keys.inbox_key(inbox_id)
+        raw_payload, state_raw, age_days, age_at = map(
+            _text, await self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"]))
+        if raw_payload is None:
+            await self.redis.zrem(keys.INBOXES_DUE_KEY, inbox_id)  # hash gone: not registered
+            return None
+        body = json.loads(raw_payload)
+        # The age grows with every recheck, so the recommended daily limit ramps up with it.
+        age = account_age_days(int(age_days) if age_days else None, float(age_at) if age_at else None,
+                               _state_from(state_raw).first_ok_at, now)
+        if age is not None:
+            body["request"]["account_age_days"] = age
+        job_id = recheck_job_id(inbox_id, slot_ms)
+        await enqueue_payload(self.redis, self.queue_name, job_id, body)
+        return job_id
+
+    async def record_check(self, inbox_id: str, event: dict[str, Any], policy: HealthPolicy, *,
+                           stream_name: str, maxlen: int, now: float | None = None,
+                           ) -> Transition | None:
+        """Apply a recheck's terminal event to the inbox's health, once per event.
+
+        The state, the next check time and any health event are written in one transaction,
+        guarded by the id of the last event applied: a job replayed after a crash changes nothing.
+        """
+        now = time.time() if now is None else now
+        key = keys.inbox_key(inbox_id)
+        event_id = event.get("id")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    state_raw, last_event, every_s = map(
+                        _text, await pipe.hmget(key, ["state", "last_event_id", "every_s"]))
+                    if state_raw is None or (event_id is not None and last_event == event_id):
+                        await pipe.unwatch()
+                        return None  # unregistered, or this event was applied already
+                    # Each inbox has its own interval; the policy carries the rest.
+                    inbox_policy = replace(policy, interval_s=float(every_s or policy.interval_s))
+                    transition = advance(_state_from(state_raw),
+                                         observe(event, policy.cert_warning_days), inbox_policy, now)
+                    pipe.multi()
+                    pipe.hset(key, mapping={"state": _state_json(transition.current),
+                                            "last_event_id": event_id or ""})
+                    pipe.hset(keys.INBOXES_HEALTH_KEY, inbox_id, transition.current.health.value)
+                    pipe.zadd(keys.INBOXES_DUE_KEY,
+                              {inbox_id: int((now + transition.next_check_in_s) * MS_PER_S)})
+                    for health_event in health_events(inbox_id, transition, event_id):
+                        pipe.xadd(stream_name, {stream.FIELD_EVENT: health_event.model_dump_json(),
+                                                stream.FIELD_TYPE: health_event.type,
+                                                stream.FIELD_INBOX_ID: inbox_id},
+                                  maxlen=maxlen, approximate=True)
+                    await pipe.execute()
+                except WatchError:
+                    continue  # the inbox changed meanwhile (re-registered): apply to the new state
+                break
+        if transition.changed:
+            log.info("inbox_health_changed", inbox_id=inbox_id,
+                     previous=transition.previous.health.value, health=transition.current.health.value,
+                     error_code=transition.current.error_code)
+        return transition
+
+
+def health_events(inbox_id: str, transition: Transition, check_event_id: str | None) -> list[events.Event]:
+    """The events a transition produces: health changed, and a certificate nearing expiry."""
+    out = []
+    data = changed_data(inbox_id, transition, check_event_id)
+    for event_type, due in ((events.HEALTH_CHANGED, transition.changed),
+                            (CERT_EXPIRING, bool(transition.new_cert_warnings))):
+        if due:
+            event_id = (str(uuid.uuid5(HEALTH_EVENT_NAMESPACE, f"{check_event_id}:{event_type}"))
+                        if check_event_id else str(uuid.uuid4()))
+            out.append(events.Event(id=event_id, type=event_type, subject=inbox_id, data=data))
+    return out
+
+
+async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict[str, Any]) -> bool:
+    """Enqueue a ready payload under `job_id` unless that job is pending or its result fresh
+    (the same check-and-write as worker.producer.enqueue_validation, with a given job id)."""
+    job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(job_key, result_key)
+            if await pipe.exists(job_key, result_key):
+                return False
+            now_ms = int(time.time() * MS_PER_S)
+            pipe.multi()
+            pipe.psetex(job_key, producer.JOB_EXPIRES_MS, producer.envelope(body, now_ms))
+            pipe.zadd(queue_name, {job_id: now_ms})
+            await pipe.execute()
+        except WatchError:
+            return False  # enqueued by another worker between our check and our write
+    return True
