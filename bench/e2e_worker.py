@@ -1,0 +1,66 @@
+"""The worker process for the end-to-end scenarios.
+
+Real jobs: exactly what `inboxcheck worker` runs (worker.cli main(["worker"])), configured through
+INBOXCHECK_* variables. With --noop: the same arq worker settings (worker_kwargs) with the job
+function swapped for one that does nothing -- the queue's own ceiling.
+--loop uvloop / --ssl-max-size apply the bench-side candidates for the memory fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from bench.scenario import apply_ssl_max_size
+
+
+async def noop_job(ctx: dict[str, Any], payload: Any = None, **_: Any) -> None:
+    return None
+
+
+async def run_noop() -> None:
+    from arq.connections import create_pool
+    from arq.worker import func
+
+    from worker import serialization
+    from worker.arq_settings import ARQ_MAX_TRIES_BACKSTOP, InboxWorker, redis_settings, worker_kwargs
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    pool = await create_pool(redis_settings(settings), job_serializer=serialization.serialize,
+                             job_deserializer=serialization.deserialize_job,
+                             default_queue_name=settings.queue_name)
+    kwargs = worker_kwargs(settings)
+    kwargs["functions"] = [func(noop_job, name=serialization.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)]
+    worker = InboxWorker(**kwargs, redis_pool=pool, handle_signals=False)
+    main_task = asyncio.ensure_future(worker.main())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await worker.close()
+    main_task.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--noop", action="store_true")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--ssl-max-size", type=int, default=0)
+    args = parser.parse_args()
+    apply_ssl_max_size(args.ssl_max_size)
+    if args.loop == "uvloop":
+        import uvloop
+        uvloop.install()
+    if args.noop:
+        asyncio.run(run_noop())
+        return
+    from worker.cli import main as inboxcheck  # `inboxcheck worker`, logging set up as in production
+    raise SystemExit(inboxcheck(["worker"]))
+
+
+if __name__ == "__main__":
+    main()
