@@ -11,8 +11,9 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from worker import keys, serialization
+from worker import keys, recheck, serialization
 from worker.logs import configure_logging
+from worker.ops_settings import get_ops_settings
 from worker.settings import Settings, SettingsError, get_settings
 from worker.tasks import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
 
@@ -51,6 +52,8 @@ def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSetting
 async def on_startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
     ctx[STATE_KEY] = Runtime.from_settings(ctx.get(SETTINGS_KEY) or get_settings())
+    # Pacing, health updates and the metrics endpoint (worker.recheck).
+    await recheck.startup(ctx, ctx[STATE_KEY].settings)
 
 
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
@@ -60,6 +63,12 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
                            max_tries=ARQ_MAX_TRIES_BACKSTOP)],
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
+        "on_shutdown": recheck.shutdown,
+        # The jobs-in-flight gauge.
+        "on_job_start": recheck.job_started,
+        "on_job_end": recheck.job_ended,
+        # Enqueues due rechecks each tick; unique, so one worker of the fleet runs each tick.
+        "cron_jobs": [recheck.cron_job(get_ops_settings())],
         # The settings the worker was built from, so a worker made in a test uses its own.
         "ctx": {SETTINGS_KEY: settings},
         # JSON both ways: pickle would let anyone with Redis write access run code here.

@@ -14,6 +14,8 @@ from typing import Any
 
 # The function name producers put in the envelope ("f"): the only one the worker runs.
 FUNCTION_NAME = "validate_inbox"
+# arq's cron enqueues its tick as a job too (no arguments): the recheck scheduler (worker.recheck).
+RECHECK_CRON_FUNCTION = "enqueue_due_rechecks"
 # A job is a request of a few hundred bytes; anything far bigger is hostile or a mistake, and
 # parsing it would cost the worker memory and time.
 MAX_JOB_BYTES = 64 * 1024
@@ -59,6 +61,9 @@ def deserialize_job(raw: bytes) -> dict[str, Any]:
     job_try = data.get("t")
     if job_try is not None and (type(job_try) is not int or job_try < 1):
         return _unreadable("the job envelope's t (try) is not a positive integer")
+    if (data.get("f") == RECHECK_CRON_FUNCTION and data.get("a") == [] and data.get("k", {}) == {}
+            and type(data.get("et")) is int):
+        return {"f": RECHECK_CRON_FUNCTION, "a": [], "k": {}, "t": job_try, "et": data["et"]}
     if data.get("f") != FUNCTION_NAME:
         return _unreadable(f"the job envelope's f (function) is not {FUNCTION_NAME!r}", job_try)
     args, kwargs, enqueued = data.get("a"), data.get("k", {}), data.get("et")

@@ -16,7 +16,7 @@ from jobs.errors import Reason
 from jobs.options import CheckOptions
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
-from worker import events, keys, stream
+from worker import events, keys, recheck, stream
 from worker.payload import PayloadRejected, decode
 from worker.sealing import Sealer
 from worker.settings import Settings
@@ -95,9 +95,10 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
         if already is not None:
             # A run that crashed after writing its event: hand arq the same event, append nothing.
             log.info("job_already_done", event_id=already.get("id"), inbox_id=already.get("subject"))
+            await _after_event(ctx, job_id, already, written_now=False)
             return already
 
-        event = await _run(runtime, payload, unreadable, job_try, eid)
+        event = await _run(runtime, payload, unreadable, job_try, eid, ops=ctx.get(recheck.OPS_KEY))
         try:
             written = await stream.append_once(
                 ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
@@ -111,11 +112,23 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
                  type=written.get("type"), status=data.get("status"), error_code=data.get("error_code"),
                  reason=data.get("reason"), attempts=data.get("attempts"),
                  duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
+        await _after_event(ctx, job_id, written)
         return written
 
 
+async def _after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *,
+                       written_now: bool = True) -> None:
+    """Metrics, and a recheck's health update; a Redis hiccup reruns the job, whose replay
+    finds its event already written and applies the (idempotent) health update again."""
+    try:
+        await recheck.after_event(ctx, job_id, event, written_now=written_now)
+    except RedisError as exc:
+        log.warning("health_update_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
+        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+
+
 async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: int,
-               eid: str) -> events.Event:
+               eid: str, *, ops: recheck.Ops | None = None) -> events.Event:
     """The terminal event for this attempt; raises Retry when the outcome is worth another."""
     settings = runtime.settings
     try:
@@ -131,8 +144,12 @@ async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: 
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
-        result = await asyncio.wait_for(validate_inbox(request, runtime.options),
+        # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
+        check = lambda: validate_inbox(request, runtime.options)  # noqa: E731
+        result = await asyncio.wait_for(recheck.paced(ops, request, check) if ops else check(),
                                         settings.job_timeout - EMIT_RESERVE_S)
+    except Retry:
+        raise  # pacing: not this check's turn yet; not a failure
     except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
         log.error("check_crashed", error=type(exc).__name__, last_try=last_try)
         if not last_try:

@@ -1,0 +1,184 @@
+"""The worker's side of rechecks, pacing and metrics: what arq_settings and tasks call.
+
+- `cron_job`: arq's cron entry that enqueues due rechecks each tick (unique across workers).
+- `paced`: runs a check holding the inbox lock and one slot per connection on each host, and
+  backs a host off when it says "try again later".
+- `after_event`: counts a job's terminal event and, for rechecks, updates the inbox's health.
+- `startup`/`shutdown`, `job_started`/`job_ended`: the metrics endpoint and gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq import Retry
+from arq.cron import CronJob, cron
+from redis.asyncio import Redis
+
+from jobs.errors import Reason
+from jobs.request import ValidationRequest
+from jobs.result import ValidationResult
+from worker import events as event_types
+from worker import serialization
+from worker.health import CERT_EXPIRING, HealthPolicy
+from worker.metrics import Metrics, refresh_forever, serve
+from worker.ops_settings import OpsSettings, get_ops_settings
+from worker.pacing import HostBusy, InboxBusy, Pacer
+from worker.registry import Registry, is_recheck
+from worker.sealing import sealer_for
+from worker.settings import Settings
+
+log = structlog.get_logger("inboxcheck.recheck")
+
+OPS_KEY = "inboxcheck_ops"
+CRON_NAME = serialization.RECHECK_CRON_FUNCTION
+SECONDS_PER_MINUTE = 60
+# Left between the end of the slot wait plus the check's own deadline and arq's job timeout,
+# for writing the event (the same reserve tasks keeps).
+EMIT_MARGIN_S = 4.0
+# A second check of the same inbox comes back after about this long (it is usually short).
+INBOX_BUSY_DEFER_S = 5.0
+# Replies that mean "you are going too fast": the host pauses, not just this inbox.
+THROTTLE_REASONS = frozenset({Reason.TOO_MANY_ATTEMPTS, Reason.TOO_MANY_CONNECTIONS})
+
+
+@dataclass
+class Ops:
+    settings: Settings
+    ops: OpsSettings
+    registry: Registry
+    pacer: Pacer
+    metrics: Metrics
+    policy: HealthPolicy
+    refresher: asyncio.Task[None] | None = None
+    server: Any = None
+
+
+def _ops(ctx: dict[str, Any]) -> Ops:
+    return ctx[OPS_KEY]
+
+
+def health_policy(ops: OpsSettings) -> HealthPolicy:
+    return HealthPolicy(interval_s=ops.recheck_every, failing_after=ops.failing_after,
+                        backoff_max_s=ops.failing_backoff_max,
+                        cert_warning_days=ops.cert_warning_days, jitter_fraction=ops.recheck_jitter)
+
+
+def slot_wait_s(settings: Settings, ops: OpsSettings) -> float:
+    """How long a job may wait for host slots and still finish its check before arq's timeout."""
+    room = settings.job_timeout - settings.check_timeout - EMIT_MARGIN_S
+    return max(min(ops.pacing_wait, room), 0.0)
+
+
+def build(redis: Redis, settings: Settings, ops: OpsSettings | None = None,
+          metrics: Metrics | None = None) -> Ops:
+    ops = ops or get_ops_settings()
+    registry = Registry(redis, queue_name=settings.queue_name, sealer=sealer_for(settings.secret_key),
+                        allow_plaintext=settings.allow_plaintext_credentials)
+    # A lease outlives the whole job, so a live check never loses its slot to expiry.
+    pacer = Pacer(redis, ops.pacing_policy(lease_s=settings.job_timeout))
+    return Ops(settings, ops, registry, pacer, metrics or Metrics(), health_policy(ops))
+
+
+def cron_job(ops: OpsSettings) -> CronJob:
+    """Every recheck_tick seconds (every minute by default); unique, so one worker runs each."""
+    seconds = 0 if ops.recheck_tick >= SECONDS_PER_MINUTE else set(range(0, SECONDS_PER_MINUTE,
+                                                                           ops.recheck_tick))
+    return cron(enqueue_due_rechecks, name=CRON_NAME, second=seconds, unique=True,
+                run_at_startup=False)
+
+
+async def enqueue_due_rechecks(ctx: dict[str, Any]) -> int:
+    ops = _ops(ctx)
+    job_ids = await ops.registry.enqueue_due(claim_ttl_s=ops.ops.recheck_claim_ttl,
+                                             batch=ops.ops.recheck_batch)
+    return len(job_ids)
+
+
+async def startup(ctx: dict[str, Any], settings: Settings) -> None:
+    """Metrics endpoint and gauges; called from the worker's on_startup."""
+    ops = build(ctx["redis"], settings)
+    ctx[OPS_KEY] = ops
+    if ops.ops.metrics_port:
+        try:
+            ops.server = serve(ops.metrics, ops.ops.metrics_host, ops.ops.metrics_port)
+        except OSError as exc:
+            # Another worker on this machine has the port: it still works, just unscraped.
+            log.warning("metrics_port_busy", port=ops.ops.metrics_port, error=type(exc).__name__)
+    ops.refresher = asyncio.ensure_future(refresh_forever(
+        ops.metrics, lambda: ctx["redis"].zcard(settings.queue_name), ops.registry.health_counts,
+        ops.ops.metrics_refresh))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    ops = ctx.get(OPS_KEY)
+    if ops is None:
+        return
+    if ops.refresher is not None:
+        ops.refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ops.refresher
+    if ops.server is not None:
+        ops.server.shutdown()
+        ops.server.server_close()
+
+
+async def job_started(ctx: dict[str, Any]) -> None:
+    if OPS_KEY in ctx:
+        _ops(ctx).metrics.in_flight.inc()
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    if OPS_KEY in ctx:
+        _ops(ctx).metrics.in_flight.dec()
+
+
+async def paced(ops: Ops, request: ValidationRequest,
+                check: Callable[[], Awaitable[ValidationResult]]) -> ValidationResult:
+    """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn."""
+    assert request.inbox_id is not None
+    hosts = [str(request.smtp_host), str(request.imap_host)]
+    try:
+        async with ops.pacer.inbox(request.inbox_id), \
+                ops.pacer.hosts(hosts, slot_wait_s(ops.settings, ops.ops)):
+            result = await check()
+    except InboxBusy:
+        ops.metrics.pacing_waits.labels(why="inbox_busy").inc()
+        log.info("inbox_busy", retry_in_s=INBOX_BUSY_DEFER_S)
+        raise Retry(defer=INBOX_BUSY_DEFER_S) from None
+    except HostBusy as exc:
+        ops.metrics.pacing_waits.labels(why="backed_off" if exc.backed_off else "host_full").inc()
+        log.info("host_busy", host=exc.host, backed_off=exc.backed_off, retry_in_s=round(exc.retry_in_s, 2))
+        raise Retry(defer=exc.retry_in_s) from None
+    for part in (result.smtp, result.imap):
+        if part.status == "failed" and part.reason in THROTTLE_REASONS:
+            await ops.pacer.back_off(part.host, part.retry_after_s)
+    return result
+
+
+async def after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *,
+                      written_now: bool = True) -> None:
+    """Count the job's terminal event (when this run wrote it); for a recheck, apply it to the
+    inbox's health (once per event, however often a crashed job is replayed)."""
+    ops = ctx.get(OPS_KEY)
+    if ops is None:
+        return
+    if written_now:
+        ops.metrics.observe_event(event)
+    inbox_id = event.get("subject")
+    if not is_recheck(job_id) or not inbox_id:
+        return
+    transition = await ops.registry.record_check(
+        inbox_id, event, ops.policy, stream_name=ops.settings.events_stream,
+        maxlen=ops.settings.events_maxlen)
+    if transition is None:
+        return
+    if transition.changed:
+        ops.metrics.event_written(event_types.HEALTH_CHANGED)
+    if transition.new_cert_warnings:
+        ops.metrics.event_written(CERT_EXPIRING)
