@@ -17,6 +17,7 @@ from rich.console import Console
 from jobs.request import RequestError, ValidationRequest, parse_request
 from jobs.validate import validate_inbox
 from worker import enqueue_cmd, events, events_cmd, keygen_cmd, schema_cmd, worker_cmd
+from worker import health_cmd, list_cmd, register_cmd, unregister_cmd
 from worker.client import ClientError
 from worker.logs import configure_logging
 from worker.report import render
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     events_cmd.add_parser(commands)
     schema_cmd.add_parser(commands)
     keygen_cmd.add_parser(commands)
+    register_cmd.add_parser(commands)
+    unregister_cmd.add_parser(commands)
+    list_cmd.add_parser(commands)
+    health_cmd.add_parser(commands)
     return parser
 
 

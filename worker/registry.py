@@ -307,3 +307,12 @@ async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict
         except WatchError:
             return False  # enqueued by another worker between our check and our write
     return True
+
+
+def for_settings(redis: Redis, settings: Any) -> Registry:
+    """The registry as the worker and the CLI use it (the Python client: register and list
+    inboxes from a service with `for_settings(redis, get_settings())`)."""
+    from worker.sealing import sealer_for
+
+    return Registry(redis, queue_name=settings.queue_name, sealer=sealer_for(settings.secret_key),
+                    allow_plaintext=settings.allow_plaintext_credentials)

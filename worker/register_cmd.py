@@ -1,0 +1,64 @@
+"""`inboxcheck register --request FILE [--every 6h]`: recheck an inbox on a schedule."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobs.request import parse_request
+from worker import client
+from worker.client import ClientError
+from worker.ops_settings import get_ops_settings, parse_duration
+from worker.registry import Registry, for_settings
+from worker.settings import Settings
+
+
+def read_text(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 second")
+    return seconds
+
+
+async def _register(args: argparse.Namespace, settings: Settings) -> int:
+    request = parse_request(read_text(args.request))
+    ops = get_ops_settings()
+    every = args.every if args.every is not None else ops.recheck_every
+    async with client.connect(settings) as redis:
+        registry: Registry = for_settings(redis, settings)
+        row = await registry.register(request, every, spread_s=ops.recheck_spread)
+    if args.json:
+        print(json.dumps(row.as_dict()))
+    else:
+        print(f"registered {row.inbox_id}: rechecked every {every:g} s, first check within "
+              f"{min(ops.recheck_spread, every):g} s")
+    return client.EXIT_VALID
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_register(args, settings))
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("register", help="recheck an inbox on a schedule (credentials stored sealed)")
+    parser.add_argument("--request", metavar="FILE", required=True, help="request JSON file, or - for stdin")
+    parser.add_argument("--every", type=duration, metavar="DURATION",
+                        help="recheck interval, e.g. 6h, 30m, 1d (default INBOXCHECK_RECHECK_EVERY)")
+    parser.add_argument("--json", action="store_true", help="print the registered inbox as JSON")
+    parser.set_defaults(handler=run)
