@@ -39,7 +39,8 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_port: int, ca_file: str,
-        noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0) -> dict:
+        noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0, batch_start: bool = False,
+        no_pacing: bool = False) -> dict:
     try:
         from worker.producer import enqueue_validation  # noqa: F401
         from worker.sealing import generate_key
@@ -56,12 +57,20 @@ def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_por
            "INBOXCHECK_EHLO_HOSTNAME": "localhost",
            "INBOXCHECK_SECRET_KEY": key,
            "INBOXCHECK_START_LOCAL_REDIS": "false",
+           # Per-host pacing caps connections to one mail host (10 by default): every bench check
+           # goes to 127.0.0.1, so the cap is lifted to measure the worker, not the politeness policy.
+           "INBOXCHECK_DEFAULT_HOST_LIMIT": "1000000",
+           "INBOXCHECK_METRICS_PORT": "0",
            "INBOXCHECK_LOG_FORMAT": "json",
            "INBOXCHECK_LOG_LEVEL": os.environ.get("INBOXCHECK_LOG_LEVEL", "INFO"),
            "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "bench.e2e_worker", "--loop", loop, "--ssl-max-size", str(ssl_max_size or 0)]
     if noop:
         cmd.append("--noop")
+    if batch_start:
+        cmd.append("--batch-start")
+    if no_pacing:
+        cmd.append("--no-pacing")
     log = root / f"worker-{tag}.log"
     popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     try:
@@ -131,12 +140,22 @@ async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, s
         pid = popen.pid
         base = rss_kb("VmRSS", pid)
         peak_reset = reset_peak(pid)
+        profiler = None
+        if os.environ.get("BENCH_PROFILE"):  # py-spy collapsed stacks of the worker over the window
+            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                                         "--nonblocking", "-o", os.environ["BENCH_PROFILE"]],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1)
         cpu0, busy0, wall0 = proc_cpu_s(pid), machine_busy_s(), time.perf_counter()
         ids = await enqueue(reqs)
+        enqueue_s = time.perf_counter() - wall0
         await wait_for(ids, n + (0 if noop else WARMUP))
         wall = time.perf_counter() - wall0
         cpu, busy = proc_cpu_s(pid) - cpu0, machine_busy_s() - busy0
         peak = rss_kb("VmHWM", pid)
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
         times: list[float] = []
         failures: dict[str, int] = {}
         if not noop:
@@ -153,6 +172,6 @@ async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, s
                     failures[key] = failures.get(key, 0) + 1
         return {"kind": "noop" if noop else "e2e", "n": n, "c": c, "wall_s": wall, "cpu_s": cpu,
                 "machine_busy_s": busy, "rss_base_kb": base, "rss_peak_kb": peak, "peak_reset": peak_reset,
-                "peak_inflight": 1 if noop else c, "failures": failures, **summary(times)}
+                "peak_inflight": 1 if noop else c, "failures": failures, "enqueue_s": enqueue_s, **summary(times)}
     finally:
         await redis.aclose()
