@@ -1,0 +1,204 @@
+"""Rechecks end to end: a real worker subprocess, real redis-server, aiosmtpd and Dovecot, with
+counting proxies in front of the mail servers to see the load they actually get."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
+
+from jobs.request import parse_request
+from tests.ops_support import ConnectionCounter, counting_proxy
+from tests.servers.ports import LOOPBACK
+from tests.servers.tcp import ThreadedTcpServer
+from tests.worker_support import WorkerProcess, worker_env
+from worker import events, keys
+from worker.health import Health
+from worker.registry import Registry
+from worker.sealing import Sealer, generate_key
+
+QUEUE = "e2e:queue"
+STREAM = "e2e:events"
+POLL_S = 0.02
+DEADLINE_S = 30.0
+HOST_CAP = 5
+INBOXES = 100
+LONG_EVERY_S = 3_600.0
+
+
+@pytest.fixture
+def key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def mail(smtp_server: Callable[..., Any], dovecot: Any, imap_user: Any) -> Iterator[dict[str, Any]]:
+    email, password = imap_user
+    smtp = smtp_server(users={email: password})
+    counter = ConnectionCounter()
+    smtp_proxy, smtp_switch = counting_proxy(smtp.port, counter)
+    imap_proxy, _ = counting_proxy(dovecot.imaps_port, counter)
+    yield {"email": email, "password": password, "smtp": smtp, "dovecot": dovecot, "counter": counter,
+           "smtp_port": smtp_proxy.port, "imap_port": imap_proxy.port, "smtp_switch": smtp_switch}
+    smtp_proxy.stop()
+    imap_proxy.stop()
+
+
+def request(mail: dict[str, Any], inbox_id: str) -> Any:
+    return parse_request({"inbox_id": inbox_id, "inbox_type": "CUSTOM_SMTP", "email": mail["email"],
+                          "smtp_host": LOOPBACK, "smtp_port": mail["smtp_port"], "imap_host": LOOPBACK,
+                          "imap_port": mail["imap_port"], "smtp_password": mail["password"]})
+
+
+def start_worker(redis_server: Any, tmp_path: Path, key: str, ca_file: str, **extra: str) -> WorkerProcess:
+    settings = {"INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_TLS_CA_FILE": ca_file,
+                "INBOXCHECK_RECHECK_TICK": "1", "INBOXCHECK_MAX_TRIES": "1",
+                "INBOXCHECK_STEP_TIMEOUT": "5", "INBOXCHECK_CHECK_TIMEOUT": "5",
+                "INBOXCHECK_JOB_TIMEOUT": "30", "INBOXCHECK_METRICS_PORT": "0",
+                "INBOXCHECK_HOST_LIMITS": json.dumps({LOOPBACK: HOST_CAP}), **extra}
+    env = worker_env(redis_server.url, QUEUE, STREAM, **settings)
+    return WorkerProcess(env, tmp_path / f"worker-{time.monotonic_ns()}.log")
+
+
+def stream(redis_server: Any) -> list[dict[str, Any]]:
+    client = redis_sync.Redis.from_url(redis_server.url)
+    try:
+        return [json.loads(fields[b"event"]) for _, fields in client.xrange(STREAM)]
+    finally:
+        client.close()
+
+
+def wait_for(probe: Callable[[], Any], what: str, worker: WorkerProcess,
+             deadline_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while not (found := probe()):
+        assert worker.alive(), f"the worker died while waiting for {what}:\n{worker.log_file.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {deadline_s} s"
+        time.sleep(POLL_S)
+    return found
+
+
+def of_type(items: list[dict[str, Any]], kind: str, inbox_id: str) -> list[dict[str, Any]]:
+    return [e for e in items if e["type"] == kind and e.get("subject") == inbox_id]
+
+
+async def registry(redis_server: Any, key: str) -> tuple[Redis, Registry]:
+    client = Redis.from_url(redis_server.url)
+    return client, Registry(client, queue_name=QUEUE, sealer=Sealer(key))
+
+
+async def test_rechecks_and_one_health_change_per_password_change(
+        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    client, reg = await registry(redis_server, key)
+    await reg.register(request(mail, "inbox-a"), 1.0, spread_s=0)
+    worker = start_worker(redis_server, tmp_path, key, ca_file)
+    try:
+        completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-a")  # noqa: E731
+        wait_for(lambda: len(completed()) >= 2, "two rechecks", worker)
+        assert all(e["data"]["status"] == "valid" for e in completed())
+
+        mail["smtp"].users[mail["email"]] = "changed-password"
+        mail["dovecot"].set_user(mail["email"], "changed-password")
+        wait_for(lambda: any(e["data"]["status"] == "invalid" for e in completed()), "a failed recheck", worker)
+        failed_at = len(completed())
+        # failing inboxes back off (1 s, 2 s, ...): wait for one more recheck after the change
+        wait_for(lambda: len(completed()) > failed_at, "another recheck", worker)
+        changes = of_type(stream(redis_server), events.HEALTH_CHANGED, "inbox-a")
+        assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
+            ("pending", "healthy"), ("healthy", "failing")]
+        assert changes[1]["data"]["current"]["error_code"] == "AUTH_FAILED"
+        assert (await reg.get("inbox-a")).health == Health.FAILING
+
+        # the same CLI a person uses: the table's JSON form
+        raw = (await reg.list())[0].as_dict()
+        assert raw["error_code"] == "AUTH_FAILED" and raw["last_checked_at"] is not None
+    finally:
+        worker.kill()
+        await client.aclose()
+    dump = json.dumps(stream(redis_server))
+    assert mail["password"] not in dump and "changed-password" not in dump
+
+
+async def test_one_transient_failure_degrades_but_does_not_fail(
+        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    client, reg = await registry(redis_server, key)
+    every_s = 2.0
+    await reg.register(request(mail, "inbox-t"), every_s, spread_s=0)
+    worker = start_worker(redis_server, tmp_path, key, ca_file)
+    try:
+        completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-t")  # noqa: E731
+        wait_for(lambda: len(completed()) >= 1, "the first check", worker)
+        mail["smtp_switch"]["drop"] = True  # the network drops SMTP connections for one check
+        wait_for(lambda: any(e["data"]["status"] == "invalid" for e in completed()), "a transient failure", worker)
+        mail["smtp_switch"]["drop"] = False
+        failure = [e for e in completed() if e["data"]["status"] == "invalid"][0]["data"]
+        assert failure["retryable"] and failure["error_code"] in ("CONNECTION_FAILED", "TIMEOUT")
+        assert (await reg.get("inbox-t")).health == Health.DEGRADED
+        wait_for(lambda: completed()[-1]["data"]["status"] == "valid" and len(completed()) >= 3,
+                 "a recovery", worker)
+        healths = [(c["data"]["current"]["health"])
+                   for c in of_type(stream(redis_server), events.HEALTH_CHANGED, "inbox-t")]
+        assert healths == ["healthy", "degraded", "healthy"]
+    finally:
+        worker.kill()
+        await client.aclose()
+
+
+async def test_hundred_inboxes_on_one_host_never_exceed_the_cap_at_the_server(
+        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    client, reg = await registry(redis_server, key)
+    for n in range(INBOXES):
+        await reg.register(request(mail, f"inbox-{n:03}"), LONG_EVERY_S, spread_s=0)
+    worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_PACING_WAIT="25")
+    try:
+        done = lambda: [e for e in stream(redis_server) if e["type"] == events.COMPLETED]  # noqa: E731
+        wait_for(lambda: len(done()) >= INBOXES, f"{INBOXES} checks", worker, deadline_s=60)
+        assert all(e["data"]["status"] == "valid" for e in done())
+        counter = mail["counter"]
+        # every check holds two connections to the host (SMTP and IMAP): 2 checks at a time
+        assert 2 <= counter.peak <= HOST_CAP and counter.total >= 2 * INBOXES
+        assert (await reg.health_counts())["healthy"] == INBOXES
+    finally:
+        worker.kill()
+        await client.aclose()
+
+
+async def _silent(reader: Any, writer: Any) -> None:
+    await reader.read()  # accepts and never greets: the check holds its slots until its deadline
+
+
+async def test_a_killed_workers_slots_are_released(
+        redis_server: Any, tmp_path: Path, key: str, ca_file: str) -> None:
+    client, reg = await registry(redis_server, key)
+    silent = ThreadedTcpServer(_silent, name="silent").start()
+    job_timeout_s = 6.0
+    try:
+        await reg.register(parse_request({
+            "inbox_id": "inbox-k", "inbox_type": "CUSTOM_SMTP", "email": "k@example.test",
+            "smtp_host": LOOPBACK, "smtp_port": silent.port, "imap_host": LOOPBACK,
+            "imap_port": silent.port, "smtp_password": "pw-k"}), LONG_EVERY_S, spread_s=0)
+        worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_CHECK_TIMEOUT="1.5",
+                              INBOXCHECK_STEP_TIMEOUT="1.5", INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s))
+        slots = keys.pacing_slots_key(LOOPBACK)
+        try:
+            wait_for(lambda: redis_sync.Redis.from_url(redis_server.url).zcard(slots) > 0,
+                     "a held slot", worker)
+            worker.proc.send_signal(signal.SIGKILL)
+            worker.proc.wait()
+        finally:
+            worker.kill()
+        assert await client.zcard(slots) > 0  # the dead worker's leases are still there
+        deadline = time.monotonic() + job_timeout_s + DEADLINE_S
+        while await client.zcount(slots, int(time.time() * 1000), "+inf") > 0:
+            assert time.monotonic() < deadline, "the dead worker's slots never came back"
+            time.sleep(POLL_S)
+    finally:
+        silent.stop()
+        await client.aclose()
