@@ -23,6 +23,7 @@ RESULT_KEY_PREFIX = result_key_prefix  # "arq:result:<job_id>" JSON, holds the e
 
 # inboxcheck: marks that a job's terminal event is on the stream, holding that event.
 DONE_KEY_PREFIX = "inboxcheck:done:"
+ATTEMPTS_KEY_PREFIX = "inboxcheck:attempts:"
 
 
 def job_key(job_id: str) -> str:
@@ -45,6 +46,11 @@ def done_key(job_id: str, enqueue_time_ms: int) -> str:
     # The enqueue time is part of the name: one enqueueing of a job id gets one event, and a
     # later enqueueing of the same id (after the freshness window) gets its own.
     return f"{DONE_KEY_PREFIX}{job_id}:{enqueue_time_ms}"
+
+
+def attempts_key(event_id: str) -> str:
+    # Counts the checks one enqueueing of a job has really started (pacing waits excluded).
+    return f"{ATTEMPTS_KEY_PREFIX}{event_id}"
 
 
 def health_check_key(queue_name: str) -> str:

@@ -30,7 +30,7 @@ MAX_RETRY_DEFER_S = 300.0
 # Redis hiccups while writing the event: try again soon, the check result is not the problem.
 REDIS_RETRY_DEFER_S = 1.0
 # Time kept back from arq's job timeout for writing the event after the check's own deadline.
-EMIT_RESERVE_S = 2.0
+EMIT_RESERVE_S = 1.0
 # Event ids are UUIDv5 of the job id and enqueue time in this namespace: a rerun gets the same id.
 EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
 
@@ -98,7 +98,8 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
             await _after_event(ctx, job_id, already, written_now=False)
             return already
 
-        event = await _run(runtime, payload, unreadable, job_try, eid, ops=ctx.get(recheck.OPS_KEY))
+        event = await _run(runtime, payload, unreadable, job_try, eid, ops=ctx.get(recheck.OPS_KEY),
+                           redis=ctx["redis"])
         try:
             written = await stream.append_once(
                 ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
@@ -127,8 +128,22 @@ async def _after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], 
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
 
 
+class AttemptCounter:
+    """How many times this job's check has really started (kept in Redis across runs)."""
+
+    def __init__(self, redis: Any, key: str, ttl_s: float, fallback: int) -> None:
+        self._redis, self._key, self._ttl_ms = redis, key, int(ttl_s * MS_PER_S)
+        self.value = fallback
+
+    async def start(self) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(self._key)
+            pipe.pexpire(self._key, self._ttl_ms)
+            self.value, _ = await pipe.execute()
+
+
 async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: int,
-               eid: str, *, ops: recheck.Ops | None = None) -> events.Event:
+               eid: str, *, ops: recheck.Ops | None = None, redis: Any = None) -> events.Event:
     """The terminal event for this attempt; raises Retry when the outcome is worth another."""
     settings = runtime.settings
     try:
@@ -139,27 +154,36 @@ async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: 
         log.info("payload_rejected", inbox_id=exc.inbox_id, reason=exc.reason.value)
         return _rejection_event(exc, job_try, eid)
 
-    last_try = job_try >= settings.max_tries
     structlog.contextvars.bind_contextvars(inbox_id=request.inbox_id)
+    # arq's job_try also counts runs that never checked (pacing waits, crashes before the check),
+    # so the attempts that count against max_tries are counted here, when a check really starts.
+    attempts = AttemptCounter(redis, keys.attempts_key(eid), settings.keep_result, job_try)
+
+    async def check() -> ValidationResult:
+        await attempts.start()
+        return await validate_inbox(request, runtime.options)
+
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
-        check = lambda: validate_inbox(request, runtime.options)  # noqa: E731
         result = await asyncio.wait_for(recheck.paced(ops, request, check) if ops else check(),
                                         settings.job_timeout - EMIT_RESERVE_S)
     except Retry:
         raise  # pacing: not this check's turn yet; not a failure
+    except RedisError:
+        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
+        last_try = attempts.value >= settings.max_tries
         log.error("check_crashed", error=type(exc).__name__, last_try=last_try)
         if not last_try:
-            raise Retry(defer=retry_defer(settings, job_try)) from None
+            raise Retry(defer=retry_defer(settings, attempts.value)) from None
         failure = events.Failure(inbox_id=request.inbox_id, reason=type(exc).__name__,
-                                 attempts=job_try)
+                                 attempts=attempts.value)
         return events.failed(failure, eid)
 
-    if result.retryable and not last_try:
-        defer = retry_defer(settings, job_try, result)
+    if result.retryable and attempts.value < settings.max_tries:
+        defer = retry_defer(settings, attempts.value, result)
         log.info("check_retry", error_code=result.error_code, reason=result.reason, retry_in_s=defer)
         raise Retry(defer=defer)
-    return events.completed(result.model_copy(update={"attempts": job_try}), eid)
+    return events.completed(result.model_copy(update={"attempts": attempts.value}), eid)
