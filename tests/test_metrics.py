@@ -48,8 +48,10 @@ async def test_endpoint_serves_checks_durations_and_gauges(redis: Redis) -> None
         refresher = asyncio.create_task(refresh_forever(
             metrics, lambda: redis.zcard(QUEUE), health_counts, every_s=POLL_S))
         deadline = time.monotonic() + DEADLINE_S
-        while (metrics.registry.get_sample_value("inboxcheck_queue_depth") != 2
-           and time.monotonic() < deadline):
+        while ((metrics.registry.get_sample_value("inboxcheck_queue_depth") != 2
+                or metrics.registry.get_sample_value("inboxcheck_registered_inboxes",
+                                                     {"health": "failing"}) != 2)
+               and time.monotonic() < deadline):
             await asyncio.sleep(POLL_S)
         refresher.cancel()
         text = await asyncio.to_thread(scrape, server.server_port)
