@@ -14,10 +14,10 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from jobs.presets import COLDSEND_NATIVE, PRESETS, SMTP_IMPLICIT_TLS_PORT, InboxType
 
@@ -51,8 +51,9 @@ class ValidationRequest(BaseModel):
     inbox_id: str | None = Field(default=None, max_length=256, description="Defaults to email.")
     inbox_type: InboxType
     email: str = Field(max_length=320)
-    smtp_host: str | None = None
-    smtp_port: Port | None = None
+    # validate_default: a missing endpoint must be reported next to any other bad field.
+    smtp_host: str | None = Field(default=None, validate_default=True)
+    smtp_port: Port | None = Field(default=None, validate_default=True)
     smtp_use_tls: bool = True
     smtp_security: Security | None = Field(
         default=None,
@@ -61,8 +62,8 @@ class ValidationRequest(BaseModel):
     allow_insecure_auth: bool = Field(
         default=False, description="Allow SMTP AUTH without TLS when smtp_use_tls is false."
     )
-    imap_host: str | None = None
-    imap_port: Port | None = None
+    imap_host: str | None = Field(default=None, validate_default=True)
+    imap_port: Port | None = Field(default=None, validate_default=True)
     imap_use_ssl: bool = True
     smtp_username: str | None = Field(default=None, max_length=320, description="Defaults to email.")
     smtp_password: SecretStr = Field(min_length=1, max_length=1024)
@@ -97,25 +98,27 @@ class ValidationRequest(BaseModel):
             raise ValueError("must be a host name or IP address without spaces")
         return value
 
+    @field_validator("smtp_host", "smtp_port", "imap_host", "imap_port")
+    @classmethod
+    def _required_without_preset(cls, value: Any, info: ValidationInfo) -> Any:
+        inbox_type = info.data.get("inbox_type")
+        if value is None and inbox_type is not None and getattr(PRESETS[inbox_type], info.field_name or "") is None:
+            raise ValueError(f"is required for {inbox_type.value}")
+        return value
+
     @model_validator(mode="after")
     def _apply_preset(self) -> Self:
         preset = PRESETS[self.inbox_type]
-        filled: dict[str, Any] = {}
-        for name in ("smtp_host", "smtp_port", "imap_host", "imap_port"):
-            if getattr(self, name) is None:
-                filled[name] = getattr(preset, name)
-        missing = [name for name in ("smtp_host", "smtp_port", "imap_host", "imap_port")
-                   if getattr(self, name) is None and filled.get(name) is None]
-        if missing:
-            raise PydanticCustomError(
-                "required_for_type",
-                "is required for {inbox_type}",
-                {"inbox_type": self.inbox_type.value, "fields": missing},
-            )
-        filled.setdefault("inbox_id", self.inbox_id or self.email)
+        filled: dict[str, Any] = {
+            name: getattr(preset, name)
+            for name in ("smtp_host", "smtp_port", "imap_host", "imap_port")
+            if getattr(self, name) is None
+        }
+        filled["inbox_id"] = self.inbox_id or self.email
         filled["smtp_username"] = self.smtp_username or self.email
         filled["imap_username"] = self.imap_username or filled["smtp_username"]
         filled["imap_password"] = self.imap_password or self.smtp_password
+        # The model is frozen for its users; filling in defaults is part of building it.
         for name, value in filled.items():
             object.__setattr__(self, name, value)
         return self
@@ -172,9 +175,6 @@ def _problems(error: ValidationError) -> list[FieldProblem]:
     for item in error.errors(include_url=False, include_input=False):
         field = ".".join(str(part) for part in item["loc"]) or "request"
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "required_for_type":
-            problems.extend(FieldProblem(name, message) for name in item["ctx"]["fields"])
-            continue
         if item["type"] == "extra_forbidden":
             message = "is not a known field"
         elif item["type"] == "missing":

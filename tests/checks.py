@@ -1,0 +1,35 @@
+"""Building requests and options for engine tests against the loopback servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.options import CheckOptions
+from jobs.request import ValidationRequest, parse_request
+
+LOOPBACK = "127.0.0.1"
+# Short enough for a quick suite, long enough that a loaded 2-core CI box never trips it falsely.
+STEP_TIMEOUT_S = 2.0
+# "TIMEOUT within the limit plus one second"
+TIMEOUT_SLACK_S = 1.0
+CLOSED_PORT = 1  # tcpmux: nothing listens there on a test machine
+
+
+def request(**fields: Any) -> ValidationRequest:
+    """A CUSTOM_SMTP request on loopback; fields override, unset endpoints point nowhere."""
+    raw: dict[str, Any] = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "ann@inboxcheck.test",
+        "smtp_password": "not-the-password",
+        "smtp_host": LOOPBACK,
+        "smtp_port": CLOSED_PORT,
+        "imap_host": LOOPBACK,
+        "imap_port": CLOSED_PORT,
+    }
+    raw.update(fields)
+    return parse_request(raw)
+
+
+def options(ca_file: str, step_timeout: float = STEP_TIMEOUT_S, **kwargs: Any) -> CheckOptions:
+    return CheckOptions(step_timeout=step_timeout, ca_file=ca_file, ehlo_hostname="client.inboxcheck.test",
+                        **kwargs)

@@ -1,0 +1,1 @@
+"""Real and fake network servers for inboxcheck's tests (loopback only)."""

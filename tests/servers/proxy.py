@@ -1,0 +1,60 @@
+"""A TCP forwarder that announces a different client address (HAProxy PROXY v1).
+
+Why: Dovecot treats a client whose IP equals the server's IP as "secured", so
+on 127.0.0.1 -> 127.0.0.1 it never advertises LOGINDISABLED and happily takes
+plaintext LOGIN before STARTTLS. Forwarding through this handler into a
+``haproxy = yes`` listener makes Dovecot see the client as ``claimed_ip``
+(127.0.0.2: still loopback, and only ever written into the header; no packet
+goes there), so it behaves as it does for a real remote client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.servers.ports import LOOPBACK
+from tests.servers.tcp import PEER_GONE_ERRORS, Handler
+
+CLAIMED_CLIENT_IP = "127.0.0.2"
+_CHUNK = 64 * 1024
+
+
+def proxy_protocol_forwarder(
+    target_port: int,
+    *,
+    target_host: str = LOOPBACK,
+    claimed_ip: str = CLAIMED_CLIENT_IP,
+) -> Handler:
+    """A ThreadedTcpServer handler piping each client to target, PROXY header first."""
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A refused upstream ends the handler, so the client sees the server as down.
+        up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
+        try:
+            client_port = writer.get_extra_info("peername")[1]
+            header = f"PROXY TCP4 {claimed_ip} {target_host} {client_port} {target_port}\r\n"
+            up_writer.write(header.encode("ascii"))
+            pipes = [
+                asyncio.create_task(_pipe(reader, up_writer)),
+                asyncio.create_task(_pipe(up_reader, writer)),
+            ]
+            try:
+                # Either side closing ends the session: IMAP has no half-close use.
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+        finally:
+            up_writer.transport.abort()
+
+    return forward
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(_CHUNK):
+            dst.write(data)
+            await dst.drain()
+    except PEER_GONE_ERRORS:
+        pass

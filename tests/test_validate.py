@@ -1,0 +1,158 @@
+"""One inbox, both protocols: the verdict, the CLI, and what never leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from jobs.errors import ErrorCode, Reason
+from jobs.validate import validate_inbox
+from tests.checks import CLOSED_PORT, LOOPBACK, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from tests.servers.dovecot import Account, Dovecot
+from tests.servers.fakes import FakeServer, silent
+from tests.servers.smtp import SmtpServer
+
+
+def both(smtp: SmtpServer, dovecot: Dovecot, user: Account, **fields: object):
+    base = {"email": user.email, "smtp_password": user.password, "smtp_port": smtp.port,
+            "smtp_security": "starttls", "imap_port": dovecot.imaps_port}
+    return request(**{**base, **fields})
+
+
+async def test_valid_inbox_gets_a_limit_for_its_age(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, account_age_days=20), options(ca_file))
+    assert (result.status, result.error_code, result.resolution) == ("valid", None, None)
+    assert (result.smtp.status, result.imap.status) == ("ok", "ok")
+    assert (result.recommended_range.low, result.recommended_range.high) == (50, 80)
+    assert 50 <= result.recommended_daily_limit <= 80
+    assert result.max_daily_limit == 100_000
+
+
+async def test_smtp_failure_leads_and_does_not_hide_imap(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: "something else"})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, imap_port=CLOSED_PORT), options(ca_file))
+    assert result.status == "invalid" and result.recommended_daily_limit == 0
+    assert (result.error_code, result.reason) == (ErrorCode.AUTH_FAILED, Reason.INVALID_CREDENTIALS)
+    assert (result.imap.error_code, result.imap.reason) == (ErrorCode.CONNECTION_FAILED, Reason.CONNECTION_REFUSED)
+    assert result.resolution and "password" in result.resolution
+
+
+async def test_imap_failure_alone_decides_the_verdict(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, imap_password="wrong"), options(ca_file))
+    assert result.smtp.status == "ok"
+    assert (result.status, result.error_code, result.reason) == ("invalid", ErrorCode.AUTH_FAILED,
+                                                                  Reason.INVALID_CREDENTIALS)
+
+
+async def test_protocols_run_concurrently(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+    server = fake_server(silent)
+    started = time.monotonic()
+    result = await validate_inbox(request(smtp_port=server.port, imap_port=server.port), options(ca_file))
+    assert (result.smtp.error_code, result.imap.error_code) == (ErrorCode.TIMEOUT, ErrorCode.TIMEOUT)
+    assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
+
+
+async def test_log_lines_carry_the_inbox_id(ca_file: str) -> None:
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await validate_inbox(request(inbox_id="inbox-42"), options(ca_file))
+    checked = [line for line in logs if line["event"] == "protocol_checked"]
+    assert {line["protocol"] for line in checked} == {"smtp", "imap"}
+    assert all(line["inbox_id"] == "inbox-42" for line in checked)
+
+
+# A generous bound on starting Python and importing the CLI on a loaded 2-core machine.
+INTERPRETER_START_S = 4.0
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], input=stdin, capture_output=True, text=True,
+        env={**os.environ, "INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG", **(env or {})},
+        timeout=60, check=False,
+    )
+
+
+def write_request(tmp_path: Path, **fields: object) -> str:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(fields))
+    return str(path)
+
+
+def test_cli_json_is_one_event_and_no_secret_anywhere(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str, tmp_path: Path
+) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    fields = {"inbox_type": "CUSTOM_SMTP", "email": imap_user.email, "smtp_password": imap_user.password,
+              "smtp_host": LOOPBACK, "smtp_port": smtp.port, "smtp_security": "starttls",
+              "imap_host": LOOPBACK, "imap_port": dovecot.imaps_port}
+    valid = run_cli("validate", "--request", write_request(tmp_path, **fields), "--json", "--ca-file", ca_file)
+    assert valid.returncode == 0, valid.stderr
+    event = json.loads(valid.stdout)  # exactly one JSON object: json.loads refuses trailing data
+    assert event["type"] == "inbox.validation.completed" and event["specversion"] == "1.0"
+    assert event["data"]["status"] == "valid" and event["subject"] == imap_user.email
+
+    wrong = {**fields, "smtp_password": "Wr0ng-but-secret", "imap_password": "Wr0ng-but-secret"}
+    invalid = run_cli("validate", "--request", write_request(tmp_path, **wrong), "--json", "--ca-file", ca_file)
+    readable = run_cli("validate", "--request", "-", "--ca-file", ca_file, stdin=json.dumps(wrong))
+    assert (invalid.returncode, readable.returncode) == (1, 1)
+    assert json.loads(invalid.stdout)["data"]["error_code"] == "AUTH_FAILED"
+    assert "INVALID" in readable.stdout and "What to do" in readable.stdout
+    for run, secret in ((valid, imap_user.password), (invalid, "Wr0ng-but-secret"), (readable, "Wr0ng-but-secret")):
+        assert secret not in run.stdout + run.stderr
+    assert '"inbox_id"' in invalid.stderr  # the debug log really ran, and still held no secret
+
+
+def test_cli_bad_request_exit_2_names_fields(tmp_path: Path) -> None:
+    bad = run_cli("validate", "--request", write_request(tmp_path, inbox_type="CUSTOM_SMTP", email="x@y.test",
+                                                          smtp_port=70000, smtp_password="p4ss-word"))
+    assert bad.returncode == 2
+    assert "smtp_port" in bad.stderr and "smtp_host" in bad.stderr and "Traceback" not in bad.stderr
+    assert "p4ss-word" not in bad.stderr
+    not_json = run_cli("validate", "--request", "-", stdin="{oops")
+    assert not_json.returncode == 2 and "not valid JSON" in not_json.stderr
+    no_password = run_cli("validate", "--inbox-type", "GOOGLE_WORKSPACE", "--email", "a@b.test", stdin="")
+    assert no_password.returncode == 2 and "INBOXCHECK_SMTP_PASSWORD" in no_password.stderr
+
+
+def test_cli_flags_take_password_from_environment(smtp_server: Callable[..., SmtpServer], dovecot: Dovecot,
+                                                  imap_user: Account, ca_file: str) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    run = run_cli("validate", "--inbox-type", "CUSTOM_SMTP", "--email", imap_user.email,
+                  "--smtp-host", LOOPBACK, "--smtp-port", str(smtp.port), "--smtp-security", "starttls",
+                  "--imap-host", LOOPBACK, "--imap-port", str(dovecot.imap_port), "--imap-starttls",
+                  "--ca-file", ca_file, "--json", env={"INBOXCHECK_SMTP_PASSWORD": imap_user.password})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert imap_user.password not in run.stdout + run.stderr
+
+
+def test_cli_silent_server_is_timeout_within_limit_plus_one_second(
+    fake_server: Callable[..., FakeServer], ca_file: str, tmp_path: Path
+) -> None:
+    server = fake_server(silent)
+    fields = {"inbox_type": "CUSTOM_SMTP", "email": "a@b.test", "smtp_password": "pw", "smtp_host": LOOPBACK,
+              "smtp_port": server.port, "imap_host": LOOPBACK, "imap_port": server.port}
+    limit = 1.0
+    started = time.monotonic()
+    run = run_cli("validate", "--request", write_request(tmp_path, **fields), "--json", "--timeout", str(limit))
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    data = json.loads(run.stdout)["data"]
+    assert (data["error_code"], data["reason"]) == ("TIMEOUT", "NO_GREETING")
+    # The interpreter's start-up is inside this figure too, so it is a fair upper bound.
+    assert elapsed < limit + TIMEOUT_SLACK_S + INTERPRETER_START_S
+    assert data["smtp"]["duration_ms"] < (limit + TIMEOUT_SLACK_S) * 1000
