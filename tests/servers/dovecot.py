@@ -39,10 +39,10 @@ import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from tests.servers.certs import ServerCert
+from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK, free_port
 from tests.servers.proxy import proxy_protocol_forwarder
 from tests.servers.tcp import ThreadedTcpServer
@@ -103,7 +103,7 @@ class _Identity:
         return cls(False, me.pw_uid, os.getegid(), me.pw_name, grp.getgrgid(os.getegid()).gr_name)
 
 
-class Dovecot:
+class Dovecot(StartStop):
     """A Dovecot serving IMAP on 127.0.0.1: ``imaps_port`` (TLS) and ``imap_port`` (STARTTLS).
 
     Everything lives under ``workdir`` (config, base_dir, state, log, users,
@@ -215,17 +215,6 @@ class Dovecot:
             )
         except TimeoutError:
             _signal_group(proc.pid, signal.SIGKILL)  # any forked since; then give up
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of Dovecot's log (for failure messages)."""

@@ -7,11 +7,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis as redis_py
 
+from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK, free_port
 from tests.servers.wait import NotReady, wait_until
 
@@ -43,7 +43,7 @@ def find_redis_server() -> str:
     raise RedisNotInstalled(SETUP_HINT)
 
 
-class RedisServer:
+class RedisServer(StartStop):
     """redis-server on 127.0.0.1; ``stop()`` then ``start()`` reuses the same port.
 
     The port is chosen on the first start and kept, so clients holding ``url``
@@ -122,17 +122,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self, binary: str) -> None:
         self.log_file.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ import secrets
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
@@ -30,6 +29,7 @@ from aiosmtpd.smtp import (
 )
 
 from tests.servers.certs import ServerCert
+from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK
 
 SmtpMode = Literal["starttls", "ssl", "plain"]
@@ -57,7 +57,7 @@ class _DropExpectedNoise(logging.Filter):
 logging.getLogger("mail.log").addFilter(_DropExpectedNoise())
 
 
-class SmtpServer:
+class SmtpServer(StartStop):
     """aiosmtpd on 127.0.0.1:<free port> in mode "starttls", "ssl" or "plain".
 
     AUTH PLAIN and LOGIN are offered (restrict with ``auth_mechanisms``;
@@ -129,28 +129,6 @@ class SmtpServer:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
-
-    def __enter__(self) -> SmtpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> SmtpServer:
-        return self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- called from the server thread -------------------------------------------
 

@@ -12,9 +12,9 @@ import logging
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Self
 
+from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -34,7 +34,7 @@ _START_STOP_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
 
 
-class ThreadedTcpServer:
+class ThreadedTcpServer(StartStop):
     """Serve ``handler(reader, writer)`` per connection on 127.0.0.1:<free port>.
 
     ``connections`` counts accepted TCP connections, including those whose TLS
@@ -91,29 +91,6 @@ class ThreadedTcpServer:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(_START_STOP_TIMEOUT)
         finally:
             self._shutdown_loop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        # Start/stop block only for a few ms, so the test's loop barely notices.
-        return self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
