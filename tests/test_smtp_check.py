@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import Callable
 
 import pytest
 
 from jobs.errors import ErrorCode, Reason
+from jobs.resolutions import resolution
 from jobs.smtp_check import check_smtp
 from tests.checks import CLOSED_PORT, LOOPBACK, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers.certs import PKI
@@ -228,3 +231,35 @@ async def test_server_echo_of_the_password_is_scrubbed(fake_server: Callable[...
     assert result.reason is Reason.INVALID_CREDENTIALS
     assert secret not in result.model_dump_json()
     assert "***" in (result.reply_text or "")
+
+
+
+async def test_dropped_connection_attempts_are_a_connect_timeout(ca_file: str) -> None:
+    # A listener whose accept queue is full drops new SYNs, exactly as a filtering firewall does.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(0)
+        queued.connect(listener.getsockname())
+        started = time.monotonic()
+        result = await check_smtp(smtp_request(listener.getsockname()[1], "starttls"), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT, Reason.CONNECT_TIMEOUT, "connect")
+    assert "firewall" in resolution(Reason.CONNECT_TIMEOUT)
+    assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
+
+
+async def _rejects_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 odd.test ESMTP\r\n")
+    while line := await reader.readline():
+        if line.upper().startswith(b"QUIT"):
+            break
+        writer.write(b"502 5.5.1 Command not implemented\r\n")
+    writer.close()
+
+
+async def test_server_that_refuses_ehlo_is_a_protocol_error(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+    server = fake_server(_rejects_ehlo)
+    result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "ehlo")
+    assert (result.reply_code, result.enhanced_status_code) == (502, "5.5.1")
