@@ -9,9 +9,10 @@ import logging
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from worker import keys, recheck, serialization
+from worker import keys, recheck, redis_pool, serialization
 from worker.logs import configure_logging
 from worker.ops_settings import get_ops_settings
 from worker.settings import Settings, SettingsError, get_settings
@@ -29,6 +30,7 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 # back soon). arq adds 10 s to the job timeout; the job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
 SETTINGS_KEY = "inboxcheck_settings"
+MS_PER_S = 1000
 
 
 def check_settings(settings: Settings) -> None:
@@ -51,6 +53,7 @@ def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSetting
 
 async def on_startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
+    redis_pool.concurrent(ctx["redis"])  # before any job: no pool-wide lock per command
     ctx[STATE_KEY] = Runtime.from_settings(ctx.get(SETTINGS_KEY) or get_settings())
     # Pacing, health updates and the metrics endpoint (worker.recheck).
     await recheck.startup(ctx, ctx[STATE_KEY].settings)
@@ -94,11 +97,41 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 class InboxWorker(Worker):
-    """arq's Worker with the in-progress lock sized for this job (see IN_PROGRESS_MARGIN_S)."""
+    """arq's Worker with the in-progress lock sized for this job (see IN_PROGRESS_MARGIN_S),
+    and arq's job claim made in one round trip per poll instead of four per job (worker.redis_pool)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
+        batch = [job_id.decode() for job_id in job_ids[:max(self.max_jobs - self.job_counter, 0)]]
+        if not batch:
+            return
+        for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
+            await self.sem.acquire()
+        self.job_counter += len(batch)
+        now, lock_ms = timestamp_ms(), int(self.in_progress_timeout_s * MS_PER_S)
+        try:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id in batch:
+                    pipe.eval(redis_pool.CLAIM_JOB, 2, keys.in_progress_key(job_id), self.queue_name,
+                              job_id, now, lock_ms)
+                scores = await pipe.execute()
+        except BaseException:
+            self.job_counter -= len(batch)
+            for _ in batch:
+                self.sem.release()
+            raise
+        for job_id, score in zip(batch, scores):
+            if score is None:  # running elsewhere, finished, or deferred meanwhile: as arq skips it
+                self.job_counter -= 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
 
 def quiet_arq_job_lines() -> None:
