@@ -15,8 +15,9 @@ import redis
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
-from tests.worker_support import RedisServer, closed_port, scan_for, stream_events
-from worker import keys, payload, serialization
+from tests.servers.redis import RedisServer
+from tests.worker_support import closed_port, scan_for, stream_events
+from worker import cli, keys, payload, serialization
 from worker.arq_settings import InboxWorker, check_settings, redis_settings, worker_kwargs
 from worker.events import COMPLETED, REJECTED
 from worker.producer import enqueue_validation, envelope
@@ -230,13 +231,17 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def test_schema_and_keygen() -> None:
+def test_schema_and_keygen(capsys: pytest.CaptureFixture[str]) -> None:
+    # In-process: these commands read no settings and touch nothing outside; the subprocess CLI
+    # (`python -m worker`) is exercised by the enqueue and events tests below.
     for which in ("request", "event", "payload"):
-        result = run_cli("schema", which)
-        assert result.returncode == 0 and json.loads(result.stdout)["type"] == "object"
-    key = run_cli("keygen").stdout.strip()
-    Sealer(key)  # a usable key
-    assert run_cli("schema", "nope").returncode == 2
+        assert cli.main(["schema", which]) == 0
+        assert json.loads(capsys.readouterr().out)["type"] == "object"
+    assert cli.main(["keygen"]) == 0
+    Sealer(capsys.readouterr().out.strip())  # a usable key
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["schema", "nope"])
+    assert usage.value.code == 2
 
 
 async def test_enqueue_bulk_csv_reports_bad_rows_and_enqueues_good(redis_server, aredis, tmp_path: Path) -> None:

@@ -1,16 +1,13 @@
-"""Helpers for the worker tests: a restartable redis-server, an SMTP server, worker processes.
+"""Helpers for the worker tests: worker subprocesses, their settings, and reading Redis.
 
-(Written here because tests/servers had no redis/smtp fixture yet when these tests were made.)
+The servers themselves (redis-server, aiosmtpd, Dovecot, fakes) are the shared ones in tests/servers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,102 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from tests.servers.ports import LOOPBACK, free_port
-from tests.servers.tcp import ThreadedTcpServer
-from tests.servers.wait import wait_until
+from tests.servers.ports import free_port
 
-START_TIMEOUT_S = 10.0
 POLL_S = 0.05
 REPO = Path(__file__).resolve().parent.parent
-
-
-class RedisServer:
-    """redis-server on 127.0.0.1:<free port>, append-only so queued jobs survive stop/start."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is needed: apt-get install redis-server"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.workdir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited")
-            try:
-                return bool(self.client().ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(up, timeout=START_TIMEOUT_S, what="redis-server")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=START_TIMEOUT_S)
-        self.proc = None
-
-
-class SmtpServer:
-    """aiosmtpd with STARTTLS and AUTH PLAIN/LOGIN against a dict of users."""
-
-    def __init__(self, tls_context: Any, users: dict[str, str]) -> None:
-        self.users = users
-        self.port = free_port()
-
-        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-            ok = isinstance(auth_data, LoginPassword) and \
-                self.users.get(auth_data.login.decode()) == auth_data.password.decode()
-            return AuthResult(success=ok, handled=False)
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                return "250 OK"
-
-        outer = self
-
-        class _Controller(Controller):
-            def factory(self) -> SMTP:
-                return SMTP(Handler(), hostname="localhost", tls_context=tls_context, require_starttls=True,
-                            auth_require_tls=True, authenticator=authenticator,
-                            auth_exclude_mechanism=["CRAM-MD5"])
-
-        self.controller = _Controller(Handler(), hostname=LOOPBACK, port=outer.port, ready_timeout=START_TIMEOUT_S)
-
-    def start(self) -> SmtpServer:
-        self.controller.start()
-        return self
-
-    def stop(self) -> None:
-        self.controller.stop()
-
-
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    # Accepts, then says nothing: the client's greeting timeout must fire.
-    await reader.read()
-    writer.close()
-
-
-def silent_server() -> ThreadedTcpServer:
-    return ThreadedTcpServer(_silent, name="silent")
 
 
 def closed_port() -> int:
@@ -162,6 +68,8 @@ def worker_env(redis_url: str, queue: str, stream: str, **extra: str) -> dict[st
         "INBOXCHECK_JOB_TIMEOUT": "5", "INBOXCHECK_MAX_TRIES": "2", "INBOXCHECK_RETRY_BACKOFF": "0.1",
         "INBOXCHECK_RECONNECT_DELAY": "0.1", "INBOXCHECK_RECONNECT_MAX_DELAY": "0.5",
         "INBOXCHECK_EHLO_HOSTNAME": "worker.test",
+        # No metrics endpoint: workers of concurrent test runs would fight over the default port.
+        "INBOXCHECK_METRICS_PORT": "0",
     })
     env.update(extra)
     return env
@@ -207,7 +115,3 @@ def scan_for(client: redis.Redis, needles: list[bytes]) -> list[str]:
             hits.append(key.decode(errors="replace"))
     return hits
 
-
-def free_tcp_port_is_closed(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex((LOOPBACK, port)) != 0
