@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import socket
 
 from jobs.errors import CheckError, Reason, check_error
@@ -11,7 +12,24 @@ from jobs.errors import CheckError, Reason, check_error
 AddrInfo = tuple[int, int, int, str, tuple]  # as socket.getaddrinfo returns
 
 
+def _literal(host: str, port: int) -> list[AddrInfo] | None:
+    """What getaddrinfo would answer for an IP literal, without its trip through the thread pool
+    (a thread hand-off and two GIL switches per connection); None for a name (or a scoped one)."""
+    if "%" in host:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port))]
+    return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0))]
+
+
 async def resolve(host: str, port: int) -> list[AddrInfo]:
+    literal = _literal(host, port)
+    if literal is not None:
+        return literal
     loop = asyncio.get_running_loop()
     try:
         return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

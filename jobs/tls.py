@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import ssl
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -19,6 +20,15 @@ _X509_UNTRUSTED = frozenset({2, 18, 19, 20, 21, 27})
 # A TLS client that gets a plaintext greeting back sees one of these: the port is not TLS.
 _PLAINTEXT_PEER = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
                    "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "record layer failure")
+
+# asyncio's TLS transport (CPython 3.11+) zero-fills a read buffer of SSLProtocol.max_size
+# (256 KiB) for every connection, and a check holds two: about 512 KiB of resident memory per
+# in-flight check, the bulk of the worker's RSS at a few hundred checks at once. A TLS record
+# carries at most 16 KiB of plaintext, so reads of 16 KiB lose nothing (a longer reply takes
+# more reads); the buffer is only the size of each SSLObject.read(), not a limit on any message.
+TLS_READ_BUFFER = 16 * 1024
+if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 @lru_cache(maxsize=8)

@@ -72,6 +72,12 @@ end
 return 1
 """
 
+# KEYS[1] inbox lock. ARGV: our token. Deletes the lock only while it is still ours.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 
 class HostBusy(Exception):
     """No slot within the wait: hand the job back and try again after `retry_in_s`."""
@@ -107,6 +113,7 @@ class Pacer:
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._backoff = redis.register_script(_BACKOFF)
+        self._unlock = redis.register_script(_UNLOCK)
 
     async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
@@ -188,11 +195,5 @@ class Pacer:
             await self._release_lock(key, token)
 
     async def _release_lock(self, key: str, token: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(key)
-            if await pipe.get(key) in (token, token.encode()):
-                pipe.multi()
-                pipe.delete(key)
-                await pipe.execute()
-            else:
-                await pipe.unwatch()
+        # Compare-and-delete in one atomic script (was WATCH / GET / MULTI DEL EXEC: 3 round trips).
+        await self._unlock(keys=[key], args=[token])

@@ -1,8 +1,9 @@
 """Appending a job's terminal event to the stream exactly once.
 
-The XADD and the job's "done" mark are one MULTI/EXEC transaction, guarded by WATCH on the mark:
-a job that runs again after a crash (or two runs racing after a lock expired) finds the mark and
-returns the event already written instead of appending a second one.
+The check of the job's "done" mark, the XADD and the mark itself are one Lua script, which Redis
+runs atomically: a job that runs again after a crash (or two runs racing after a lock expired)
+finds the mark and returns the event already written instead of appending a second one. (It was
+WATCH / GET / MULTI XADD SET EXEC: three round trips per job where one does.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from worker.events import Event
 
@@ -20,6 +20,18 @@ FIELD_EVENT = "event"
 FIELD_TYPE = "type"
 FIELD_INBOX_ID = "inbox_id"
 MS_PER_S = 1000
+
+# KEYS[1] done mark, KEYS[2] stream. ARGV: maxlen, mark TTL ms, event JSON, then the stream
+# entry's field/value pairs.
+# Returns the event already written, or nothing when this call appended it.
+# MAXLEN ~ (approximate) trims whole macro nodes, far cheaper than exact.
+_APPEND_ONCE = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return false
+"""
 
 
 async def recorded(redis: Redis, done_key: str) -> dict[str, Any] | None:
@@ -34,18 +46,6 @@ async def append_once(
     """Append `event` unless this job already appended one; return the event on the stream."""
     event_json = event.model_dump_json()
     fields = {FIELD_EVENT: event_json, FIELD_TYPE: event.type, FIELD_INBOX_ID: event.subject or ""}
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(done_key)
-                existing = await pipe.get(done_key)
-                if existing:
-                    return json.loads(existing)
-                pipe.multi()
-                # approximate=True: MAXLEN ~ trims whole macro nodes, far cheaper than exact.
-                pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-                pipe.set(done_key, event_json, px=int(done_ttl_s * MS_PER_S))
-                await pipe.execute()
-                return json.loads(event_json)
-            except WatchError:
-                continue  # another run wrote it between WATCH and EXEC: read theirs
+    existing = await redis.eval(_APPEND_ONCE, 2, done_key, stream, maxlen, int(done_ttl_s * MS_PER_S),
+                                event_json, *(x for pair in fields.items() for x in pair))
+    return json.loads(existing or event_json)
