@@ -31,6 +31,10 @@ DEADLINE_S = 30.0
 HOST_CAP = 5
 INBOXES = 100
 LONG_EVERY_S = 3_600.0
+# Shorter than the cron's tick (INBOXCHECK_RECHECK_TICK=1 s, arq cron's finest step): the inbox
+# is due again at every tick, so each recheck costs one tick, not an interval plus a tick; and a
+# failing inbox's backoff (this interval, doubled per failure) stays below a tick for a while.
+SHORT_EVERY_S = 0.2
 
 
 @pytest.fixture
@@ -97,7 +101,7 @@ async def registry(redis_server: Any, key: str) -> tuple[Redis, Registry]:
 async def test_rechecks_and_one_health_change_per_password_change(
         redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
     client, reg = await registry(redis_server, key)
-    await reg.register(request(mail, "inbox-a"), 1.0, spread_s=0)
+    await reg.register(request(mail, "inbox-a"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
         completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-a")  # noqa: E731
@@ -108,7 +112,7 @@ async def test_rechecks_and_one_health_change_per_password_change(
         mail["dovecot"].set_user(mail["email"], "changed-password")
         wait_for(lambda: any(e["data"]["status"] == "invalid" for e in completed()), "a failed recheck", worker)
         failed_at = len(completed())
-        # failing inboxes back off (1 s, 2 s, ...): wait for one more recheck after the change
+        # failing inboxes back off (0.2 s, 0.4 s, ...): wait for one more recheck after the change
         wait_for(lambda: len(completed()) > failed_at, "another recheck", worker)
         changes = of_type(stream(redis_server), events.HEALTH_CHANGED, "inbox-a")
         assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
@@ -129,8 +133,7 @@ async def test_rechecks_and_one_health_change_per_password_change(
 async def test_one_transient_failure_degrades_but_does_not_fail(
         redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
     client, reg = await registry(redis_server, key)
-    every_s = 2.0
-    await reg.register(request(mail, "inbox-t"), every_s, spread_s=0)
+    await reg.register(request(mail, "inbox-t"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
         completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-t")  # noqa: E731
@@ -178,14 +181,14 @@ async def test_a_killed_workers_slots_are_released(
         redis_server: Any, tmp_path: Path, key: str, ca_file: str) -> None:
     client, reg = await registry(redis_server, key)
     silent = ThreadedTcpServer(_silent, name="silent").start()
-    job_timeout_s = 6.0
+    job_timeout_s = 3.5  # the lease's life: what the test waits for after the kill
     try:
         await reg.register(parse_request({
             "inbox_id": "inbox-k", "inbox_type": "CUSTOM_SMTP", "email": "k@example.test",
             "smtp_host": LOOPBACK, "smtp_port": silent.port, "imap_host": LOOPBACK,
             "imap_port": silent.port, "smtp_password": "pw-k"}), LONG_EVERY_S, spread_s=0)
-        worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_CHECK_TIMEOUT="1.5",
-                              INBOXCHECK_STEP_TIMEOUT="1.5", INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s))
+        worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_CHECK_TIMEOUT="1",
+                              INBOXCHECK_STEP_TIMEOUT="1", INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s))
         slots = keys.pacing_slots_key(LOOPBACK)
         try:
             wait_for(lambda: redis_sync.Redis.from_url(redis_server.url).zcard(slots) > 0,
