@@ -109,6 +109,7 @@ def test_job_id_is_keyed_and_ignores_nothing() -> None:
     assert payload.job_id_for(one, sealer) != payload.job_id_for(one, Sealer(generate_key()))
     assert payload.job_id_for(one, None) == payload.job_id_for(request(port=1, smtp_password="x"), None)
     assert payload.job_id_for(one, sealer) != payload.job_id_for(request("inbox-2", port=1), sealer)
+    assert payload.job_id_for(one, sealer, "queue-a") != payload.job_id_for(one, sealer, "queue-b")
 
 
 async def test_rerun_after_crash_appends_no_second_event(redis_server, aredis) -> None:

@@ -100,12 +100,16 @@ def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def job_id_for(request: ValidationRequest, sealer: Sealer | None) -> str:
-    """Same request, same id. Keyed, because content with a password must not be hashed bare;
-    without a key (plaintext development mode) the passwords are left out of the hash."""
+def job_id_for(request: ValidationRequest, sealer: Sealer | None, queue_name: str = "") -> str:
+    """Same request to the same queue, same id. Keyed, because content with a password must not
+    be hashed bare; without a key (plaintext development mode) the passwords are left out.
+
+    arq's job and result keys are global, so the queue is part of the id: otherwise a request
+    sent to a second queue would find the first queue's job and never run there."""
+    scope = queue_name.encode() + b"\n"
     if sealer is not None:
-        return sealer.job_id(canonical(request, with_secrets=True))
-    return hashlib.sha256(canonical(request, with_secrets=False)).hexdigest()
+        return sealer.job_id(scope + canonical(request, with_secrets=True))
+    return hashlib.sha256(scope + canonical(request, with_secrets=False)).hexdigest()
 
 
 def _inbox_id_hint(request: Any) -> str | None:

@@ -47,7 +47,7 @@ async def enqueue_validation(
     settings = settings or get_settings()
     if sealer is None:
         sealer = sealer_for(settings.secret_key)
-    job_id = payload.job_id_for(request, sealer)
+    job_id = payload.job_id_for(request, sealer, settings.queue_name)
     job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
     body = payload.encode(request, sealer)
     async with redis.pipeline(transaction=True) as pipe:
