@@ -201,9 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.c, args.latency_c, args.mem_c = 40, 10, 20, 40
-        args.mem_n, args.naive_sample, args.t1_samples = 80, 3, 2
-        args.rtts, args.mem_rtt = "20", 20
+        # CI's smoke run (~25 s on 2 cores): every scenario kind and the proxy once, tiny N, no
+        # memory runs (their targets need C=500 to mean anything). Exit 2 only if a check failed
+        # (a crashed scenario raises); missed targets are printed, not fatal (that is --strict).
+        args.n, args.c, args.latency_c, args.latency_n = 20, 10, 10, 20
+        args.naive_sample, args.t1_samples, args.rtts, args.no_mem = 2, 1, "20", True
     latency_n = args.latency_n or args.n
     mem_n = args.mem_n or 2 * args.mem_c
     rtts = [float(x) for x in args.rtts.split(",") if x.strip()]
@@ -235,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                 t1 = bench.single_check_s("inproc", ports, rtt)
                 res = {"t1": t1,
                        "raw": bench.scenario("raw", latency_n, args.latency_c, rtt, ports),
-                       "inproc": bench.scenario("inproc", latency_n, args.latency_c, rtt, ports),
+                       # quick: inproc already ran above (no delay); e2e stands for it here
+                       "inproc": None if args.quick else bench.scenario("inproc", latency_n,
+                                                                        args.latency_c, rtt, ports),
                        "e2e": bench.e2e(latency_n, args.latency_c, rtt, ports)}
                 res["naive"] = bench.scenario("naive", args.naive_sample, 1, rtt, ports)
                 res["naive"]["n_total"] = latency_n
@@ -267,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
 
     print()
-    print(f"inboxcheck benchmark: {os.cpu_count()} cores, loop={args.loop}, "
-          f"ssl max_size={'as shipped (256 KiB)' if not args.ssl_max_size else args.ssl_max_size}, "
+    try:
+        import uvloop  # noqa: F401
+        worker_loop = "uvloop"
+    except ImportError:
+        worker_loop = "asyncio"
+    print(f"inboxcheck benchmark: {os.cpu_count()} cores, loop={args.loop} (e2e worker: {worker_loop}, "
+          f"as worker.run ships), ssl max_size={'as shipped (16 KiB, jobs.tls; raw: 256 KiB)' if not args.ssl_max_size else args.ssl_max_size}, "
           f"wall {time.monotonic() - started:.0f}s")
     print_table(bench.rows)
     print()
@@ -285,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     if 100 in by_rtt or rtts:
         rtt = 100.0 if 100.0 in by_rtt else max(by_rtt)
         res = by_rtt[rtt]
-        ours = res["e2e"] or res["inproc"]
-        name = "e2e" if res["e2e"] else "inproc"
+        ours = res["e2e"] or res["inproc"] or res["raw"]
+        name = "e2e" if res["e2e"] else "inproc" if res["inproc"] else "raw"
         ideal = latency_n / args.latency_c * res["t1"]
         ratio = ours["wall_s"] / ideal
         targets.append((f"{name} @{rtt:g}ms N={latency_n} C={args.latency_c}: wall / (N/C x t1={res['t1']:.3f}s)",
@@ -296,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if rtts:
         rtt = 50.0 if 50.0 in by_rtt else min(by_rtt)
         res = by_rtt[rtt]
-        ours = res["e2e"] or res["inproc"]
-        name = "e2e" if res["e2e"] else "inproc"
+        ours = res["e2e"] or res["inproc"] or res["raw"]
+        name = "e2e" if res["e2e"] else "inproc" if res["inproc"] else "raw"
         ratio = ours["rate"] / res["naive"]["rate"]
         targets.append((f"{name} / naive checks/s @{rtt:g}ms (C={args.latency_c})", ratio,
                         f">= {TARGET_E2E_VS_NAIVE}", ratio >= TARGET_E2E_VS_NAIVE))
