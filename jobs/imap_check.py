@@ -15,7 +15,7 @@ from jobs.redact import scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
-from jobs.steps import StepLog
+from jobs.steps import StepLog, Translator
 from jobs.tls import client_context, tls_info
 
 
@@ -24,7 +24,7 @@ def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
     return Reply(status=response.result, text=scrub(text, secrets))
 
 
-def _translator(where: str, secrets: tuple[str, ...]):
+def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: str) -> CheckError | None:
         if isinstance(exc, GreetingRefused):
             reply = Reply(status="BYE", text=scrub(exc.line, secrets))

@@ -6,6 +6,7 @@ import contextlib
 import socket
 
 import aiosmtplib
+from aiosmtplib.auth import auth_plain_encode
 
 from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
@@ -16,7 +17,7 @@ from jobs.redact import scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
-from jobs.steps import StepLog
+from jobs.steps import StepLog, Translator
 from jobs.tls import client_context, tls_info
 
 # One mechanism only, the first of these the server offers: aiosmtplib's login() would try each
@@ -30,7 +31,7 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
     return Reply(code=exc.code, enhanced_code=enhanced_code(text), text=text)
 
 
-def _translator(where: str, secrets: tuple[str, ...]):
+def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: str) -> CheckError | None:
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             reply = _reply(exc, secrets)
@@ -66,10 +67,9 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
     where = f"SMTP server {host}:{port}"
     username = request.smtp_username or request.email
     password = request.smtp_password.get_secret_value()
-    # A server that echoes a rejected AUTH line echoes these encodings, so they are secrets too.
-    secrets = (*request.secrets, *aiosmtplib.auth.auth_login_encode(username, password)[1:],
-               aiosmtplib.auth.auth_plain_encode(username, password).decode())
-    secrets = tuple(s if isinstance(s, str) else s.decode() for s in secrets)
+    # A server that echoes a rejected AUTH PLAIN line echoes this blob; scrub() already covers
+    # the password's own base64 form (AUTH LOGIN).
+    secrets = (*request.secrets, auth_plain_encode(username, password).decode())
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
