@@ -177,11 +177,22 @@ async def test_hostile_payloads_end_in_rejected_events(redis_server, aredis) -> 
     assert not await aredis.zcard(settings.queue_name)
 
 
+async def test_producer_without_key_refuses_plaintext(redis_server, aredis) -> None:
+    settings = make_settings(redis_server, secret_key=None)
+    with pytest.raises(payload.PlaintextRefused, match="INBOXCHECK_SECRET_KEY"):
+        await enqueue_validation(aredis, request("refused"), settings=settings)
+    assert not await aredis.zcard(settings.queue_name)
+    assert PASSWORD.encode() not in b"".join([await aredis.get(k) or b"" async for k in aredis.scan_iter("arq:job:*")
+                                              if await aredis.type(k) == b"string"])
+
+
 async def test_worker_without_key_refuses_sealed_and_plaintext_needs_permission(redis_server, aredis) -> None:
     producer_settings = make_settings(redis_server)
     worker_settings = producer_settings.model_copy(update={"secret_key": None})
     await enqueue_validation(aredis, request("sealed"), settings=producer_settings)
-    plain_settings = producer_settings.model_copy(update={"secret_key": None})
+    # A producer without a key writes plaintext only when told it is development.
+    plain_settings = producer_settings.model_copy(update={"secret_key": None,
+                                                          "allow_plaintext_credentials": True})
     await enqueue_validation(aredis, request("plain"), settings=plain_settings)
     await burst(worker_settings)
     events = {e["subject"]: e for e in stream_events(redis_server.client(), producer_settings.events_stream)}

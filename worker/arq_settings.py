@@ -17,6 +17,7 @@ from worker.logs import configure_logging
 from worker.ops_settings import get_ops_settings
 from worker.settings import Settings, SettingsError, get_settings
 from worker.tasks import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
+from worker.units import MS_PER_S
 
 # The job timeout must leave this much room above the check's own deadline, so the check's
 # TIMEOUT event is always written before arq would cancel the job (which would emit nothing).
@@ -30,7 +31,6 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 # back soon). arq adds 10 s to the job timeout; the job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
 SETTINGS_KEY = "inboxcheck_settings"
-MS_PER_S = 1000
 
 
 def check_settings(settings: Settings) -> None:

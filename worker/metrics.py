@@ -13,11 +13,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from worker.units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.metrics")
 
-MS_PER_S = 1000
 # Mail steps take from a millisecond (loopback) to the step timeout (tens of seconds).
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 NO_ERROR = "none"

@@ -20,10 +20,10 @@ import structlog
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.pacing")
 
-MS_PER_S = 1000
 # Far below what each provider tolerates from one client address: Gmail allows 15 IMAP
 # connections per account and throttles bursts of logins from one IP; Exchange Online allows
 # 3 concurrent SMTP AUTH connections per mailbox and 20 IMAP. Per host across all inboxes, 10

@@ -78,9 +78,24 @@ def request_fields(request: ValidationRequest) -> dict[str, Any]:
     return fields
 
 
-def encode(request: ValidationRequest, sealer: Sealer | None) -> dict[str, Any]:
-    """The payload for `request`: sealed when there is a key, else plaintext (development)."""
+class PlaintextRefused(Exception):
+    """Credentials would go to Redis in plaintext, and plaintext was not explicitly allowed."""
+
+
+def require_sealing(sealer: Sealer | None, *, allow_plaintext: bool) -> None:
+    """The one rule for writing credentials to Redis (producer and registry): sealed, or
+    plaintext only when settings.allow_plaintext_credentials says this is development."""
+    if sealer is None and not allow_plaintext:
+        raise PlaintextRefused(
+            "INBOXCHECK_SECRET_KEY is not set: credentials are only written to Redis sealed with "
+            "it (or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)")
+
+
+def encode(request: ValidationRequest, sealer: Sealer | None, *,
+           allow_plaintext: bool = False) -> dict[str, Any]:
+    """The payload for `request`: sealed with the key; plaintext only when allowed (development)."""
     assert request.inbox_id is not None  # the request model always fills it in
+    require_sealing(sealer, allow_plaintext=allow_plaintext)
     secrets = _secrets_of(request)
     credentials: dict[str, Any] = (
         {"sealed": sealer.seal(secrets, request.inbox_id)} if sealer else {"plain": secrets}

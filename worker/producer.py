@@ -18,8 +18,8 @@ from jobs.request import ValidationRequest
 from worker import keys, payload, serialization
 from worker.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
+from worker.units import MS_PER_S
 
-MS_PER_S = 1000
 # A job not started within a day is dropped by arq (its key expires): same as arq's default.
 JOB_EXPIRES_MS = 86_400_000
 # How often a waiting producer looks for results: a GET per job, cheap.
@@ -42,27 +42,36 @@ async def enqueue_validation(
     """Enqueue a check of `request`; return its job id.
 
     The id is derived from the request, so enqueueing the same request again while its job is
-    pending, or its result fresh, returns the same id and adds no job.
+    pending, or its result fresh, returns the same id and adds no job. Without a key the
+    passwords would sit in Redis in plaintext: refused (payload.PlaintextRefused) unless
+    settings.allow_plaintext_credentials says this is development.
     """
     settings = settings or get_settings()
     if sealer is None:
         sealer = sealer_for(settings.secret_key)
+    body = payload.encode(request, sealer, allow_plaintext=settings.allow_plaintext_credentials)
     job_id = payload.job_id_for(request, sealer, settings.queue_name)
+    await enqueue_payload(redis, settings.queue_name, job_id, body)
+    return job_id
+
+
+async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict[str, Any]) -> bool:
+    """Enqueue a ready payload under `job_id` unless that job is pending or its result fresh;
+    True when this call enqueued it. (Also how worker.registry enqueues rechecks.)"""
     job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
-    body = payload.encode(request, sealer)
     async with redis.pipeline(transaction=True) as pipe:
         try:
             await pipe.watch(job_key, result_key)
             if await pipe.exists(job_key, result_key):
-                return job_id
+                return False
             now_ms = int(time.time() * MS_PER_S)
             pipe.multi()
             pipe.psetex(job_key, JOB_EXPIRES_MS, envelope(body, now_ms))
-            pipe.zadd(settings.queue_name, {job_id: now_ms})
+            pipe.zadd(queue_name, {job_id: now_ms})
             await pipe.execute()
         except WatchError:
-            pass  # enqueued by someone else between our check and our write: same job
-    return job_id
+            return False  # enqueued by someone else between our check and our write: same job
+    return True
 
 
 async def results(redis: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -36,10 +36,10 @@ from worker.health import (
     observe,
 )
 from worker.sealing import Sealer
+from worker.units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.registry")
 
-MS_PER_S = 1000
 # Health event ids are UUIDv5 of the check's event id and the type: a replay gets the same id.
 HEALTH_EVENT_NAMESPACE = uuid.UUID("0f7d2a4e-8c51-4b8e-b7a2-6d3c1e9f4a21")
 # Inbox ids hashed into job ids: job ids stay short and never carry an email address.
@@ -56,8 +56,9 @@ return due
 """
 
 
-class RegistryError(ValueError):
-    """A registration that cannot be stored (e.g. plaintext credentials in production)."""
+# Registering without a key and without permission for plaintext raises this (the same rule
+# and error as the producer's, from worker.payload.encode).
+RegistryError = payload.PlaintextRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +120,10 @@ class Registry:
     async def register(self, request: ValidationRequest, every_s: float, *, spread_s: float,
                        now: float | None = None) -> InboxRow:
         """Store the inbox (credentials sealed) and schedule its first check within spread_s."""
-        if self.sealer is None and not self.allow_plaintext:
-            raise RegistryError("registering needs INBOXCHECK_SECRET_KEY, so the stored credentials "
-                                "are sealed (or INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)")
         assert request.inbox_id is not None  # the request model always fills it in
         now = time.time() if now is None else now
         inbox_id = request.inbox_id
-        body = payload.encode(request, self.sealer)
+        body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext)
         age = body["request"].pop("account_age_days", None)
         first_check = now + random.uniform(0, min(spread_s, every_s))
         fields = {"payload": json.dumps(body, separators=(",", ":")), "every_s": every_s,
@@ -228,7 +226,7 @@ class Registry:
         if age is not None:
             body["request"]["account_age_days"] = age
         job_id = recheck_job_id(inbox_id, slot_ms)
-        await enqueue_payload(self.redis, self.queue_name, job_id, body)
+        await producer.enqueue_payload(self.redis, self.queue_name, job_id, body)
         return job_id
 
     async def record_check(self, inbox_id: str, event: dict[str, Any], policy: HealthPolicy, *,
@@ -288,25 +286,6 @@ def health_events(inbox_id: str, transition: Transition, check_event_id: str | N
                         if check_event_id else str(uuid.uuid4()))
             out.append(events.Event(id=event_id, type=event_type, subject=inbox_id, data=data))
     return out
-
-
-async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict[str, Any]) -> bool:
-    """Enqueue a ready payload under `job_id` unless that job is pending or its result fresh
-    (the same check-and-write as worker.producer.enqueue_validation, with a given job id)."""
-    job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(job_key, result_key)
-            if await pipe.exists(job_key, result_key):
-                return False
-            now_ms = int(time.time() * MS_PER_S)
-            pipe.multi()
-            pipe.psetex(job_key, producer.JOB_EXPIRES_MS, producer.envelope(body, now_ms))
-            pipe.zadd(queue_name, {job_id: now_ms})
-            await pipe.execute()
-        except WatchError:
-            return False  # enqueued by another worker between our check and our write
-    return True
 
 
 def for_settings(redis: Redis, settings: Any) -> Registry:

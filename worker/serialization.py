@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from worker.units import MS_PER_S
+
 # The function name producers put in the envelope ("f"): the only one the worker runs.
 FUNCTION_NAME = "validate_inbox"
 # arq's cron enqueues its tick as a job too (no arguments): the recheck scheduler (worker.recheck).
@@ -19,7 +21,6 @@ RECHECK_CRON_FUNCTION = "enqueue_due_rechecks"
 # A job is a request of a few hundred bytes; anything far bigger is hostile or a mistake, and
 # parsing it would cost the worker memory and time.
 MAX_JOB_BYTES = 64 * 1024
-MS_PER_S = 1000
 
 
 def _unserialisable(value: Any) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from worker.events import Event
+from worker.units import MS_PER_S
 
 # Stream entry fields; consumers filter on type and inbox_id without parsing the event.
 FIELD_EVENT = "event"
 FIELD_TYPE = "type"
 FIELD_INBOX_ID = "inbox_id"
-MS_PER_S = 1000
 
 # KEYS[1] done mark, KEYS[2] stream. ARGV: maxlen, mark TTL ms, event JSON, then the stream
 # entry's field/value pairs.

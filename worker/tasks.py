@@ -20,11 +20,11 @@ from worker import events, keys, recheck, stream
 from worker.payload import PayloadRejected, decode
 from worker.sealing import Sealer
 from worker.settings import Settings
+from worker.units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.worker")
 
 STATE_KEY = "inboxcheck"
-MS_PER_S = 1000
 # Doubling backoff between attempts stops growing here, whatever the server suggests.
 MAX_RETRY_DEFER_S = 300.0
 # Redis hiccups while writing the event: try again soon, the check result is not the problem.
