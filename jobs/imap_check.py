@@ -7,9 +7,9 @@ import socket
 
 from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
-from jobs.imap_session import GreetingRefused, ImapSession, Response
+from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response
 from jobs.mode_probe import greeting_or_mismatch
-from jobs.options import CheckOptions
+from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Outcome, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
@@ -33,7 +33,9 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
                    for rule in IMAP_LOGIN_RULES):
                 reason = Reason.TOO_MANY_CONNECTIONS
             return check_error(reason, f"{where} refused the session in its greeting", reply=reply)
-        found = transport_error(exc, where)
+        if isinstance(exc, ProtocolViolation):
+            return check_error(Reason.PROTOCOL_ERROR, f"{where}: {exc} during {step}")
+        found = transport_error(exc, where, step)
         if found is not None:
             if found.reason is Reason.CONNECTION_CLOSED:
                 found.detail = f"{where} closed the connection during {step}"
@@ -104,7 +106,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                     raise check_error(Reason.MAILBOX_UNAVAILABLE, f"{where} could not open INBOX",
                                       reply=_reply(response, secrets))
             with contextlib.suppress(Exception):
-                async with steps.step("logout"):
+                async with steps.step("logout", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await session.logout()
         finally:
             if session is not None:

@@ -1,8 +1,9 @@
 """A thin session over aioimaplib's protocol, adding what the library lacks.
 
-aioimaplib has no STARTTLS, drops a failed greeting inside a background task, and leaves a
-command waiting forever when the server hangs up. This module adds exactly those three things
-and nothing else; the IMAP grammar stays the library's.
+aioimaplib has no STARTTLS, drops a failed greeting inside a background task, leaves a command
+waiting forever when the server hangs up, and lets a parse error escape from data_received with
+the pending command in its text (a LOGIN, password included) for asyncio to log. This module
+mends exactly those four things; the IMAP grammar stays the library's.
 """
 
 from __future__ import annotations
@@ -25,11 +26,26 @@ class GreetingRefused(ConnectionError):
         self.line = line
 
 
+class ProtocolViolation(ConnectionError):
+    """The server sent something aioimaplib could not place; the session was dropped."""
+
+
 class _Protocol(aioimaplib.IMAP4ClientProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.greeted: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
+        self.violation: str | None = None
+
+    def data_received(self, d: bytes) -> None:
+        try:
+            super().data_received(d)
+        except Exception as exc:
+            # The exception's text may quote the pending command, LOGIN included: keep its type,
+            # drop the rest, and end the session rather than let asyncio log it.
+            self.violation = type(exc).__name__
+            if self.transport is not None:
+                self.transport.abort()
 
     async def welcome(self, command: bytes) -> None:
         try:
@@ -47,7 +63,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         if not self.closed.done():
             self.closed.set_result(exc)
         if not self.greeted.done():
-            self.greeted.set_exception(ConnectionResetError("server closed the connection before greeting"))
+            self.greeted.set_exception(
+                ProtocolViolation(f"the server's greeting broke the IMAP protocol ({self.violation})")
+                if self.violation else ConnectionResetError("server closed the connection before greeting")
+            )
 
 
 class ImapSession:
@@ -73,6 +92,8 @@ class ImapSession:
             if not task.done():
                 task.cancel()
         if not task.done():
+            if self.protocol.violation is not None:
+                raise ProtocolViolation(f"the server's reply broke the IMAP protocol ({self.protocol.violation})")
             raise ConnectionResetError("server closed the connection")
         return task.result()
 

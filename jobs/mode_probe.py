@@ -26,9 +26,15 @@ PROBE_AFTER_S = 1.0
 async def speaks_implicit_tls(addresses: list[net.AddrInfo], host: str, where: str) -> bool:
     try:
         sock = await net.connect(addresses, where)
-        _, writer = await asyncio.open_connection(sock=sock, ssl=probe_context(), server_hostname=host)
     except Exception:
         return False
+    try:
+        _, writer = await asyncio.open_connection(sock=sock, ssl=probe_context(), server_hostname=host)
+    except BaseException as exc:
+        sock.close()  # cancellation included: a probe must not leave a socket behind
+        if isinstance(exc, Exception):
+            return False
+        raise
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()

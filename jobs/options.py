@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 DEFAULT_STEP_TIMEOUT_S = 10.0
 DEFAULT_CHECK_TIMEOUT_S = 30.0
+# QUIT and LOGOUT come after the verdict: a server slow to say goodbye must not hold it up.
+GOODBYE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)

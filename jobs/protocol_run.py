@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
+import structlog
+
 from jobs import net
 from jobs.errors import CheckError, Reason, check_error
 from jobs.options import CheckOptions
@@ -16,6 +18,8 @@ from jobs.request import Endpoint
 from jobs.result import ProtocolResult, TlsInfo
 from jobs.steps import TIMEOUT_REASONS, StepLog
 from jobs.tls import ssl_error
+
+log = structlog.get_logger("inboxcheck.check")
 
 
 class Outcome:
@@ -36,11 +40,18 @@ def find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def transport_error(exc: BaseException, where: str) -> CheckError | None:
+TLS_STEPS = frozenset({"tls", "starttls"})
+
+
+def transport_error(exc: BaseException, where: str, step: str) -> CheckError | None:
     """The CheckError for socket- and TLS-level failures common to both protocols."""
     ssl_exc = find_ssl_error(exc)
     if ssl_exc is not None:
         return ssl_error(ssl_exc, where)
+    if isinstance(exc, ConnectionResetError) and step in TLS_STEPS:
+        # Servers that dislike the handshake (no shared protocol or cipher, a client certificate
+        # demanded) often just reset the connection instead of sending an alert.
+        return check_error(Reason.TLS_HANDSHAKE_FAILED, f"{where} dropped the connection during the TLS handshake")
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
         return net.connect_error(exc, where)
     return None
@@ -68,6 +79,18 @@ async def run_check(
         error = check_error(
             TIMEOUT_REASONS.get(step, Reason.RESPONSE_TIMEOUT),
             f"the whole {protocol.upper()} check ran past its {options.check_timeout:g}s deadline",
+            step=step,
+        )
+    except Exception as exc:
+        # Something no translator foresaw (a library's own error on a reply it could not place):
+        # still a verdict for this protocol, never a crash that hides the other one. Only the
+        # type is kept, since library texts may quote what was sent.
+        step = steps.current or "connect"
+        log.warning("unexpected_check_error", protocol=protocol, step=step, error=type(exc).__name__)
+        error = check_error(
+            Reason.PROTOCOL_ERROR,
+            f"{protocol.upper()} server {endpoint.host}:{endpoint.port} answered in a way the client "
+            f"could not follow ({type(exc).__name__}) during {step}",
             step=step,
         )
     result = ProtocolResult(

@@ -11,7 +11,7 @@ from aiosmtplib.auth import auth_plain_encode
 from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch
-from jobs.options import CheckOptions
+from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Outcome, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
@@ -23,7 +23,6 @@ from jobs.tls import client_context, tls_info
 # One mechanism only, the first of these the server offers: aiosmtplib's login() would try each
 # offered mechanism in turn, and every wrong try counts towards the provider's lockout.
 AUTH_PREFERENCE = ("plain", "login")
-SMTP_READY = 220
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
@@ -51,7 +50,7 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
             if "ready message" in str(exc):
                 return check_error(Reason.NO_GREETING, f"{where} accepted the connection but sent no greeting")
             return None  # the step's own timeout reason fits
-        found = transport_error(exc, where)
+        found = transport_error(exc, where, step)
         if found is not None:
             return found
         if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError):
@@ -92,8 +91,9 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             )
             sock = None  # aiosmtplib owns it now
             if security is Security.SSL:
-                # aiosmtplib runs the handshake and reads the greeting in one call.
-                async with steps.step("tls"):
+                # aiosmtplib runs the handshake and reads the greeting in one call, each under
+                # its own step_timeout, and says which one stalled; this outer limit is a backstop.
+                async with steps.step("tls", timeout=2 * options.step_timeout):
                     await smtp.connect()
             else:
                 async with steps.step("greeting"):
@@ -121,7 +121,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             async with steps.step("auth"):
                 await _authenticate(smtp, username, password, outcome, where)
             with contextlib.suppress(Exception):
-                async with steps.step("quit"):
+                async with steps.step("quit", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
         finally:
             if smtp is not None:

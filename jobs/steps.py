@@ -33,12 +33,13 @@ class StepLog:
         self.current: str | None = None
 
     @asynccontextmanager
-    async def step(self, name: str) -> AsyncIterator[None]:
+    async def step(self, name: str, timeout: float | None = None) -> AsyncIterator[None]:
         self.current = name
         started = time.perf_counter()
         ok = False
+        limit = self.step_timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.step_timeout):
+            async with asyncio.timeout(limit):
                 yield
             ok = True
         except CheckError as exc:
@@ -49,7 +50,7 @@ class StepLog:
             if error is None and isinstance(exc, TimeoutError):
                 error = check_error(
                     TIMEOUT_REASONS.get(name, Reason.RESPONSE_TIMEOUT),
-                    f"no answer within {self.step_timeout:g}s during {name}",
+                    f"no answer within {limit:g}s during {name}",
                 )
             if error is None:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from jobs.options import CheckOptions
@@ -12,7 +13,11 @@ LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT_S = 2.0
 # "TIMEOUT within the limit plus one second"
 TIMEOUT_SLACK_S = 1.0
-CLOSED_PORT = 1  # tcpmux: nothing listens there on a test machine
+# A port that refuses connections: bound for the whole test run but never listening, so the
+# kernel answers every SYN with a reset and no other process can take it meanwhile.
+_REFUSER = socket.socket()
+_REFUSER.bind((LOOPBACK, 0))
+CLOSED_PORT: int = _REFUSER.getsockname()[1]
 
 
 def request(**fields: Any) -> ValidationRequest:

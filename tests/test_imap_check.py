@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import ssl
 import time
 from collections.abc import Callable
 
@@ -161,10 +164,10 @@ async def test_bye_greeting(fake_server: FakeFactory, pki: PKI, ca_file: str) ->
 
 async def test_silent_server_times_out_within_the_limit(fake_server: FakeFactory, ca_file: str) -> None:
     server = fake_server(silent)
-    for use_ssl, step in ((True, "tls"), (False, "greeting")):
+    for use_ssl, step, reason in ((True, "tls", Reason.TLS_HANDSHAKE_TIMEOUT), (False, "greeting", Reason.NO_GREETING)):
         started = time.monotonic()
         result = await check_imap(imap_request(server.port, use_ssl), options(ca_file))
-        assert (result.error_code, result.failed_step) == (ErrorCode.TIMEOUT, step)
+        assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, reason, step)
         assert STEP_TIMEOUT_S <= time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
@@ -174,3 +177,50 @@ async def test_close_on_accept_and_closed_port(fake_server: FakeFactory, ca_file
     refused = await check_imap(imap_request(CLOSED_PORT, True), options(ca_file))
     assert (closed.error_code, closed.reason) == (ErrorCode.CONNECTION_FAILED, Reason.CONNECTION_CLOSED)
     assert (refused.error_code, refused.reason) == (ErrorCode.CONNECTION_FAILED, Reason.CONNECTION_REFUSED)
+
+
+async def _answers_login_with_a_wrong_tag(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] odd server\r\n")
+    while line := await reader.readline():
+        tag, _, command = line.decode().partition(" ")
+        if command.upper().startswith("CAPABILITY"):
+            writer.write(f"* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".encode())
+        else:
+            writer.write(b"Z999 NO not your tag\r\n")
+    writer.close()
+
+
+async def test_reply_with_a_foreign_tag_is_a_protocol_error_and_leaks_nothing(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Leak-Me-Not-42"
+    server = fake_server(_answers_login_with_a_wrong_tag, ssl_context=pki.valid.ssl_context)
+    with caplog.at_level(logging.DEBUG):
+        result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "login")
+    # aioimaplib's own error names the pending LOGIN command, password and all.
+    assert secret not in caplog.text and secret not in result.model_dump_json()
+
+
+async def test_handshake_refused_by_the_server_is_named(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
+    # A server that insists on a client certificate ends the handshake with an alert.
+    demanding = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    demanding.load_cert_chain(pki.valid.cert_file, pki.valid.key_file)
+    demanding.load_verify_locations(pki.ca_file)
+    demanding.verify_mode = ssl.CERT_REQUIRED
+    demanding.maximum_version = ssl.TLSVersion.TLSv1_2  # so the alert comes inside the handshake
+    server = fake_server(ImapScript(), ssl_context=demanding)
+    result = await check_imap(imap_request(server.port, True), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED, "tls")
+
+
+async def test_preauthenticated_session_is_a_protocol_error_not_a_crash(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    server = fake_server(ImapScript(greeting="* PREAUTH [CAPABILITY IMAP4rev1] logged in as someone"),
+                         ssl_context=pki.valid.ssl_context)
+    result = await check_imap(imap_request(server.port, True), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "login")

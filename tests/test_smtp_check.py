@@ -170,7 +170,8 @@ async def test_silent_implicit_tls_server_times_out(fake_server: Callable[..., F
     server = fake_server(silent)
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "ssl"), options(ca_file))
-    assert result.error_code is ErrorCode.TIMEOUT and result.failed_step == "tls"
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT, Reason.TLS_HANDSHAKE_TIMEOUT, "tls")
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
@@ -263,3 +264,13 @@ async def test_server_that_refuses_ehlo_is_a_protocol_error(fake_server: Callabl
     assert (result.error_code, result.reason, result.failed_step) == (
         ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "ehlo")
     assert (result.reply_code, result.enhanced_status_code) == (502, "5.5.1")
+
+
+async def test_tls_server_that_never_greets_is_no_greeting(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    server = fake_server(silent, ssl_context=pki.valid.ssl_context)  # handshakes, then says nothing
+    started = time.monotonic()
+    result = await check_smtp(smtp_request(server.port, "ssl"), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, Reason.NO_GREETING, "tls")
+    assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
