@@ -299,3 +299,49 @@ async def test_enqueue_wait_and_events_group_resume(redis_server, aredis, tmp_pa
     assert len(run_cli("events", env=env).stdout.splitlines()) == 1
     bad = run_cli("enqueue", "--request", str(tmp_path / "missing.json"), env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+async def test_enqueue_without_key_exits_2_naming_it(redis_server, aredis, tmp_path: Path) -> None:
+    settings = make_settings(redis_server)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(request_fields("nokey")))
+    env = {k: v for k, v in cli_env(settings).items() if k != "INBOXCHECK_SECRET_KEY"}
+    result = run_cli("enqueue", "--request", str(req), env=env)
+    assert result.returncode == 2 and "INBOXCHECK_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr and PASSWORD not in result.stderr
+    assert not await aredis.zcard(settings.queue_name)
+    bad_key = run_cli("enqueue", "--request", str(req), env={**env, "INBOXCHECK_SECRET_KEY": "nope"})
+    assert bad_key.returncode == 2 and "INBOXCHECK_SECRET_KEY: is not a Fernet key" in bad_key.stderr
+
+
+def test_an_unexpected_value_error_prints_no_input(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from pydantic import BaseModel
+
+    class Strict(BaseModel):
+        port: int
+
+    def leaky(_args: Any, _settings: Any) -> int:
+        Strict(port=PASSWORD)  # a pydantic ValidationError: a ValueError whose text holds the input
+        return 0
+
+    monkeypatch.setattr("worker.keygen_cmd.run", leaky)
+    assert cli.main(["keygen"]) == 2
+    err = capsys.readouterr().err
+    assert PASSWORD not in err and "ValidationError" in err
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null"])
+def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> None:
+    from cryptography.fernet import Fernet
+
+    from worker.sealing import SealError
+
+    token = Fernet(KEY).encrypt(body).decode()  # right key, wrong shape: a buggy producer
+    with pytest.raises(SealError):
+        Sealer(KEY).open(token, "inbox-1")
+    fields = {k: v for k, v in request_fields("inbox-1", 25).items() if k != "smtp_password"}
+    with pytest.raises(payload.PayloadRejected) as rejected:  # a rejected event, not a crash
+        payload.decode({"v": payload.PAYLOAD_VERSION, "request": fields,
+                        "credentials": {"sealed": token}}, Sealer(KEY), allow_plaintext=False)
+    assert rejected.value.reason.value == "SEALED_CREDENTIALS"

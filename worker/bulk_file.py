@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,3 @@ def read_rows(path: Path, text: str) -> Rows:
         if fields:
             _parse(reader.line_num, fields, rows)
     return rows
-
-
-def dump_line(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))

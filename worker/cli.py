@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,11 +15,24 @@ from rich.console import Console
 
 from jobs.request import RequestError, ValidationRequest, parse_request
 from jobs.validate import validate_inbox
-from worker import enqueue_cmd, events, events_cmd, keygen_cmd, schema_cmd, worker_cmd
-from worker import health_cmd, list_cmd, register_cmd, unregister_cmd
-from worker.client import ClientError
+from worker import (
+    enqueue_cmd,
+    events,
+    events_cmd,
+    health_cmd,
+    keygen_cmd,
+    list_cmd,
+    register_cmd,
+    schema_cmd,
+    unregister_cmd,
+    worker_cmd,
+)
+from worker.client import ClientError, read_source
 from worker.logs import configure_logging
+from worker.payload import PlaintextRefused
 from worker.report import render
+from worker.sealing import SecretKeyError
+from worker.serialization import ResultError
 from worker.settings import Settings, SettingsError, get_settings
 
 EXIT_VALID = 0
@@ -34,13 +46,9 @@ class UsageError(Exception):
     """Bad input from the person or program calling the CLI: exit 2 with this message."""
 
 
-def read_request_text(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--request: cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+# The project's own errors: their messages are written for people and never carry a secret.
+EXPECTED_ERRORS = (UsageError, RequestError, SettingsError, ClientError, PlaintextRefused,
+                   SecretKeyError, ResultError)
 
 
 def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,7 +79,7 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_request(args: argparse.Namespace) -> ValidationRequest:
     if args.request is not None:
-        return parse_request(read_request_text(args.request))
+        return parse_request(read_source(args.request))
     if args.inbox_type is None or args.email is None:
         raise UsageError("give --request FILE, or at least --inbox-type and --email")
     return parse_request(request_from_flags(args))
@@ -177,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         quiet = args.command != "worker" and "log_level" not in settings.model_fields_set
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         return args.handler(args, settings)
-    except (UsageError, RequestError, SettingsError, ClientError, ValueError) as exc:
+    except EXPECTED_ERRORS as exc:
         print(f"inboxcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        # Anything else (a pydantic ValidationError among them) may carry input values in its
+        # text, passwords included: name the type only, and no traceback (which would print it).
+        print(f"inboxcheck: unexpected {type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
     except RedisError as exc:
         print(f"inboxcheck: Redis failed: {type(exc).__name__}", file=sys.stderr)

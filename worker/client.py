@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,6 +25,16 @@ CONNECT_TIMEOUT_S = 5.0
 
 class ClientError(Exception):
     """A problem to report in one line and exit 2 (bad input, Redis unreachable)."""
+
+
+def read_source(source: str, flag: str = "--request") -> str:
+    """The text of a file, or of stdin for "-" (a BOM, as spreadsheets write, is dropped)."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"{flag}: cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def where(url: str) -> str:

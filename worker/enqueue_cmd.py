@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from jobs.request import parse_request
 from worker import client, producer
 from worker.bulk_file import read_rows
-from worker.client import ClientError
 from worker.sealing import sealer_for
 from worker.settings import Settings
 
@@ -25,15 +30,6 @@ from worker.settings import Settings
 BULK_WAIT_DEFAULT_S = 600.0
 # How often bulk waiting collects finished results.
 BULK_POLL_S = 0.2
-
-
-def _read(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8-sig")  # spreadsheets like writing a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClientError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _print_event_human(event: dict[str, Any], console: Console) -> None:
@@ -53,7 +49,7 @@ def _print_event_human(event: dict[str, Any], console: Console) -> None:
 
 
 async def _one(args: argparse.Namespace, settings: Settings) -> int:
-    request = parse_request(_read(args.request))
+    request = parse_request(client.read_source(args.request))
     async with client.connect(settings) as redis:
         job_id = await producer.enqueue_validation(redis, request, settings=settings)
         if args.wait is None:
@@ -99,7 +95,7 @@ async def _collect(redis: Any, job_ids: list[str], wait_s: float, on_event: Any)
 
 
 async def _bulk(args: argparse.Namespace, settings: Settings) -> int:
-    rows = read_rows(Path(args.requests), _read(args.requests))
+    rows = read_rows(Path(args.requests), client.read_source(args.requests, "--requests"))
     for bad in rows.bad:
         print(f"inboxcheck: {args.requests}: {bad}", file=sys.stderr)
     sealer = sealer_for(settings.secret_key)

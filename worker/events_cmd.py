@@ -27,7 +27,7 @@ BLOCK_MS = 1000
 GROUP_START_ID = "0"
 
 
-def _print(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+def _print(fields: dict[bytes, bytes]) -> None:
     event = fields.get(FIELD_EVENT.encode())
     if event is not None:
         sys.stdout.write(event.decode() + "\n")
@@ -40,7 +40,7 @@ async def _plain(redis: Redis, stream: str, follow: bool) -> None:
         reply = await redis.xread({stream: last}, count=BATCH, block=BLOCK_MS if follow else None)
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
-            _print(entry_id, fields)
+            _print(fields)
             last = entry_id
         if not entries and not follow:
             return
@@ -63,7 +63,7 @@ async def _group(redis: Redis, stream: str, group: str, consumer: str, follow: b
         reply = await redis.xreadgroup(group, consumer, {stream: cursor}, count=BATCH, block=block)
         entries = reply[0][1] if reply else []
         for entry_id, fields in entries:
-            _print(entry_id, fields)
+            _print(fields)
             await redis.xack(stream, group, entry_id)
         if not entries:
             if cursor == "0":

@@ -5,25 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from jobs.request import parse_request
 from worker import client
-from worker.client import ClientError
 from worker.ops_settings import get_ops_settings, parse_duration
 from worker.registry import Registry, for_settings
 from worker.settings import Settings
-
-
-def read_text(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    try:
-        return Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClientError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def duration(text: str) -> float:
@@ -37,7 +25,7 @@ def duration(text: str) -> float:
 
 
 async def _register(args: argparse.Namespace, settings: Settings) -> int:
-    request = parse_request(read_text(args.request))
+    request = parse_request(client.read_source(args.request))
     ops = get_ops_settings()
     every = args.every if args.every is not None else ops.recheck_every
     async with client.connect(settings) as redis:

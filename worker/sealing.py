@@ -18,6 +18,10 @@ from pydantic import SecretStr
 _JOB_ID_CONTEXT = b"inboxcheck job id v1"
 
 
+class SecretKeyError(ValueError):
+    """INBOXCHECK_SECRET_KEY cannot be used. Never carries the key."""
+
+
 class SealError(Exception):
     """A sealed value that cannot be opened. Never carries the token or the key."""
 
@@ -33,12 +37,12 @@ class Sealer:
         text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
         keys = [part.strip() for part in text.split(",") if part.strip()]
         if not keys:
-            raise ValueError("INBOXCHECK_SECRET_KEY: is empty")
+            raise SecretKeyError("INBOXCHECK_SECRET_KEY: is empty")
         try:
             self._fernet = MultiFernet([Fernet(key) for key in keys])
         except (ValueError, TypeError):
             # The message never includes the key itself.
-            raise ValueError(
+            raise SecretKeyError(
                 "INBOXCHECK_SECRET_KEY: is not a Fernet key (32 url-safe base64 bytes); "
                 "make one with `inboxcheck keygen`"
             ) from None
@@ -57,7 +61,9 @@ class Sealer:
             plain = json.loads(self._fernet.decrypt(token.encode("ascii")))
         except (InvalidToken, UnicodeError, ValueError, TypeError):
             raise SealError("the sealed credentials cannot be opened with this worker's key") from None
-        secrets = plain.get("secrets") if isinstance(plain, dict) else None
+        if not isinstance(plain, dict):
+            raise SealError("the sealed credentials are not a JSON object")
+        secrets = plain.get("secrets")
         if plain.get("inbox_id") != inbox_id or not isinstance(secrets, dict):
             raise SealError("the sealed credentials were sealed for another inbox")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):

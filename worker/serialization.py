@@ -36,11 +36,18 @@ def serialize(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=_unserialisable).encode()
 
 
+class ResultError(ValueError):
+    """A job result in Redis that is not one this project wrote."""
+
+
 def deserialize_result(raw: bytes) -> dict[str, Any]:
     """For clients reading results: plain JSON."""
-    value = json.loads(raw)
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ResultError("a job result in Redis is not JSON") from None
     if not isinstance(value, dict):
-        raise ValueError("result is not a JSON object")
+        raise ResultError("a job result in Redis is not a JSON object")
     return value
 
 
