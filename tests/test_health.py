@@ -77,10 +77,33 @@ def test_one_transient_failure_between_successes_never_fails() -> None:
 
 def test_changed_only_when_health_or_error_code_changes() -> None:
     steps = run([OK, OK, WRONG_PASSWORD, WRONG_PASSWORD, TIMEOUT, OK])
-    assert [s.changed for s in steps] == [True, False, True, False, True, True]
-    # failing stays failing on a transient, but the code changed: that is news
+    assert [s.changed for s in steps] == [True, False, True, False, False, True]
+    # failing stays failing on a transient, keeping its verdict: a timeout is not news about it
     assert steps[4].current.health is Health.FAILING
-    assert steps[4].previous.error_code == "AUTH_FAILED" and steps[4].current.error_code == "TIMEOUT"
+    assert steps[4].current.error_code == "AUTH_FAILED"
+
+
+def test_a_transient_outcome_keeps_a_failing_inbox_failing() -> None:
+    # one definite failure, then timeouts: no failing -> degraded -> failing flapping
+    steps = run([OK, WRONG_PASSWORD, TIMEOUT, WRONG_PASSWORD, REFUSED, WRONG_PASSWORD])
+    assert [s.current.health for s in steps[1:]] == [Health.FAILING] * 5
+    assert [s.changed for s in steps] == [True, True, False, False, False, False]
+    assert {s.current.error_code for s in steps[1:]} == {"AUTH_FAILED"}
+    # the backoff keeps growing through the timeouts; a success recovers
+    assert [s.current.failing_checks for s in steps[1:]] == [1, 2, 3, 4, 5]
+    [recovered] = run([OK], steps[-1].current)
+    assert recovered.current.health is Health.HEALTHY and recovered.changed
+
+
+def test_classified_by_the_events_retryable_not_its_top_level_reason() -> None:
+    # a reason that is retryable on its own, but the engine judged the check definite (e.g.
+    # IMAP timed out after SMTP rejected the password): definite
+    mixed = event("invalid", error_code="TIMEOUT", reason="CONNECT_TIMEOUT", retryable=False)
+    assert observe(mixed, 14).outcome is Outcome.DEFINITE
+    # and the other way round: the engine says try again
+    throttled = event("invalid", error_code="AUTH_FAILED", reason="INVALID_CREDENTIALS", retryable=True)
+    assert observe(throttled, 14).outcome is Outcome.TRANSIENT
+    assert observe(event("invalid", error_code="X", reason="SOMETHING_NEW"), 14).outcome is Outcome.DEFINITE
 
 
 def test_failing_inboxes_back_off_up_to_the_cap() -> None:

@@ -345,3 +345,14 @@ def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> Non
         payload.decode({"v": payload.PAYLOAD_VERSION, "request": fields,
                         "credentials": {"sealed": token}}, Sealer(KEY), allow_plaintext=False)
     assert rejected.value.reason.value == "SEALED_CREDENTIALS"
+
+
+@pytest.mark.parametrize("raw", [b"\x00\xffgarbage", b"[1]", b'{"f": "validate_inbox", "a": [], "et": 123}',
+                                 b'{"f": "nope", "et": 1700000000000}', b"x" * (serialization.MAX_JOB_BYTES + 1)])
+def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: bytes) -> None:
+    from worker.tasks import event_id
+
+    first, later = serialization.deserialize_job(raw), serialization.deserialize_job(raw)
+    assert "unreadable" in first["k"]
+    assert event_id("job-1", first["et"]) == event_id("job-1", later["et"])
+    assert first["et"] != serialization.deserialize_job(raw + b" ")["et"] or b"et" in raw

@@ -7,6 +7,7 @@ directly. worker.registry stores the state; worker.recheck applies it after each
     any      --definite-->   failing      (wrong password, SMTP AUTH off, expired certificate, ...)
     any      --transient-->  degraded     (timeouts, refused connections, too many attempts, ...)
     degraded --transient x N in a row--> failing
+    failing  --transient-->  failing      (only a success recovers a failing inbox)
     any      --ok-->         healthy
 """
 
@@ -17,8 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
-
-from jobs.errors import RETRYABLE_REASONS, Reason
 
 SECONDS_PER_DAY = 86_400
 # Event types this module's transitions produce (the envelope is built in worker.recheck).
@@ -113,15 +112,6 @@ class Transition:
                 or self.previous.error_code != self.current.error_code)
 
 
-def _is_transient(reason: str | None, retryable: bool) -> bool:
-    if reason is not None:
-        try:
-            return Reason(reason) in RETRYABLE_REASONS
-        except ValueError:
-            pass  # a reason this version does not know: trust the engine's own verdict
-    return retryable
-
-
 def cert_warnings(data: dict[str, Any], warning_days: int) -> tuple[CertWarning, ...]:
     """Certificates (SMTP and IMAP) that expire within `warning_days` but still work."""
     found = []
@@ -148,7 +138,9 @@ def observe(event: dict[str, Any], warning_days: int) -> Observation:
     elif status == STATUS_REJECTED:
         outcome = Outcome.DEFINITE  # e.g. credentials sealed with a key no worker has any more
     else:
-        outcome = Outcome.TRANSIENT if _is_transient(reason, bool(data.get("retryable"))) else Outcome.DEFINITE
+        # The engine's own verdict on the whole check (tasks retries by the same flag): a top-level
+        # reason alone can misjudge a check whose SMTP and IMAP parts failed differently.
+        outcome = Outcome.TRANSIENT if data.get("retryable") is True else Outcome.DEFINITE
     return Observation(outcome, code, reason, checked_at, cert_warnings(data, warning_days))
 
 
@@ -179,6 +171,12 @@ def advance(state: HealthState, seen: Observation, policy: HealthPolicy, now: fl
         current = replace(state, health=Health.HEALTHY, error_code=None, reason=None,
                           consecutive_failures=0, failing_checks=0, last_ok_at=now,
                           first_ok_at=state.first_ok_at if state.first_ok_at is not None else now)
+    elif seen.outcome is Outcome.TRANSIENT and state.health is Health.FAILING:
+        # A timeout says nothing new about a failing inbox: it stays failing with the verdict it
+        # has (no failing -> degraded -> failing flapping, each a health.changed); only a
+        # success recovers it. The backoff keeps growing.
+        current = replace(state, consecutive_failures=state.consecutive_failures + 1,
+                          failing_checks=state.failing_checks + 1)
     else:
         failures = state.consecutive_failures + 1
         failing = seen.outcome is Outcome.DEFINITE or failures >= policy.failing_after

@@ -8,11 +8,9 @@ rejected event instead of an arq failure that no consumer ever sees.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from typing import Any
-
-from worker.units import MS_PER_S
 
 # The function name producers put in the envelope ("f"): the only one the worker runs.
 FUNCTION_NAME = "validate_inbox"
@@ -51,32 +49,49 @@ def deserialize_result(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _unreadable(why: str, job_try: int | None = None) -> dict[str, Any]:
+# Bits of the raw bytes' hash that stand in for a missing enqueue time: a date before 2005,
+# well inside what datetime (and so arq's ms_to_datetime) accepts.
+_STAND_IN_ET_BITS = 40
+
+
+def _stable_et(raw: bytes, data: Any) -> int:
+    """The job's enqueue time as far as it can be read, else one derived from its bytes.
+
+    The event id and the done key come from it (worker.tasks), so it must be the same every
+    time this job is read: a rerun after a crash then finds its event instead of adding one.
+    """
+    if isinstance(data, dict) and type(data.get("et")) is int and data["et"] >= 0:
+        return data["et"]
+    digest = hashlib.sha256(raw).digest()
+    return int.from_bytes(digest, "big") >> (len(digest) * 8 - _STAND_IN_ET_BITS)
+
+
+def _unreadable(why: str, raw: bytes, data: Any = None, job_try: int | None = None) -> dict[str, Any]:
     return {"f": FUNCTION_NAME, "a": [None], "k": {"unreadable": why}, "t": job_try,
-            "et": int(time.time() * MS_PER_S)}
+            "et": _stable_et(raw, data)}
 
 
 def deserialize_job(raw: bytes) -> dict[str, Any]:
     """For the worker: a valid envelope, or one that routes to the rejection path."""
     if len(raw) > MAX_JOB_BYTES:
-        return _unreadable(f"the job is {len(raw)} bytes, more than the {MAX_JOB_BYTES} allowed")
+        return _unreadable(f"the job is {len(raw)} bytes, more than the {MAX_JOB_BYTES} allowed", raw)
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
-        return _unreadable("the job is not JSON")
+        return _unreadable("the job is not JSON", raw)
     if not isinstance(data, dict):
-        return _unreadable("the job envelope is not a JSON object")
+        return _unreadable("the job envelope is not a JSON object", raw)
     job_try = data.get("t")
     if job_try is not None and (type(job_try) is not int or job_try < 1):
-        return _unreadable("the job envelope's t (try) is not a positive integer")
+        return _unreadable("the job envelope's t (try) is not a positive integer", raw, data)
     if (data.get("f") == RECHECK_CRON_FUNCTION and data.get("a") == [] and data.get("k", {}) == {}
             and type(data.get("et")) is int):
         return {"f": RECHECK_CRON_FUNCTION, "a": [], "k": {}, "t": job_try, "et": data["et"]}
     if data.get("f") != FUNCTION_NAME:
-        return _unreadable(f"the job envelope's f (function) is not {FUNCTION_NAME!r}", job_try)
+        return _unreadable(f"the job envelope's f (function) is not {FUNCTION_NAME!r}", raw, data, job_try)
     args, kwargs, enqueued = data.get("a"), data.get("k", {}), data.get("et")
     if not isinstance(args, list) or len(args) != 1 or kwargs != {}:
-        return _unreadable("the job envelope's a must be [payload] and k must be {}", job_try)
+        return _unreadable("the job envelope's a must be [payload] and k must be {}", raw, data, job_try)
     if type(enqueued) is not int or enqueued < 0:
-        return _unreadable("the job envelope's et (enqueue time, ms) is not an integer", job_try)
+        return _unreadable("the job envelope's et (enqueue time, ms) is not an integer", raw, data, job_try)
     return {"f": FUNCTION_NAME, "a": args, "k": {}, "t": job_try, "et": enqueued}
