@@ -64,6 +64,7 @@ INBOXES_HEALTH_KEY = "inboxcheck:inboxes:health"  # hash: inbox_id -> health, fo
 PACING_SLOTS_PREFIX = "inboxcheck:pace:slots:"  # sorted set per host: lease, score = expiry ms
 PACING_BACKOFF_PREFIX = "inboxcheck:pace:backoff:"  # string per host while it is paused
 INBOX_LOCK_PREFIX = "inboxcheck:lock:inbox:"  # string: the one check running for an inbox
+INBOX_BACKOFF_PREFIX = "inboxcheck:pace:inbox-backoff:"  # string per inbox while it is paused
 RECHECK_JOB_PREFIX = "recheck:"  # job ids of scheduled rechecks (arq:job:recheck:...)
 
 
@@ -81,3 +82,7 @@ def pacing_backoff_key(host: str) -> str:
 
 def inbox_lock_key(inbox_id: str) -> str:
     return INBOX_LOCK_PREFIX + inbox_id
+
+
+def inbox_backoff_key(inbox_id: str) -> str:
+    return INBOX_BACKOFF_PREFIX + inbox_id

@@ -72,6 +72,15 @@ end
 return 1
 """
 
+# KEYS[1] inbox lock, KEYS[2] inbox backoff. ARGV: our token, lock ms.
+# Returns 1 when locked, 0 when another check holds it, -pttl while the inbox is backed off.
+_LOCK = """
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return -pause end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
 # KEYS[1] inbox lock. ARGV: our token. Deletes the lock only while it is still ours.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -90,7 +99,12 @@ class HostBusy(Exception):
 
 
 class InboxBusy(Exception):
-    """Another check of the same inbox is running."""
+    """Another check of the same inbox is running, or the inbox is backed off (`retry_in_s`)."""
+
+    def __init__(self, inbox_id: str, retry_in_s: float = 0.0) -> None:
+        super().__init__(inbox_id)
+        self.inbox_id = inbox_id
+        self.retry_in_s = retry_in_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class Pacer:
         self._release = redis.register_script(_RELEASE)
         self._backoff = redis.register_script(_BACKOFF)
         self._unlock = redis.register_script(_UNLOCK)
+        self._lock = redis.register_script(_LOCK)
 
     async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
@@ -167,6 +182,15 @@ class Pacer:
             for host, lease, count in held:
                 await self.release(host, lease, count)
 
+    async def back_off_inbox(self, inbox_id: str, seconds: float | None) -> float:
+        """Pause checks of one inbox: its account has too many connections open (a per-account
+        limit, e.g. Gmail's 15 IMAP connections), which says nothing about the host's other
+        inboxes. Returns the pause."""
+        pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
+        await self._backoff(keys=[keys.inbox_backoff_key(inbox_id)], args=[int(pause * MS_PER_S)])
+        log.warning("inbox_backed_off", inbox_id=inbox_id, pause_s=pause)
+        return pause
+
     async def back_off(self, host: str, seconds: float | None) -> float:
         """Pause new checks on `host` (the provider said "try again later"); returns the pause."""
         pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
@@ -186,8 +210,10 @@ class Pacer:
         """At most one check per inbox at a time: two logins at once look like an attack."""
         token = uuid.uuid4().hex
         key = keys.inbox_lock_key(inbox_id)
-        if not await self.redis.set(key, token, nx=True, px=int(self.policy.lease_s * MS_PER_S)):
-            raise InboxBusy(inbox_id)
+        got = int(await self._lock(keys=[key, keys.inbox_backoff_key(inbox_id)],
+                                   args=[token, int(self.policy.lease_s * MS_PER_S)]))
+        if got != 1:
+            raise InboxBusy(inbox_id, max(-got, 0) / MS_PER_S)
         try:
             yield
         finally:

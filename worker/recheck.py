@@ -44,7 +44,10 @@ EMIT_MARGIN_S = 4.0
 # A second check of the same inbox comes back after about this long (it is usually short).
 INBOX_BUSY_DEFER_S = 5.0
 # Replies that mean "you are going too fast": the host pauses, not just this inbox.
-THROTTLE_REASONS = frozenset({Reason.TOO_MANY_ATTEMPTS, Reason.TOO_MANY_CONNECTIONS})
+THROTTLE_REASONS = frozenset({Reason.TOO_MANY_ATTEMPTS})
+# Too many connections open to one account (Gmail: 15 IMAP per account): a per-account limit,
+# so only this inbox waits; the host's other inboxes are not affected.
+INBOX_THROTTLE_REASONS = frozenset({Reason.TOO_MANY_CONNECTIONS})
 
 
 @dataclass
@@ -147,10 +150,11 @@ async def paced(ops: Ops, request: ValidationRequest,
         async with ops.pacer.inbox(request.inbox_id), \
                 ops.pacer.hosts(hosts, slot_wait_s(ops.settings, ops.ops)):
             result = await check()
-    except InboxBusy:
-        ops.metrics.pacing_waits.labels(why="inbox_busy").inc()
-        log.info("inbox_busy", retry_in_s=INBOX_BUSY_DEFER_S)
-        raise Retry(defer=INBOX_BUSY_DEFER_S) from None
+    except InboxBusy as exc:
+        ops.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
+        defer = exc.retry_in_s or INBOX_BUSY_DEFER_S
+        log.info("inbox_busy", backed_off=bool(exc.retry_in_s), retry_in_s=round(defer, 2))
+        raise Retry(defer=defer) from None
     except HostBusy as exc:
         ops.metrics.pacing_waits.labels(why="backed_off" if exc.backed_off else "host_full").inc()
         log.info("host_busy", host=exc.host, backed_off=exc.backed_off, retry_in_s=round(exc.retry_in_s, 2))
@@ -158,6 +162,8 @@ async def paced(ops: Ops, request: ValidationRequest,
     for part in (result.smtp, result.imap):
         if part.status == "failed" and part.reason in THROTTLE_REASONS:
             await ops.pacer.back_off(part.host, part.retry_after_s)
+        elif part.status == "failed" and part.reason in INBOX_THROTTLE_REASONS:
+            await ops.pacer.back_off_inbox(request.inbox_id, part.retry_after_s)
     return result
 
 
