@@ -356,3 +356,37 @@ def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: byt
     assert "unreadable" in first["k"]
     assert event_id("job-1", first["et"]) == event_id("job-1", later["et"])
     assert first["et"] != serialization.deserialize_job(raw + b" ")["et"] or b"et" in raw
+
+
+async def test_health_checks_this_hosts_own_worker(redis_server, aredis) -> None:
+    import asyncio
+    import os
+    import socket
+
+    from worker import health_cmd
+
+    settings = make_settings(redis_server, health_check_interval=5)
+    assert await health_cmd.alive(settings) is None  # no worker yet
+    worker = InboxWorker(**worker_kwargs(settings), redis_settings=redis_settings(settings),
+                         handle_signals=False)
+    main = asyncio.ensure_future(worker.main())
+    key = keys.worker_alive_key(socket.gethostname(), os.getpid())
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await aredis.exists(key):
+            assert asyncio.get_running_loop().time() < deadline and not main.done(), "no liveness key"
+            await asyncio.sleep(0.02)
+        assert await aredis.get(key) == settings.queue_name.encode()
+        assert 10_000 < await aredis.pttl(key) <= 15_000  # three intervals
+        assert await health_cmd.alive(settings) == key
+        # another pod's worker does not make this one healthy; the fleet-wide check says alive
+        assert await health_cmd.alive(settings, hostname="other-pod") is None
+        assert await health_cmd.alive(settings.model_copy(update={"queue_name": "q:other"})) is None
+        assert "j_complete=" in await health_cmd.alive(settings, any_worker=True)
+        await aredis.delete(key)  # as when this worker hangs: its key expires
+        assert await health_cmd.alive(settings) is None
+        assert await health_cmd.alive(settings, any_worker=True) is not None
+    finally:
+        await worker.close()
+        main.cancel()
+    assert not await aredis.exists(key)

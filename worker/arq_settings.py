@@ -5,7 +5,10 @@ Every arq default was looked at; the ones that matter for this job are set here,
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -31,6 +34,8 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 # back soon). arq adds 10 s to the job timeout; the job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
 SETTINGS_KEY = "inboxcheck_settings"
+# A worker's liveness key outlives this many health-check intervals: one slow poll is not death.
+LIVENESS_TTL_FACTOR = 3
 
 
 def check_settings(settings: Settings) -> None:
@@ -103,6 +108,24 @@ class InboxWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
+
+    async def record_health(self) -> None:
+        """arq's health record, plus this process's own liveness key (what `inboxcheck health`
+        checks for this host): written from the same poll loop, so a hung worker lets it expire
+        even while other workers keep the queue's key alive."""
+        before = self._last_health_check
+        await super().record_health()
+        if self._last_health_check != before:  # arq wrote its record this round
+            ttl_ms = int(self.health_check_interval * LIVENESS_TTL_FACTOR * MS_PER_S)
+            await self.pool.psetex(keys.worker_alive_key(socket.gethostname(), os.getpid()),
+                                   ttl_ms, self.queue_name)
+
+    async def close(self) -> None:
+        """arq deletes its health key when it closes: so does this process with its own."""
+        if getattr(self, "_pool", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.delete(keys.worker_alive_key(socket.gethostname(), os.getpid()))
+        await super().close()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""

@@ -1,50 +1,70 @@
-"""`inboxcheck health`: exit 0 while a worker is alive on the queue, 1 when none is.
+"""`inboxcheck health`: exit 0 while a worker on this host is alive, 1 when none is.
 
-Reads arq's own health-check key (what `arq --check` reads): each live worker rewrites it every
-INBOXCHECK_HEALTH_CHECK_INTERVAL seconds with a one-second margin of expiry, so it vanishes
-soon after the last worker stops or hangs. The key is per queue, so this says whether the fleet
-on that queue is alive, which is what a probe that restarts a stuck deployment needs.
+By default it reads the liveness keys of this host's worker processes (keys.worker_alive_key,
+hostname = the pod's name in Kubernetes, the container's in compose): each worker rewrites its
+own key with arq's health record every INBOXCHECK_HEALTH_CHECK_INTERVAL seconds and lets it
+expire after three intervals, so a hung worker fails its own probe and is restarted even while
+other workers keep the queue alive. `--any` asks the fleet-wide question instead: arq's per-queue
+health key (what `arq --check` reads), alive while any worker on the queue is.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from worker import keys
-from worker.client import CONNECT_TIMEOUT_S, EXIT_INVALID, EXIT_VALID, where
+from worker import client, keys
+from worker.client import EXIT_INVALID, EXIT_VALID, ClientError, where
 from worker.settings import Settings
 
+SCAN_COUNT = 100
 
-async def alive(settings: Settings) -> str | None:
-    """arq's health line (jobs complete/failed/retried/ongoing/queued) or None."""
-    redis: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                  socket_timeout=CONNECT_TIMEOUT_S)
-    try:
-        value = await redis.get(keys.health_check_key(settings.queue_name))
-    finally:
-        await redis.aclose()
+
+def _text(value: Any) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def run(_args: argparse.Namespace, settings: Settings) -> int:
+async def this_host_alive(redis: Redis, queue_name: str, hostname: str) -> str | None:
+    """The liveness key of a worker process on `hostname` serving the queue, or None."""
+    async for key in redis.scan_iter(match=keys.worker_alive_pattern(hostname), count=SCAN_COUNT):
+        if _text(await redis.get(key)) == queue_name:
+            return _text(key)
+    return None
+
+
+async def alive(settings: Settings, *, any_worker: bool = False,
+                hostname: str | None = None) -> str | None:
+    """What shows the worker alive (arq's health line, or the live worker's key), or None."""
+    async with client.connect(settings) as redis:
+        if any_worker:
+            return _text(await redis.get(keys.health_check_key(settings.queue_name)))
+        return await this_host_alive(redis, settings.queue_name, hostname or socket.gethostname())
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    any_worker = bool(getattr(args, "any", False))
     try:
-        line = asyncio.run(alive(settings))
-    except (RedisError, OSError):
+        line = asyncio.run(alive(settings, any_worker=any_worker))
+    except (ClientError, RedisError, OSError):
         print(f"inboxcheck: unhealthy: cannot reach Redis at {where(settings.redis_url)}", file=sys.stderr)
         return EXIT_INVALID
     if line is None:
-        print(f"inboxcheck: unhealthy: no live worker on queue {settings.queue_name}", file=sys.stderr)
+        where_ = "" if any_worker else f" on host {socket.gethostname()}"
+        print(f"inboxcheck: unhealthy: no live worker{where_} on queue {settings.queue_name}",
+              file=sys.stderr)
         return EXIT_INVALID
     print(f"healthy: {line}")
     return EXIT_VALID
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("health", help="exit 0 when a worker is alive on the queue, else 1")
+    parser = commands.add_parser("health", help="exit 0 when a worker on this host is alive, else 1")
+    parser.add_argument("--any", action="store_true",
+                        help="any worker on the queue, on any host (the fleet), not this host's")
     parser.set_defaults(handler=run)

@@ -57,6 +57,21 @@ def health_check_key(queue_name: str) -> str:
     return queue_name + health_check_key_suffix
 
 
+# Liveness of one worker process (arq's health key above is one per queue, kept by any worker):
+# string, the queue it serves, rewritten with arq's health record, expiring when that stops.
+WORKER_ALIVE_PREFIX = "inboxcheck:worker:"
+
+
+def worker_alive_key(hostname: str, pid: int) -> str:
+    return f"{WORKER_ALIVE_PREFIX}{hostname}:{pid}"
+
+
+def worker_alive_pattern(hostname: str) -> str:
+    """SCAN pattern for every worker process on `hostname` (glob characters escaped)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in hostname)
+    return f"{WORKER_ALIVE_PREFIX}{escaped}:*"
+
+
 # Rechecks (worker.registry, worker.pacing): registered inboxes, their schedule and pacing.
 INBOX_KEY_PREFIX = "inboxcheck:inbox:"  # hash per registered inbox: sealed payload + health
 INBOXES_DUE_KEY = "inboxcheck:inboxes:due"  # sorted set: inbox_id, score = next check (ms)
