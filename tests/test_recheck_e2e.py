@@ -3,15 +3,15 @@ counting proxies in front of the mail servers to see the load they actually get.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_sync
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
@@ -21,6 +21,7 @@ from tests.servers.tcp import ThreadedTcpServer
 from tests.worker_support import WorkerProcess, worker_env
 from worker import events, keys
 from worker.health import Health
+from worker.pacing import Pacer, PacingPolicy
 from worker.registry import Registry
 from worker.sealing import Sealer, generate_key
 
@@ -71,21 +72,18 @@ def start_worker(redis_server: Any, tmp_path: Path, key: str, ca_file: str, **ex
     return WorkerProcess(env, tmp_path / f"worker-{time.monotonic_ns()}.log")
 
 
-def stream(redis_server: Any) -> list[dict[str, Any]]:
-    client = redis_sync.Redis.from_url(redis_server.url)
-    try:
-        return [json.loads(fields[b"event"]) for _, fields in client.xrange(STREAM)]
-    finally:
-        client.close()
+async def stream(client: Redis) -> list[dict[str, Any]]:
+    return [json.loads(fields[b"event"]) for _, fields in await client.xrange(STREAM)]
 
 
-def wait_for(probe: Callable[[], Any], what: str, worker: WorkerProcess,
-             deadline_s: float = DEADLINE_S) -> Any:
+async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, worker: WorkerProcess,
+                   deadline_s: float = DEADLINE_S) -> Any:
+    """Poll `probe` (on the test's one client) without blocking the loop, up to a deadline."""
     deadline = time.monotonic() + deadline_s
-    while not (found := probe()):
+    while not (found := await probe()):
         assert worker.alive(), f"the worker died while waiting for {what}:\n{worker.log_file.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no {what} within {deadline_s} s"
-        time.sleep(POLL_S)
+        await asyncio.sleep(POLL_S)
     return found
 
 
@@ -104,17 +102,25 @@ async def test_rechecks_and_one_health_change_per_password_change(
     await reg.register(request(mail, "inbox-a"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
-        completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-a")  # noqa: E731
-        wait_for(lambda: len(completed()) >= 2, "two rechecks", worker)
-        assert all(e["data"]["status"] == "valid" for e in completed())
+        async def completed() -> list[dict[str, Any]]:
+            return of_type(await stream(client), events.COMPLETED, "inbox-a")
+
+        async def more_than(n: int) -> bool:
+            return len(await completed()) > n
+
+        async def an_invalid() -> bool:
+            return any(e["data"]["status"] == "invalid" for e in await completed())
+
+        await wait_for(lambda: more_than(1), "two rechecks", worker)
+        assert all(e["data"]["status"] == "valid" for e in await completed())
 
         mail["smtp"].users[mail["email"]] = "changed-password"
         mail["dovecot"].set_user(mail["email"], "changed-password")
-        wait_for(lambda: any(e["data"]["status"] == "invalid" for e in completed()), "a failed recheck", worker)
-        failed_at = len(completed())
+        await wait_for(an_invalid, "a failed recheck", worker)
+        failed_at = len(await completed())
         # failing inboxes back off (0.2 s, 0.4 s, ...): wait for one more recheck after the change
-        wait_for(lambda: len(completed()) > failed_at, "another recheck", worker)
-        changes = of_type(stream(redis_server), events.HEALTH_CHANGED, "inbox-a")
+        await wait_for(lambda: more_than(failed_at), "another recheck", worker)
+        changes = of_type(await stream(client), events.HEALTH_CHANGED, "inbox-a")
         assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
             ("pending", "healthy"), ("healthy", "failing")]
         assert changes[1]["data"]["current"]["error_code"] == "AUTH_FAILED"
@@ -123,11 +129,11 @@ async def test_rechecks_and_one_health_change_per_password_change(
         # the same CLI a person uses: the table's JSON form
         raw = (await reg.list())[0].as_dict()
         assert raw["error_code"] == "AUTH_FAILED" and raw["last_checked_at"] is not None
+        dump = json.dumps(await stream(client))
+        assert mail["password"] not in dump and "changed-password" not in dump
     finally:
         worker.kill()
         await client.aclose()
-    dump = json.dumps(stream(redis_server))
-    assert mail["password"] not in dump and "changed-password" not in dump
 
 
 async def test_one_transient_failure_degrades_but_does_not_fail(
@@ -136,18 +142,27 @@ async def test_one_transient_failure_degrades_but_does_not_fail(
     await reg.register(request(mail, "inbox-t"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
-        completed = lambda: of_type(stream(redis_server), events.COMPLETED, "inbox-t")  # noqa: E731
-        wait_for(lambda: len(completed()) >= 1, "the first check", worker)
+        async def completed() -> list[dict[str, Any]]:
+            return of_type(await stream(client), events.COMPLETED, "inbox-t")
+
+        async def an_invalid() -> bool:
+            return any(e["data"]["status"] == "invalid" for e in await completed())
+
+        async def recovered() -> bool:
+            # the health change follows the completed event (written after it): wait for it
+            changes = of_type(await stream(client), events.HEALTH_CHANGED, "inbox-t")
+            return any(c["data"]["current"]["health"] == "healthy" for c in changes[1:])
+
+        await wait_for(completed, "the first check", worker)
         mail["smtp_switch"]["drop"] = True  # the network drops SMTP connections for one check
-        wait_for(lambda: any(e["data"]["status"] == "invalid" for e in completed()), "a transient failure", worker)
+        await wait_for(an_invalid, "a transient failure", worker)
         mail["smtp_switch"]["drop"] = False
-        failure = [e for e in completed() if e["data"]["status"] == "invalid"][0]["data"]
+        failure = [e for e in await completed() if e["data"]["status"] == "invalid"][0]["data"]
         assert failure["retryable"] and failure["error_code"] in ("CONNECTION_FAILED", "TIMEOUT")
         assert (await reg.get("inbox-t")).health == Health.DEGRADED
-        wait_for(lambda: completed()[-1]["data"]["status"] == "valid" and len(completed()) >= 3,
-                 "a recovery", worker)
+        await wait_for(recovered, "a recovery", worker)
         healths = [(c["data"]["current"]["health"])
-                   for c in of_type(stream(redis_server), events.HEALTH_CHANGED, "inbox-t")]
+                   for c in of_type(await stream(client), events.HEALTH_CHANGED, "inbox-t")]
         assert healths == ["healthy", "degraded", "healthy"]
     finally:
         worker.kill()
@@ -161,9 +176,14 @@ async def test_hundred_inboxes_on_one_host_never_exceed_the_cap_at_the_server(
         await reg.register(request(mail, f"inbox-{n:03}"), LONG_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_PACING_WAIT="25")
     try:
-        done = lambda: [e for e in stream(redis_server) if e["type"] == events.COMPLETED]  # noqa: E731
-        wait_for(lambda: len(done()) >= INBOXES, f"{INBOXES} checks", worker, deadline_s=60)
-        assert all(e["data"]["status"] == "valid" for e in done())
+        async def done() -> list[dict[str, Any]]:
+            return [e for e in await stream(client) if e["type"] == events.COMPLETED]
+
+        async def all_done() -> bool:
+            return len(await done()) >= INBOXES
+
+        await wait_for(all_done, f"{INBOXES} checks", worker, deadline_s=60)
+        assert all(e["data"]["status"] == "valid" for e in await done())
         counter = mail["counter"]
         # every check holds two connections to the host (SMTP and IMAP): 2 checks at a time
         assert 2 <= counter.peak <= HOST_CAP and counter.total >= 2 * INBOXES
@@ -191,17 +211,22 @@ async def test_a_killed_workers_slots_are_released(
                               INBOXCHECK_STEP_TIMEOUT="1", INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s))
         slots = keys.pacing_slots_key(LOOPBACK)
         try:
-            wait_for(lambda: redis_sync.Redis.from_url(redis_server.url).zcard(slots) > 0,
-                     "a held slot", worker)
+            await wait_for(lambda: client.zcard(slots), "a held slot", worker)
             worker.proc.send_signal(signal.SIGKILL)
             worker.proc.wait()
         finally:
             worker.kill()
-        assert await client.zcard(slots) > 0  # the dead worker's leases are still there
-        deadline = time.monotonic() + job_timeout_s + DEADLINE_S
-        while await client.zcount(slots, int(time.time() * 1000), "+inf") > 0:
-            assert time.monotonic() < deadline, "the dead worker's slots never came back"
-            time.sleep(POLL_S)
+        held = await client.zcard(slots)
+        assert held > 0  # the dead worker's leases are still there
+        # Another worker asks for every slot of the host: refused while the dead worker's leases
+        # live, granted within their lifetime (the job timeout) once they expire, with nobody
+        # cleaning up.
+        pacer = Pacer(client, PacingPolicy(host_limits={LOOPBACK: HOST_CAP}, lease_s=job_timeout_s))
+        assert (await pacer.try_acquire(LOOPBACK, HOST_CAP))[0] is None
+        started = time.monotonic()
+        lease = await pacer.acquire(LOOPBACK, HOST_CAP, wait_s=job_timeout_s + 1.0)
+        assert time.monotonic() - started <= job_timeout_s + 1.0
+        await pacer.release(LOOPBACK, lease, HOST_CAP)
     finally:
         silent.stop()
         await client.aclose()
