@@ -131,13 +131,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_bulk(args, settings) if args.requests else _one(args, settings))
 
 
-def add_parser(commands: Any, wait_type: Any) -> None:
+# Waiting for events of a bulk enqueue can reasonably take hours, not more than a day.
+MAX_WAIT_S = 86_400.0
+
+
+def wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_WAIT_S:g} seconds")
+    return value
+
+
+def add_parser(commands: Any) -> None:
     parser = commands.add_parser("enqueue", help="queue checks for the workers")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--request", metavar="FILE", help="one request as JSON (- for stdin)")
     source.add_argument("--requests", metavar="FILE",
                         help="many requests: JSON lines, or CSV with the request's field names")
-    parser.add_argument("--wait", type=wait_type, metavar="SECONDS",
+    parser.add_argument("--wait", type=wait_seconds, metavar="SECONDS",
                         help=f"wait this long for the event(s) (--requests: default {BULK_WAIT_DEFAULT_S:g})")
     parser.add_argument("--json", action="store_true",
                         help="print JSON: the job id, or the event(s), one per line")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -18,6 +19,19 @@ def drop_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
         if any(part in key.lower() for part in SECRET_KEY_PARTS):
             event_dict[key] = "***"
     return event_dict
+
+
+def _safe_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # asyncio's default handler logs the exception's text and traceback; a library's error text
+    # may quote what it was sending (an IMAP LOGIN, say). Keep asyncio's own words and the type.
+    exc = context.get("exception")
+    structlog.get_logger("inboxcheck.asyncio").error(
+        "event_loop_error", message=context.get("message"), error=type(exc).__name__ if exc else None)
+
+
+def install_safe_exception_handler() -> None:
+    """Make the running loop report unhandled errors by type only."""
+    asyncio.get_running_loop().set_exception_handler(_safe_exception_handler)
 
 
 def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:

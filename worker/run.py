@@ -18,7 +18,14 @@ from arq.connections import create_pool
 from redis.exceptions import RedisError
 
 from worker import local_redis, serialization
-from worker.arq_settings import InboxWorker, check_settings, quiet_arq_job_lines, redis_settings, worker_kwargs
+from worker.arq_settings import (
+    InboxWorker,
+    check_settings,
+    quiet_arq_job_lines,
+    redis_settings,
+    worker_kwargs,
+)
+from worker.logs import install_safe_exception_handler
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -43,6 +50,7 @@ class Supervisor:
             self.worker.allow_pick_jobs = False  # stop taking jobs at once
 
     async def run(self) -> None:
+        install_safe_exception_handler()
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
