@@ -55,7 +55,8 @@ class StepLog:
             if error is None:
                 raise
             error.step = name
-            raise error from exc
+            # Not chained: a library's error text may quote what was sent, credentials included.
+            raise error from None
         finally:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
             self.timings.append(StepTiming(step=name, ms=elapsed_ms, ok=ok))
