@@ -1,0 +1,49 @@
+"""`inboxcheck register`, `list` and `unregister` as a person runs them, against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers.redis import RedisServer
+from tests.worker_support import scan_for
+from worker.sealing import generate_key
+
+PASSWORD = "Registry-Secret-77"
+
+
+def inboxcheck(redis: RedisServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
+    env.update({"INBOXCHECK_REDIS_URL": redis.url, "INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_LOG_FORMAT": "json"})
+    return subprocess.run([sys.executable, "-m", "worker", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_register_list_unregister(redis_server: RedisServer, tmp_path: Path) -> None:
+    key = generate_key()
+    request = tmp_path / "inbox.json"
+    request.write_text(json.dumps({"inbox_id": "inbox-7", "inbox_type": "GOOGLE_WORKSPACE",
+                                   "email": "ann@corp.example", "smtp_password": PASSWORD}))
+
+    registered = inboxcheck(redis_server, key, "register", "--request", str(request), "--every", "6h")
+    assert registered.returncode == 0, registered.stderr
+    assert "inbox-7" in registered.stdout and "21600" in registered.stdout
+
+    listed = inboxcheck(redis_server, key, "list", "--json")
+    rows = json.loads(listed.stdout)
+    assert [(row["inbox_id"], row["health"]) for row in rows] == [("inbox-7", "pending")]
+    table = inboxcheck(redis_server, key, "list")
+    assert "inbox-7" in table.stdout and "pending" in table.stdout
+
+    # Stored sealed: the password is nowhere in Redis, nor in anything the commands printed.
+    assert scan_for(redis_server.client(), [PASSWORD.encode()]) == []
+    for run in (registered, listed, table):
+        assert PASSWORD not in run.stdout + run.stderr
+
+    assert inboxcheck(redis_server, key, "unregister", "inbox-7").returncode == 0
+    assert json.loads(inboxcheck(redis_server, key, "list", "--json").stdout) == []
+    missing = inboxcheck(redis_server, key, "unregister", "inbox-7")
+    assert missing.returncode != 0 and "not registered" in missing.stderr
