@@ -56,8 +56,9 @@ def main() -> None:
     if args.no_pacing:
         from worker import recheck
 
-        async def unpaced(ops, request, check):
-            return await check()
+        async def unpaced(ops, request, check, **_):
+            # No lock, slots or done-mark read (Pacer.check); the append still writes one event.
+            return await check(None)
         recheck.paced = unpaced
     if args.batch_start:
         from bench.patches import batch_job_starts

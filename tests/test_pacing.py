@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from worker import keys
-from worker.pacing import HostBusy, InboxBusy, Pacer, PacingPolicy
+from worker.pacing import AlreadyDone, HostBusy, InboxBusy, Pacer, PacingPolicy
 
 HOST = "mail.example"
 CAP = 5
@@ -110,3 +111,73 @@ async def test_back_off_inbox_pauses_that_inbox_only(redis: Redis) -> None:
     async with p.inbox("inbox-2"), p.hosts([HOST], 0):
         assert await p.in_use(HOST) == 1
     assert not await redis.exists(keys.pacing_backoff_key(HOST))
+
+
+OTHER = "imap.example"
+DONE, ATTEMPTS = "test:done", "test:attempts"
+
+
+def check(p: Pacer, hosts: list[str], inbox: str = "inbox-1", wait_s: float = 0.0):  # noqa: ANN201
+    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60)
+
+
+async def test_check_takes_lock_slots_and_attempt_in_one_go_and_gives_them_back(redis: Redis) -> None:
+    p = pacer(redis, cap=3)
+    async with check(p, [HOST, OTHER, HOST.upper()]) as attempts:
+        assert attempts == 1 and int(await redis.get(ATTEMPTS)) == 1
+        assert await p.in_use(HOST) == 2 and await p.in_use(OTHER) == 1
+        assert await redis.exists(keys.inbox_lock_key("inbox-1"))
+        with pytest.raises(InboxBusy):  # one check per inbox, whichever way it was taken
+            async with p.inbox("inbox-1"):
+                pass
+        with pytest.raises(InboxBusy):
+            async with check(p, [HOST]):
+                pass
+    assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+    async with check(p, [HOST]) as attempts:
+        assert attempts == 2
+
+
+async def test_check_of_a_done_job_takes_nothing(redis: Redis) -> None:
+    p = pacer(redis)
+    await redis.set(DONE, '{"id": "e1"}')
+    with pytest.raises(AlreadyDone) as raised:
+        async with check(p, [HOST]):
+            pass
+    assert json.loads(raised.value.event) == {"id": "e1"}
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
+    assert await p.in_use(HOST) == 0
+
+
+async def test_check_of_a_paused_inbox_takes_nothing(redis: Redis) -> None:
+    p = pacer(redis)
+    await p.back_off_inbox("inbox-1", 300)
+    with pytest.raises(InboxBusy) as raised:
+        async with check(p, [HOST]):
+            pass
+    assert 299 <= raised.value.retry_in_s <= 300
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
+
+
+async def test_check_on_a_full_host_waits_like_hosts_and_counts_nothing_itself(redis: Redis) -> None:
+    p = pacer(redis, cap=1)
+    lease, _ = await p.try_acquire(HOST)
+    with pytest.raises(HostBusy):  # no slot within the wait; lock given back, nothing counted
+        async with check(p, [HOST, OTHER]):
+            pass
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
+    assert await p.in_use(OTHER) == 0
+
+    async def free_soon() -> None:
+        await asyncio.sleep(0.1)
+        await p.release(HOST, lease)
+
+    releaser = asyncio.ensure_future(free_soon())
+    async with check(p, [HOST, OTHER], wait_s=WAIT_S) as attempts:
+        assert attempts is None  # the caller counts it: the slots came the polling way
+        assert await p.in_use(HOST) == 1 and await p.in_use(OTHER) == 1
+        assert await redis.exists(keys.inbox_lock_key("inbox-1"))
+    await releaser
+    assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))

@@ -88,6 +88,68 @@ return 1
 """
 
 
+# One check's start in one round trip (it was four: done mark GET, lock script, one slot script
+# per host, attempt INCR/PEXPIRE), atomically, in the order the separate calls made:
+# KEYS[1] the job's done mark, KEYS[2] inbox lock, KEYS[3] inbox backoff, KEYS[4] attempt
+# counter, then per host (sorted): lease zset, backoff key.
+# ARGV[1] token (lock value and lease id), ARGV[2] lease/lock ms, ARGV[3] attempt counter ms,
+# then per host: count, cap.
+# Returns {0, attempts} when the lock and every slot are taken and the attempt counted;
+# {1, event} when the job already wrote its event (nothing taken); {2, pttl} while the inbox is
+# backed off; {3} when another check holds the inbox; {4} with the inbox locked but a host full or
+# backed off (nothing else taken: the caller waits for the hosts the polling way).
+_BEGIN = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {1, existing} end
+local pause = redis.call('PTTL', KEYS[3])
+if pause > 0 then return {2, pause} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hosts = (#KEYS - 4) / 2
+for i = 1, hosts do
+  local slots = KEYS[3 + 2 * i]
+  if redis.call('PTTL', KEYS[4 + 2 * i]) > 0 then return {4} end
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  if redis.call('ZCARD', slots) + tonumber(ARGV[2 + 2 * i]) > tonumber(ARGV[3 + 2 * i]) then
+    return {4}
+  end
+end
+local expires = now + tonumber(ARGV[2])
+for i = 1, hosts do
+  local slots = KEYS[3 + 2 * i]
+  for j = 1, tonumber(ARGV[2 + 2 * i]) do
+    redis.call('ZADD', slots, expires, ARGV[1] .. ':' .. j)
+  end
+  redis.call('PEXPIRE', slots, tonumber(ARGV[2]))
+end
+local attempts = redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[3]))
+return {0, attempts}
+"""
+
+# The end of a check in one round trip (was one release per host and the unlock): KEYS[1] inbox
+# lock, then each host's lease zset. ARGV[1] token, then each host's count. Releases our leases,
+# then deletes the lock only while it is still ours.
+_FINISH = """
+for i = 2, #KEYS do
+  for j = 1, tonumber(ARGV[i]) do
+    redis.call('ZREM', KEYS[i], ARGV[1] .. ':' .. j)
+  end
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class AlreadyDone(Exception):
+    """The job wrote its event in an earlier run (`event`: that event's JSON); nothing was taken."""
+
+    def __init__(self, event: bytes | str) -> None:
+        super().__init__("event already written")
+        self.event = event
+
+
 class HostBusy(Exception):
     """No slot within the wait: hand the job back and try again after `retry_in_s`."""
 
@@ -129,6 +191,8 @@ class Pacer:
         self._backoff = redis.register_script(_BACKOFF)
         self._unlock = redis.register_script(_UNLOCK)
         self._lock = redis.register_script(_LOCK)
+        self._begin = redis.register_script(_BEGIN)
+        self._finish = redis.register_script(_FINISH)
 
     async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
@@ -223,3 +287,49 @@ class Pacer:
     async def _release_lock(self, key: str, token: str) -> None:
         # Compare-and-delete in one atomic script (was WATCH / GET / MULTI DEL EXEC: 3 round trips).
         await self._unlock(keys=[key], args=[token])
+
+    @asynccontextmanager
+    async def check(self, inbox_id: str, hosts: list[str], wait_s: float, *, done_key: str,
+                    attempts_key: str, attempts_ttl_s: float) -> AsyncIterator[int | None]:
+        """`inbox()` and `hosts()` together, plus the job's done mark and its attempt count, in one
+        round trip at the start and one at the end when the hosts have room (the usual case).
+
+        Yields the attempt count, or None when a host was full or backed off: then the slots were
+        waited for as `hosts()` does, and the caller counts the attempt itself. Raises AlreadyDone
+        (nothing taken) when the job's event is already written, InboxBusy or HostBusy as before.
+        """
+        counts: dict[str, int] = {}
+        for host in hosts:
+            counts[host.lower()] = counts.get(host.lower(), 0) + 1
+        ordered = sorted(counts)
+        token = uuid.uuid4().hex
+        lock_key = keys.inbox_lock_key(inbox_id)
+        lease_ms = int(self.policy.lease_s * MS_PER_S)
+        host_keys: list[str] = []
+        host_args: list[int] = []
+        for host in ordered:
+            host_keys += [keys.pacing_slots_key(host), keys.pacing_backoff_key(host)]
+            host_args += [counts[host], self.policy.limit(host)]
+        reply = await self._begin(
+            keys=[done_key, lock_key, keys.inbox_backoff_key(inbox_id), attempts_key, *host_keys],
+            args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), *host_args])
+        status = int(reply[0])
+        if status == 1:
+            raise AlreadyDone(reply[1])
+        if status == 2:
+            raise InboxBusy(inbox_id, int(reply[1]) / MS_PER_S)
+        if status == 3:
+            raise InboxBusy(inbox_id)
+        if status == 0:
+            try:
+                yield int(reply[1])
+            finally:
+                await self._finish(keys=[lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
+                                   args=[token, *(counts[h] for h in ordered)])
+            return
+        # A host is full or paused: wait for slots as hosts() does, holding the inbox lock.
+        try:
+            async with self.hosts(hosts, wait_s):
+                yield None
+        finally:
+            await self._release_lock(lock_key, token)

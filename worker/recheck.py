@@ -142,14 +142,20 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 
 
 async def paced(ops: Ops, request: ValidationRequest,
-                check: Callable[[], Awaitable[ValidationResult]]) -> ValidationResult:
-    """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn."""
+                check: Callable[[int | None], Awaitable[ValidationResult]], *, done_key: str,
+                attempts_key: str, attempts_ttl_s: float) -> ValidationResult:
+    """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn.
+
+    The job's done mark is read and its attempt counted in the same round trip that takes the
+    inbox lock and the host slots (Pacer.check); `check` gets the attempt count, or None when it
+    must count the attempt itself. Raises AlreadyDone when the job's event is already written."""
     assert request.inbox_id is not None
     hosts = [str(request.smtp_host), str(request.imap_host)]
     try:
-        async with ops.pacer.inbox(request.inbox_id), \
-                ops.pacer.hosts(hosts, slot_wait_s(ops.settings, ops.ops)):
-            result = await check()
+        async with ops.pacer.check(request.inbox_id, hosts, slot_wait_s(ops.settings, ops.ops),
+                                   done_key=done_key, attempts_key=attempts_key,
+                                   attempts_ttl_s=attempts_ttl_s) as attempts:
+            result = await check(attempts)
     except InboxBusy as exc:
         ops.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
         defer = exc.retry_in_s or INBOX_BUSY_DEFER_S

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from redis.exceptions import RedisError
 
 from jobs.errors import Reason
 from jobs.options import CheckOptions
+from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
 from worker import events, keys, recheck, stream
+from worker.pacing import AlreadyDone
 from worker.payload import PayloadRejected, decode
 from worker.sealing import Sealer
 from worker.settings import Settings
@@ -87,19 +90,22 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
     done_key = keys.done_key(job_id, enqueue_ms)
     eid = event_id(job_id, enqueue_ms)
     started = time.perf_counter()
+    ops = ctx.get(recheck.OPS_KEY)
     with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=job_try):
+        # Decoding touches no state, so it can come first: a paced check then reads its done mark
+        # in the round trip that takes its lock and slots (Pacer.check), not in one of its own.
+        decoded = _decode(runtime, payload, unreadable)
         try:
-            already = await stream.recorded(ctx["redis"], done_key)
+            if ops is None or isinstance(decoded, PayloadRejected):
+                already = await stream.recorded(ctx["redis"], done_key)
+                if already is not None:
+                    return await _already_done(ctx, job_id, already)
+            event = await _run(runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"],
+                               done_key=done_key)
+        except AlreadyDone as done:
+            return await _already_done(ctx, job_id, json.loads(done.event))
         except RedisError:
             raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-        if already is not None:
-            # A run that crashed after writing its event: hand arq the same event, append nothing.
-            log.info("job_already_done", event_id=already.get("id"), inbox_id=already.get("subject"))
-            await _after_event(ctx, job_id, already, written_now=False)
-            return already
-
-        event = await _run(runtime, payload, unreadable, job_try, eid, ops=ctx.get(recheck.OPS_KEY),
-                           redis=ctx["redis"])
         try:
             written = await stream.append_once(
                 ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
@@ -115,6 +121,13 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
                  duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
         await _after_event(ctx, job_id, written)
         return written
+
+
+async def _already_done(ctx: dict[str, Any], job_id: str, already: dict[str, Any]) -> dict[str, Any]:
+    # A run that crashed after writing its event: hand arq the same event, append nothing.
+    log.info("job_already_done", event_id=already.get("id"), inbox_id=already.get("subject"))
+    await _after_event(ctx, job_id, already, written_now=False)
+    return already
 
 
 async def _after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *,
@@ -142,35 +155,49 @@ class AttemptCounter:
             self.value, _ = await pipe.execute()
 
 
-async def _run(runtime: Runtime, payload: Any, unreadable: str | None, job_try: int,
-               eid: str, *, ops: recheck.Ops | None = None, redis: Any = None) -> events.Event:
-    """The terminal event for this attempt; raises Retry when the outcome is worth another."""
-    settings = runtime.settings
+def _decode(runtime: Runtime, payload: Any, unreadable: str | None) -> ValidationRequest | PayloadRejected:
     try:
         if unreadable is not None:
             raise PayloadRejected(Reason.MALFORMED_PAYLOAD, unreadable)
-        request = decode(payload, runtime.sealer, allow_plaintext=settings.allow_plaintext_credentials)
+        return decode(payload, runtime.sealer,
+                      allow_plaintext=runtime.settings.allow_plaintext_credentials)
     except PayloadRejected as exc:
         log.info("payload_rejected", inbox_id=exc.inbox_id, reason=exc.reason.value)
-        return _rejection_event(exc, job_try, eid)
+        return exc
+
+
+async def _run(runtime: Runtime, decoded: ValidationRequest | PayloadRejected, job_try: int,
+               eid: str, *, ops: recheck.Ops | None = None, redis: Any = None,
+               done_key: str) -> events.Event:
+    """The terminal event for this attempt; raises Retry when the outcome is worth another,
+    AlreadyDone when pacing found this job's event already written."""
+    settings = runtime.settings
+    if isinstance(decoded, PayloadRejected):
+        return _rejection_event(decoded, job_try, eid)
+    request = decoded
 
     structlog.contextvars.bind_contextvars(inbox_id=request.inbox_id)
     # arq's job_try also counts runs that never checked (pacing waits, crashes before the check),
     # so the attempts that count against max_tries are counted here, when a check really starts.
     attempts = AttemptCounter(redis, keys.attempts_key(eid), settings.keep_result, job_try)
 
-    async def check() -> ValidationResult:
-        await attempts.start()
+    async def check(counted: int | None = None) -> ValidationResult:
+        if counted is None:
+            await attempts.start()
+        else:  # pacing counted it in the round trip that took the lock and slots
+            attempts.value = counted
         return await validate_inbox(request, runtime.options)
 
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
-        result = await asyncio.wait_for(recheck.paced(ops, request, check) if ops else check(),
-                                        settings.job_timeout - EMIT_RESERVE_S)
-    except Retry:
-        raise  # pacing: not this check's turn yet; not a failure
+        paced = recheck.paced(ops, request, check, done_key=done_key,
+                              attempts_key=keys.attempts_key(eid), attempts_ttl_s=settings.keep_result) \
+            if ops else check()
+        result = await asyncio.wait_for(paced, settings.job_timeout - EMIT_RESERVE_S)
+    except (Retry, AlreadyDone):
+        raise  # pacing: not this check's turn yet, or nothing left to do; not a failure
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
