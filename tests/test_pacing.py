@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from worker import keys
-from worker.pacing import AlreadyDone, HostBusy, InboxBusy, Pacer, PacingPolicy
+from worker import events, stream
+from worker.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
 
 HOST = "mail.example"
 CAP = 5
@@ -117,8 +118,10 @@ OTHER = "imap.example"
 DONE, ATTEMPTS = "test:done", "test:attempts"
 
 
-def check(p: Pacer, hosts: list[str], inbox: str = "inbox-1", wait_s: float = 0.0):  # noqa: ANN201
-    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60)
+def check(p: Pacer, hosts: list[str], inbox: str = "inbox-1", wait_s: float = 0.0,  # noqa: ANN201
+          held: Held | None = None):
+    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60,
+                   held=held)
 
 
 async def test_check_takes_lock_slots_and_attempt_in_one_go_and_gives_them_back(redis: Redis) -> None:
@@ -180,4 +183,32 @@ async def test_check_on_a_full_host_waits_like_hosts_and_counts_nothing_itself(r
         assert await redis.exists(keys.inbox_lock_key("inbox-1"))
     await releaser
     assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+
+
+async def test_a_held_check_is_released_by_its_event_append_exactly_once(redis: Redis) -> None:
+    # The check's lock and slots ride on the append's round trip: both happen, once.
+    p = pacer(redis)
+    held = Held()
+    async with check(p, [HOST, OTHER], held=held):
+        pass
+    assert held.pending is not None  # still held: the append releases it
+    assert await p.in_use(HOST) == 1 and await redis.exists(keys.inbox_lock_key("inbox-1"))
+    event = events.failed(events.Failure(inbox_id="inbox-1", reason="X", attempts=1), "e1")
+    for _ in range(2):  # a replay appends nothing and releases nothing of anyone else's
+        written = await stream.append_once(redis, stream="test:events", maxlen=100, done_key=DONE,
+                                           done_ttl_s=60, event=event, release=held.pending)
+        assert written["id"] == "e1"
+    assert await redis.xlen("test:events") == 1
+    assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+
+
+async def test_a_held_check_that_raises_is_released_at_once(redis: Redis) -> None:
+    p = pacer(redis)
+    held = Held()
+    with pytest.raises(RuntimeError):
+        async with check(p, [HOST], held=held):
+            raise RuntimeError
+    assert held.pending is None and await p.in_use(HOST) == 0
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"))

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -140,6 +141,16 @@ end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
+
+
+class Held:
+    """What a check still holds after it ran, when its caller releases it later: the FINISH
+    script's keys and arguments (`pending`), or None once released."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: tuple[list[str], list[Any]] | None = None
 
 
 class AlreadyDone(Exception):
@@ -290,13 +301,17 @@ class Pacer:
 
     @asynccontextmanager
     async def check(self, inbox_id: str, hosts: list[str], wait_s: float, *, done_key: str,
-                    attempts_key: str, attempts_ttl_s: float) -> AsyncIterator[int | None]:
+                    attempts_key: str, attempts_ttl_s: float,
+                    held: Held | None = None) -> AsyncIterator[int | None]:
         """`inbox()` and `hosts()` together, plus the job's done mark and its attempt count, in one
         round trip at the start and one at the end when the hosts have room (the usual case).
 
         Yields the attempt count, or None when a host was full or backed off: then the slots were
         waited for as `hosts()` does, and the caller counts the attempt itself. Raises AlreadyDone
         (nothing taken) when the job's event is already written, InboxBusy or HostBusy as before.
+        With `held`, a check that ends without an exception keeps its lock and slots and leaves
+        their release in `held.pending`, for the caller to do with the event's append (one round
+        trip for both) or with `finish`; on an exception they are released here as always.
         """
         counts: dict[str, int] = {}
         for host in hosts:
@@ -321,11 +336,17 @@ class Pacer:
         if status == 3:
             raise InboxBusy(inbox_id)
         if status == 0:
+            pending = ([lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
+                       [token, *(counts[h] for h in ordered)])
             try:
                 yield int(reply[1])
-            finally:
-                await self._finish(keys=[lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
-                                   args=[token, *(counts[h] for h in ordered)])
+            except BaseException:
+                await self.finish(pending)
+                raise
+            if held is None:
+                await self.finish(pending)
+            else:
+                held.pending = pending
             return
         # A host is full or paused: wait for slots as hosts() does, holding the inbox lock.
         try:
@@ -333,3 +354,7 @@ class Pacer:
                 yield None
         finally:
             await self._release_lock(lock_key, token)
+
+    async def finish(self, pending: tuple[list[str], list[Any]]) -> None:
+        """Release what `check` left in `Held.pending`: the host leases, then our inbox lock."""
+        await self._finish(keys=pending[0], args=pending[1])

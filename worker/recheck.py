@@ -28,7 +28,7 @@ from worker import serialization
 from worker.health import CERT_EXPIRING, HealthPolicy
 from worker.metrics import Metrics, refresh_forever, serve
 from worker.ops_settings import OpsSettings, get_ops_settings
-from worker.pacing import HostBusy, InboxBusy, Pacer
+from worker.pacing import Held, HostBusy, InboxBusy, Pacer
 from worker.registry import Registry, is_recheck
 from worker.sealing import sealer_for
 from worker.settings import Settings
@@ -143,18 +143,19 @@ async def job_ended(ctx: dict[str, Any]) -> None:
 
 async def paced(ops: Ops, request: ValidationRequest,
                 check: Callable[[int | None], Awaitable[ValidationResult]], *, done_key: str,
-                attempts_key: str, attempts_ttl_s: float) -> ValidationResult:
+                attempts_key: str, attempts_ttl_s: float, held: Held | None = None) -> ValidationResult:
     """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn.
 
     The job's done mark is read and its attempt counted in the same round trip that takes the
     inbox lock and the host slots (Pacer.check); `check` gets the attempt count, or None when it
-    must count the attempt itself. Raises AlreadyDone when the job's event is already written."""
+    must count the attempt itself. Raises AlreadyDone when the job's event is already written.
+    With `held`, the lock and slots outlive this call when the check ends normally (Pacer.check)."""
     assert request.inbox_id is not None
     hosts = [str(request.smtp_host), str(request.imap_host)]
     try:
         async with ops.pacer.check(request.inbox_id, hosts, slot_wait_s(ops.settings, ops.ops),
                                    done_key=done_key, attempts_key=attempts_key,
-                                   attempts_ttl_s=attempts_ttl_s) as attempts:
+                                   attempts_ttl_s=attempts_ttl_s, held=held) as attempts:
             result = await check(attempts)
     except InboxBusy as exc:
         ops.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()

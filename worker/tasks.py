@@ -19,7 +19,7 @@ from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
 from worker import events, keys, recheck, stream
-from worker.pacing import AlreadyDone
+from worker.pacing import AlreadyDone, Held
 from worker.payload import PayloadRejected, decode
 from worker.sealing import Sealer
 from worker.settings import Settings
@@ -95,33 +95,54 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
         # Decoding touches no state, so it can come first: a paced check then reads its done mark
         # in the round trip that takes its lock and slots (Pacer.check), not in one of its own.
         decoded = _decode(runtime, payload, unreadable)
+        # A paced check that ran keeps its lock and slots until its event is appended, which
+        # releases them in the same round trip; any other way out releases them here.
+        held = Held()
         try:
-            if ops is None or isinstance(decoded, PayloadRejected):
-                already = await stream.recorded(ctx["redis"], done_key)
-                if already is not None:
-                    return await _already_done(ctx, job_id, already)
-            event = await _run(runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"],
-                               done_key=done_key)
-        except AlreadyDone as done:
-            return await _already_done(ctx, job_id, json.loads(done.event))
-        except RedisError:
-            raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-        try:
-            written = await stream.append_once(
-                ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
-                done_key=done_key, done_ttl_s=settings.keep_result, event=event,
-            )
-        except RedisError as exc:
-            log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
-            raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-        data = written.get("data") or {}
-        log.info("job_finished", inbox_id=written.get("subject"), event_id=written.get("id"),
-                 type=written.get("type"), status=data.get("status"), error_code=data.get("error_code"),
-                 reason=data.get("reason"), attempts=data.get("attempts"),
-                 duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
-        await _after_event(ctx, job_id, written)
-        return written
+            return await _check_and_append(ctx, runtime, decoded, job_try, eid, done_key, ops, held,
+                                           started)
+        finally:
+            if held.pending is not None:
+                pending, held.pending = held.pending, None
+                try:
+                    await ops.pacer.finish(pending)
+                except RedisError:
+                    raise Retry(defer=REDIS_RETRY_DEFER_S) from None
 
+
+async def _check_and_append(ctx: dict[str, Any], runtime: Runtime,
+                            decoded: ValidationRequest | PayloadRejected, job_try: int, eid: str,
+                            done_key: str, ops: recheck.Ops | None, held: Held,
+                            started: float) -> dict[str, Any]:
+    settings = runtime.settings
+    job_id: str = ctx["job_id"]
+    try:
+        if ops is None or isinstance(decoded, PayloadRejected):
+            already = await stream.recorded(ctx["redis"], done_key)
+            if already is not None:
+                return await _already_done(ctx, job_id, already)
+        event = await _run(runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"],
+                           done_key=done_key, held=held)
+    except AlreadyDone as done:
+        return await _already_done(ctx, job_id, json.loads(done.event))
+    except RedisError:
+        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+    try:
+        written = await stream.append_once(
+            ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
+            done_key=done_key, done_ttl_s=settings.keep_result, event=event, release=held.pending,
+        )
+        held.pending = None  # released by the append's script
+    except RedisError as exc:
+        log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
+        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+    data = written.get("data") or {}
+    log.info("job_finished", inbox_id=written.get("subject"), event_id=written.get("id"),
+             type=written.get("type"), status=data.get("status"), error_code=data.get("error_code"),
+             reason=data.get("reason"), attempts=data.get("attempts"),
+             duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
+    await _after_event(ctx, job_id, written)
+    return written
 
 async def _already_done(ctx: dict[str, Any], job_id: str, already: dict[str, Any]) -> dict[str, Any]:
     # A run that crashed after writing its event: hand arq the same event, append nothing.
@@ -168,7 +189,7 @@ def _decode(runtime: Runtime, payload: Any, unreadable: str | None) -> Validatio
 
 async def _run(runtime: Runtime, decoded: ValidationRequest | PayloadRejected, job_try: int,
                eid: str, *, ops: recheck.Ops | None = None, redis: Any = None,
-               done_key: str) -> events.Event:
+               done_key: str, held: Held | None = None) -> events.Event:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
     AlreadyDone when pacing found this job's event already written."""
     settings = runtime.settings
@@ -193,7 +214,8 @@ async def _run(runtime: Runtime, decoded: ValidationRequest | PayloadRejected, j
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
         paced = recheck.paced(ops, request, check, done_key=done_key,
-                              attempts_key=keys.attempts_key(eid), attempts_ttl_s=settings.keep_result) \
+                              attempts_key=keys.attempts_key(eid), attempts_ttl_s=settings.keep_result,
+                              held=held) \
             if ops else check()
         result = await asyncio.wait_for(paced, settings.job_timeout - EMIT_RESERVE_S)
     except (Retry, AlreadyDone):
