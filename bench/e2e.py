@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_port: int, ca_file: str,
-        noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0, batch_start: bool = False,
+        noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0,
         no_pacing: bool = False) -> dict:
     try:
         from worker.producer import enqueue_validation  # noqa: F401
@@ -67,8 +66,6 @@ def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_por
     cmd = [sys.executable, "-m", "bench.e2e_worker", "--loop", loop, "--ssl-max-size", str(ssl_max_size or 0)]
     if noop:
         cmd.append("--noop")
-    if batch_start:
-        cmd.append("--batch-start")
     if no_pacing:
         cmd.append("--no-pacing")
     log = root / f"worker-{tag}.log"

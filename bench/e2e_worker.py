@@ -50,7 +50,6 @@ def main() -> None:
     parser.add_argument("--noop", action="store_true")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--ssl-max-size", type=int, default=0)
-    parser.add_argument("--batch-start", action="store_true", help="bench.patches.batch_job_starts")
     parser.add_argument("--no-pacing", action="store_true", help="diagnostic: run checks outside worker pacing")
     args = parser.parse_args()
     if args.no_pacing:
@@ -60,9 +59,6 @@ def main() -> None:
             # No lock, slots or done-mark read (Pacer.check); the append still writes one event.
             return await check(None)
         recheck.paced = unpaced
-    if args.batch_start:
-        from bench.patches import batch_job_starts
-        batch_job_starts()
     apply_ssl_max_size(args.ssl_max_size)
     if args.loop == "uvloop":
         import uvloop

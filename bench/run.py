@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e0 = bench.e2e(args.n, args.c, 0, direct)
         naive0 = bench.scenario("naive", args.naive_sample, 1, 0, direct)
         naive0["n_total"] = args.n
-        noop0 = bench.e2e(args.n, args.c, 0, direct, noop=True)
+        bench.e2e(args.n, args.c, 0, direct, noop=True)  # its row: the queue's own ceiling
 
         # 1-4 again through the delay proxy
         by_rtt: dict[float, dict] = {}
