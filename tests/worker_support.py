@@ -17,14 +17,14 @@ from typing import Any
 
 import redis
 
-from tests.servers.ports import free_port
+from tests.checks import CLOSED_PORT
 
 POLL_S = 0.05
 REPO = Path(__file__).resolve().parent.parent
 
 
 def closed_port() -> int:
-    return free_port()
+    return CLOSED_PORT
 
 
 class WorkerProcess:
