@@ -7,6 +7,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import aioimaplib
 import aiosmtplib
@@ -239,3 +240,32 @@ def test_redis_restarts_on_the_same_port(redis_server: RedisServer) -> None:
     assert client.ping()
     assert client.get("k") is None  # no persistence between runs
     client.close()
+
+
+def test_dovecot_24_config_renders_essential_lines(tmp_path: Path, pki: PKI) -> None:
+    """The Dovecot 2.4 config (not run here: Debian 12 has 2.3) has its essentials."""
+    from tests.servers.dovecot import _render_config_24
+
+    server = Dovecot(tmp_path, pki.valid)
+    server.imaps_port, server._haproxy_port = 10993, 10143
+    config = _render_config_24(server)
+    lines = [line.strip() for line in config.splitlines()]
+    assert lines[0] == "dovecot_config_version = 2.4.0"  # must be the first setting
+    assert "dovecot_storage_version = 2.4.0" in lines
+    assert f"ssl_server_cert_file = {pki.valid.cert_file}" in lines
+    assert f"ssl_server_key_file = {pki.valid.key_file}" in lines
+    assert "haproxy_trusted_networks = 127.0.0.1/32" in lines
+    assert "auth_allow_cleartext = no" in lines
+    imap = config.split("inet_listener imap {", 1)[1].split("}", 1)[0].split()
+    imaps = config.split("inet_listener imaps {", 1)[1].split("}", 1)[0].split()
+    assert " ".join(imap) == "port = 10143 haproxy = yes"
+    assert " ".join(imaps) == "port = 10993 ssl = yes"
+    assert f"passwd_file_path = {tmp_path / 'users.passwd'}" in lines
+    for gone in (
+        "ssl_cert",
+        "disable_plaintext_auth",
+        "mail_location",
+        "service_count",
+        "args",
+    ):
+        assert not any(line.startswith(gone + " ") for line in lines), gone
