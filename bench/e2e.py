@@ -44,8 +44,8 @@ def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_por
         noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0,
         no_pacing: bool = False) -> dict:
     try:
-        from worker.producer import enqueue_validation  # noqa: F401
-        from worker.sealing import generate_key
+        from worker.messages.producer import enqueue_validation  # noqa: F401
+        from worker.messages.sealing import generate_key
     except ImportError as exc:  # worker/ still being built
         raise NotAvailable(f"worker/ not importable: {exc}") from None
     tag = uuid.uuid4().hex[:8]
@@ -90,12 +90,12 @@ async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, s
     from redis.asyncio import Redis
 
     from jobs.request import parse_request
-    from worker.producer import enqueue_validation
+    from worker.messages.producer import enqueue_validation
     from worker.settings import Settings
 
     settings = Settings(**{k[len("INBOXCHECK_"):].lower(): v for k, v in env.items()
                            if k.startswith("INBOXCHECK_")})
-    from worker.sealing import sealer_for
+    from worker.messages.sealing import sealer_for
     sealer = sealer_for(settings.secret_key)
     redis = Redis(host=LOOPBACK, port=int(settings.redis_url.rsplit(":", 1)[1].split("/")[0]))
 

@@ -1,6 +1,6 @@
 """The worker process for the end-to-end scenarios.
 
-Real jobs: exactly what `inboxcheck worker` runs (worker.cli main(["worker"])), configured through
+Real jobs: exactly what `inboxcheck worker` runs (worker.cli.main main(["worker"])), configured through
 INBOXCHECK_* variables. With --noop: the same arq worker settings (worker_kwargs) with the job
 function swapped for one that does nothing -- the queue's own ceiling.
 --loop uvloop / --ssl-max-size apply the bench-side candidates for the memory fix.
@@ -24,8 +24,8 @@ async def run_noop() -> None:
     from arq.connections import create_pool
     from arq.worker import func
 
-    from worker import serialization
-    from worker.arq_settings import ARQ_MAX_TRIES_BACKSTOP, InboxWorker, redis_settings, worker_kwargs
+    from worker.messages import envelope as serialization
+    from worker.runtime.arq_settings import ARQ_MAX_TRIES_BACKSTOP, InboxWorker, redis_settings, worker_kwargs
     from worker.settings import get_settings
 
     settings = get_settings()
@@ -66,7 +66,7 @@ def main() -> None:
     if args.noop:
         asyncio.run(run_noop())
         return
-    from worker.cli import main as inboxcheck  # `inboxcheck worker`, logging set up as in production
+    from worker.cli.main import main as inboxcheck  # `inboxcheck worker`, logging set up as in production
     raise SystemExit(inboxcheck(["worker"]))
 
 

@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         worker_loop = "asyncio"
     print(f"inboxcheck benchmark: {os.cpu_count()} cores, loop={args.loop} (e2e worker: {worker_loop}, "
-          f"as worker.run ships), ssl max_size={'as shipped (16 KiB, jobs.tls; raw: 256 KiB)' if not args.ssl_max_size else args.ssl_max_size}, "
+          f"as worker.runtime.supervisor ships), ssl max_size={'as shipped (16 KiB, jobs.tls; raw: 256 KiB)' if not args.ssl_max_size else args.ssl_max_size}, "
           f"wall {time.monotonic() - started:.0f}s")
     print_table(bench.rows)
     print()

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from worker import health_cmd, worker_cmd
-from worker.cli import build_parser
-from worker.ops_settings import OpsSettings
+from worker.cli import liveness as health_cmd
+from worker.cli import worker as worker_cmd
+from worker.cli.main import build_parser
+from worker.rechecks.settings import OpsSettings
 from worker.settings import ENV_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ def assert_runs(argv: list[str], command: str) -> None:
 
 def test_console_script_is_the_cli() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts[PROGRAM] == "worker.cli:main"
+    assert scripts[PROGRAM] == "worker.cli.main:main"
 
 
 def test_procfile_names_the_worker() -> None:

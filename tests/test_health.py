@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.health import (
+from worker.rechecks.inbox_health import (
     SECONDS_PER_DAY,
     Health,
     HealthPolicy,

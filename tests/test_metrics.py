@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from tests.servers.ports import LOOPBACK
-from worker import keys
-from worker.metrics import Metrics, refresh_forever, serve
+from worker.messages import keys
+from worker.runtime.metrics import Metrics, refresh_forever, serve
 
 QUEUE = "test:queue"
 DEADLINE_S = 5.0

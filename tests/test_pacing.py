@@ -10,9 +10,10 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
-from worker import keys
-from worker import events, stream
-from worker.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
+from worker.messages import keys
+from worker.messages import events
+from worker.messages import stream
+from worker.rechecks.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
 
 HOST = "mail.example"
 CAP = 5

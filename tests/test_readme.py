@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.ops_settings import OpsSettings
+from worker.rechecks.settings import OpsSettings
 from worker.settings import ENV_PREFIX, Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")

@@ -19,11 +19,12 @@ from tests.ops_support import ConnectionCounter, counting_proxy
 from tests.servers.ports import LOOPBACK
 from tests.servers.tcp import ThreadedTcpServer
 from tests.worker_support import WorkerProcess, worker_env
-from worker import events, keys
-from worker.health import Health
-from worker.pacing import Pacer, PacingPolicy
-from worker.registry import Registry
-from worker.sealing import Sealer, generate_key
+from worker.messages import events
+from worker.messages import keys
+from worker.rechecks.inbox_health import Health
+from worker.rechecks.pacing import Pacer, PacingPolicy
+from worker.rechecks.registry import Registry
+from worker.messages.sealing import Sealer, generate_key
 
 QUEUE = "e2e:queue"
 STREAM = "e2e:events"

@@ -11,10 +11,13 @@ from redis.asyncio import Redis
 
 from jobs.request import parse_request
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
-from worker import events, keys, payload, serialization
-from worker.health import SECONDS_PER_DAY, Health, HealthPolicy
-from worker.registry import Registry, RegistryError, is_recheck
-from worker.sealing import Sealer, generate_key
+from worker.messages import events
+from worker.messages import keys
+from worker.messages import payload
+from worker.messages import envelope as serialization
+from worker.rechecks.inbox_health import SECONDS_PER_DAY, Health, HealthPolicy
+from worker.rechecks.registry import Registry, RegistryError, is_recheck
+from worker.messages.sealing import Sealer, generate_key
 
 QUEUE = "test:queue"
 STREAM = "test:events"

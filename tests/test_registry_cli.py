@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.servers.redis import RedisServer
 from tests.worker_support import scan_for
-from worker.sealing import generate_key
+from worker.messages.sealing import generate_key
 
 PASSWORD = "Registry-Secret-77"
 

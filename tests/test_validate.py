@@ -81,7 +81,7 @@ INTERPRETER_START_S = 4.0
 
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], input=stdin, capture_output=True, text=True,
+        [sys.executable, "-m", "worker.cli.main", *args], input=stdin, capture_output=True, text=True,
         env={**os.environ, "INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG", **(env or {})},
         timeout=60, check=False,
     )

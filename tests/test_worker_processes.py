@@ -20,9 +20,9 @@ from tests.servers.fakes import FakeServer, silent
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
 from tests.worker_support import WorkerProcess, closed_port, scan_for, wait_for_events, worker_env
-from worker import keys
-from worker.producer import enqueue_validation
-from worker.sealing import generate_key
+from worker.messages import keys
+from worker.messages.producer import enqueue_validation
+from worker.messages.sealing import generate_key
 from worker.settings import Settings
 
 EMAIL = "owner@example.com"

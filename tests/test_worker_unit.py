@@ -17,11 +17,14 @@ from redis.asyncio import Redis
 from jobs.request import parse_request
 from tests.servers.redis import RedisServer
 from tests.worker_support import closed_port, scan_for, stream_events
-from worker import cli, keys, payload, serialization
-from worker.arq_settings import InboxWorker, check_settings, redis_settings, worker_kwargs
-from worker.events import COMPLETED, REJECTED
-from worker.producer import enqueue_validation, envelope
-from worker.sealing import Sealer, generate_key
+from worker.cli import main as cli
+from worker.messages import keys
+from worker.messages import payload
+from worker.messages import envelope as serialization
+from worker.runtime.arq_settings import InboxWorker, check_settings, redis_settings, worker_kwargs
+from worker.messages.events import COMPLETED, REJECTED
+from worker.messages.producer import enqueue_validation, envelope
+from worker.messages.sealing import Sealer, generate_key
 from worker.settings import Settings, SettingsError
 
 PASSWORD = "unit-s3cret-Pa55"
@@ -325,7 +328,7 @@ def test_an_unexpected_value_error_prints_no_input(monkeypatch: pytest.MonkeyPat
         Strict(port=PASSWORD)  # a pydantic ValidationError: a ValueError whose text holds the input
         return 0
 
-    monkeypatch.setattr("worker.keygen_cmd.run", leaky)
+    monkeypatch.setattr("worker.cli.keygen.run", leaky)
     assert cli.main(["keygen"]) == 2
     err = capsys.readouterr().err
     assert PASSWORD not in err and "ValidationError" in err
@@ -335,7 +338,7 @@ def test_an_unexpected_value_error_prints_no_input(monkeypatch: pytest.MonkeyPat
 def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> None:
     from cryptography.fernet import Fernet
 
-    from worker.sealing import SealError
+    from worker.messages.sealing import SealError
 
     token = Fernet(KEY).encrypt(body).decode()  # right key, wrong shape: a buggy producer
     with pytest.raises(SealError):
@@ -350,7 +353,7 @@ def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> Non
 @pytest.mark.parametrize("raw", [b"\x00\xffgarbage", b"[1]", b'{"f": "validate_inbox", "a": [], "et": 123}',
                                  b'{"f": "nope", "et": 1700000000000}', b"x" * (serialization.MAX_JOB_BYTES + 1)])
 def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: bytes) -> None:
-    from worker.tasks import event_id
+    from worker.runtime.job import event_id
 
     first, later = serialization.deserialize_job(raw), serialization.deserialize_job(raw)
     assert "unreadable" in first["k"]
@@ -363,7 +366,7 @@ async def test_health_checks_this_hosts_own_worker(redis_server, aredis) -> None
     import os
     import socket
 
-    from worker import health_cmd
+    from worker.cli import liveness as health_cmd
 
     settings = make_settings(redis_server, health_check_interval=5)
     assert await health_cmd.alive(settings) is None  # no worker yet

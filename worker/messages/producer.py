@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
-from worker import keys, payload, serialization
-from worker.sealing import Sealer, sealer_for
+from worker.messages import keys
+from worker.messages import payload
+from worker.messages import envelope as serialization
+from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
-from worker.units import MS_PER_S
+from jobs.time_units import MS_PER_S
 
 # A job not started within a day is dropped by arq (its key expires): same as arq's default.
 JOB_EXPIRES_MS = 86_400_000
@@ -57,7 +59,7 @@ async def enqueue_validation(
 
 async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict[str, Any]) -> bool:
     """Enqueue a ready payload under `job_id` unless that job is pending or its result fresh;
-    True when this call enqueued it. (Also how worker.registry enqueues rechecks.)"""
+    True when this call enqueued it. (Also how worker.rechecks.registry enqueues rechecks.)"""
     job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
     async with redis.pipeline(transaction=True) as pipe:
         try:

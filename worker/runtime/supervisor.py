@@ -17,8 +17,9 @@ import structlog
 from arq.connections import create_pool
 from redis.exceptions import RedisError
 
-from worker import local_redis, serialization
-from worker.arq_settings import (
+from worker.runtime import local_redis
+from worker.messages import envelope as serialization
+from worker.runtime.arq_settings import (
     InboxWorker,
     check_settings,
     quiet_arq_job_lines,

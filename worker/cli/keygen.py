@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from worker.sealing import generate_key
+from worker.messages.sealing import generate_key
 
 
 def run(_args: argparse.Namespace, _settings: Any) -> int:

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from worker import events
+from worker.messages import events
 from worker.settings import Settings
 
 EXIT_VALID = 0

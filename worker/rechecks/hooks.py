@@ -23,14 +23,14 @@ from redis.asyncio import Redis
 from jobs.errors import Reason
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
-from worker import events as event_types
-from worker import serialization
-from worker.health import CERT_EXPIRING, HealthPolicy
-from worker.metrics import Metrics, refresh_forever, serve
-from worker.ops_settings import OpsSettings, get_ops_settings
-from worker.pacing import Held, HostBusy, InboxBusy, Pacer
-from worker.registry import Registry, is_recheck
-from worker.sealing import sealer_for
+from worker.messages import events as event_types
+from worker.messages import envelope as serialization
+from worker.rechecks.inbox_health import CERT_EXPIRING, HealthPolicy
+from worker.runtime.metrics import Metrics, refresh_forever, serve
+from worker.rechecks.settings import OpsSettings, get_ops_settings
+from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
+from worker.rechecks.registry import Registry, is_recheck
+from worker.messages.sealing import sealer_for
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.recheck")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.errors import Reason
 from jobs.request import RequestError, ValidationRequest, parse_request
-from worker.sealing import Sealer, SealError
+from worker.messages.sealing import Sealer, SealError
 
 PAYLOAD_VERSION = 1
 SECRET_FIELDS = ("smtp_password", "imap_password")

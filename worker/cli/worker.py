@@ -1,11 +1,11 @@
-"""`inboxcheck worker`: run the worker (see worker.run)."""
+"""`inboxcheck worker`: run the worker (see worker.runtime.supervisor)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from worker.run import run_worker
+from worker.runtime.supervisor import run_worker
 from worker.settings import Settings
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.events import Event
-from worker.units import MS_PER_S
+from worker.messages.events import Event
+from jobs.time_units import MS_PER_S
 
 # Stream entry fields; consumers filter on type and inbox_id without parsing the event.
 FIELD_EVENT = "event"

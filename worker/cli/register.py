@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 from jobs.request import parse_request
-from worker import client
-from worker.ops_settings import get_ops_settings, parse_duration
-from worker.registry import Registry, for_settings
+from worker.cli import client
+from worker.rechecks.settings import get_ops_settings, parse_duration
+from worker.rechecks.registry import Registry, for_settings
 from worker.settings import Settings
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from worker import client
+from worker.cli import client
 from worker.settings import Settings
-from worker.stream import FIELD_EVENT
+from worker.messages.stream import FIELD_EVENT
 
 # Entries fetched per read; and how long one blocking read waits before looking again.
 BATCH = 100

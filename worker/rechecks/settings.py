@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
+from worker.rechecks.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
 from worker.settings import ENV_PREFIX, SettingsError, describe
 
 SECONDS_PER_MINUTE = 60

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from jobs.request import ValidationRequest
-from worker.events import Event
-from worker.payload import JobPayload
+from worker.messages.events import Event
+from worker.messages.payload import JobPayload
 
 SCHEMAS = {
     "request": lambda: ValidationRequest.model_json_schema(mode="validation"),

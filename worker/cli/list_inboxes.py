@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from worker import client
-from worker.registry import InboxRow, for_settings
+from worker.cli import client
+from worker.rechecks.registry import InboxRow, for_settings
 from worker.settings import Settings
 
 HEALTH_STYLE = {"healthy": "green", "degraded": "yellow", "failing": "bold red", "pending": "dim"}

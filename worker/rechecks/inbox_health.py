@@ -1,7 +1,7 @@
 """Health of a registered inbox: a small state machine fed by each recheck's terminal event.
 
 Pure logic: no Redis, no clock of its own (callers pass `now`), so every rule is unit tested
-directly. worker.registry stores the state; worker.recheck applies it after each recheck.
+directly. worker.rechecks.registry stores the state; worker.rechecks.hooks applies it after each recheck.
 
     pending  --ok-->         healthy
     any      --definite-->   failing      (wrong password, SMTP AUTH off, expired certificate, ...)
@@ -20,11 +20,11 @@ from enum import StrEnum
 from typing import Any
 
 SECONDS_PER_DAY = 86_400
-# Event types this module's transitions produce (the envelope is built in worker.recheck).
+# Event types this module's transitions produce (the envelope is built in worker.rechecks.hooks).
 CERT_EXPIRING = "inbox.certificate.expiring"
 # Failing inboxes wait interval * BACKOFF_FACTOR ** (failing checks - 1) before the next check.
 BACKOFF_FACTOR = 2
-# Terminal event statuses that are not a check verdict (see worker.events).
+# Terminal event statuses that are not a check verdict (see worker.messages.events).
 STATUS_REJECTED = "rejected"
 STATUS_FAILED = "failed"
 PROTOCOLS = ("smtp", "imap")

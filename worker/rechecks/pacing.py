@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from worker import keys
-from worker.units import MS_PER_S
+from worker.messages import keys
+from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.pacing")
 

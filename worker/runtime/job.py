@@ -18,12 +18,15 @@ from jobs.options import CheckOptions
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
-from worker import events, keys, recheck, stream
-from worker.pacing import AlreadyDone, Held
-from worker.payload import PayloadRejected, decode
-from worker.sealing import Sealer
+from worker.messages import events
+from worker.messages import keys
+from worker.rechecks import hooks as recheck
+from worker.messages import stream
+from worker.rechecks.pacing import AlreadyDone, Held
+from worker.messages.payload import PayloadRejected, decode
+from worker.messages.sealing import Sealer
 from worker.settings import Settings
-from worker.units import MS_PER_S
+from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.worker")
 
@@ -55,7 +58,7 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":
-        from worker.sealing import sealer_for
+        from worker.messages.sealing import sealer_for
 
         return cls(settings, sealer_for(settings.secret_key), settings.check_options())
 

@@ -21,7 +21,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from worker.units import MS_PER_S
+from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.metrics")
 

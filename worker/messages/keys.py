@@ -72,7 +72,7 @@ def worker_alive_pattern(hostname: str) -> str:
     return f"{WORKER_ALIVE_PREFIX}{escaped}:*"
 
 
-# Rechecks (worker.registry, worker.pacing): registered inboxes, their schedule and pacing.
+# Rechecks (worker.rechecks.registry, worker.rechecks.pacing): registered inboxes, their schedule and pacing.
 INBOX_KEY_PREFIX = "inboxcheck:inbox:"  # hash per registered inbox: sealed payload + health
 INBOXES_DUE_KEY = "inboxcheck:inboxes:due"  # sorted set: inbox_id, score = next check (ms)
 INBOXES_HEALTH_KEY = "inboxcheck:inboxes:health"  # hash: inbox_id -> health, for list/metrics

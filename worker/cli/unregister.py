@@ -7,8 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
-from worker import client
-from worker.registry import for_settings
+from worker.cli import client
+from worker.rechecks.registry import for_settings
 from worker.settings import Settings
 
 

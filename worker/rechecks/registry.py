@@ -23,8 +23,12 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
-from worker import events, keys, payload, producer, stream
-from worker.health import (
+from worker.messages import events
+from worker.messages import keys
+from worker.messages import payload
+from worker.messages import producer
+from worker.messages import stream
+from worker.rechecks.inbox_health import (
     CERT_EXPIRING,
     Health,
     HealthPolicy,
@@ -35,8 +39,8 @@ from worker.health import (
     changed_data,
     observe,
 )
-from worker.sealing import Sealer
-from worker.units import MS_PER_S
+from worker.messages.sealing import Sealer
+from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.registry")
 
@@ -291,7 +295,7 @@ def health_events(inbox_id: str, transition: Transition, check_event_id: str | N
 def for_settings(redis: Redis, settings: Any) -> Registry:
     """The registry as the worker and the CLI use it (the Python client: register and list
     inboxes from a service with `for_settings(redis, get_settings())`)."""
-    from worker.sealing import sealer_for
+    from worker.messages.sealing import sealer_for
 
     return Registry(redis, queue_name=settings.queue_name, sealer=sealer_for(settings.secret_key),
                     allow_plaintext=settings.allow_plaintext_credentials)

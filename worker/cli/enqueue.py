@@ -21,9 +21,10 @@ from rich.progress import (
 from rich.table import Table
 
 from jobs.request import parse_request
-from worker import client, producer
-from worker.bulk_file import read_rows
-from worker.sealing import sealer_for
+from worker.cli import client
+from worker.messages import producer
+from worker.cli.bulk_file import read_rows
+from worker.messages.sealing import sealer_for
 from worker.settings import Settings
 
 # Bulk enqueueing waits for the events this long unless --wait says otherwise.

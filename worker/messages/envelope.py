@@ -14,7 +14,7 @@ from typing import Any
 
 # The function name producers put in the envelope ("f"): the only one the worker runs.
 FUNCTION_NAME = "validate_inbox"
-# arq's cron enqueues its tick as a job too (no arguments): the recheck scheduler (worker.recheck).
+# arq's cron enqueues its tick as a job too (no arguments): the recheck scheduler (worker.rechecks.hooks).
 RECHECK_CRON_FUNCTION = "enqueue_due_rechecks"
 # A job is a request of a few hundred bytes; anything far bigger is hostile or a mistake, and
 # parsing it would cost the worker memory and time.
@@ -57,7 +57,7 @@ _STAND_IN_ET_BITS = 40
 def _stable_et(raw: bytes, data: Any) -> int:
     """The job's enqueue time as far as it can be read, else one derived from its bytes.
 
-    The event id and the done key come from it (worker.tasks), so it must be the same every
+    The event id and the done key come from it (worker.runtime.job), so it must be the same every
     time this job is read: a rerun after a crash then finds its event instead of adding one.
     """
     if isinstance(data, dict) and type(data.get("et")) is int and data["et"] >= 0:

@@ -19,8 +19,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from worker import client, keys
-from worker.client import EXIT_INVALID, EXIT_VALID, ClientError, where
+from worker.cli import client
+from worker.messages import keys
+from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, where
 from worker.settings import Settings
 
 SCAN_COUNT = 100

@@ -15,12 +15,15 @@ from arq.connections import RedisSettings
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from worker import keys, recheck, redis_pool, serialization
+from worker.messages import keys
+from worker.rechecks import hooks as recheck
+from worker.runtime import redis_pool
+from worker.messages import envelope as serialization
 from worker.logs import configure_logging
-from worker.ops_settings import get_ops_settings
+from worker.rechecks.settings import get_ops_settings
 from worker.settings import Settings, SettingsError, get_settings
-from worker.tasks import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
-from worker.units import MS_PER_S
+from worker.runtime.job import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
+from jobs.time_units import MS_PER_S
 
 # The job timeout must leave this much room above the check's own deadline, so the check's
 # TIMEOUT event is always written before arq would cancel the job (which would emit nothing).
@@ -51,7 +54,7 @@ def check_settings(settings: Settings) -> None:
 
 def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSettings:
     parsed = RedisSettings.from_dsn(settings.redis_url)
-    # The supervisor in worker.run reconnects with backoff; arq's own retries would only delay it.
+    # The supervisor in worker.runtime.supervisor reconnects with backoff; arq's own retries would only delay it.
     parsed.conn_retries = conn_retries
     return parsed
 
@@ -60,7 +63,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     quiet_arq_job_lines()
     redis_pool.concurrent(ctx["redis"])  # before any job: no pool-wide lock per command
     ctx[STATE_KEY] = Runtime.from_settings(ctx.get(SETTINGS_KEY) or get_settings())
-    # Pacing, health updates and the metrics endpoint (worker.recheck).
+    # Pacing, health updates and the metrics endpoint (worker.rechecks.hooks).
     await recheck.startup(ctx, ctx[STATE_KEY].settings)
 
 
@@ -103,7 +106,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
 
 class InboxWorker(Worker):
     """arq's Worker with the in-progress lock sized for this job (see IN_PROGRESS_MARGIN_S),
-    and arq's job claim made in one round trip per poll instead of four per job (worker.redis_pool)."""
+    and arq's job claim made in one round trip per poll instead of four per job (worker.runtime.redis_pool)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -15,10 +15,10 @@ from rich.console import Console
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
-from worker import events
-from worker.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
+from worker.messages import events
+from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
 from worker.logs import install_safe_exception_handler
-from worker.report import render
+from worker.cli.report import render
 from worker.settings import Settings
 
 MAX_STEP_TIMEOUT_S = 300.0
