@@ -40,9 +40,20 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_port: int, ca_file: str,
-        noop: bool = False, loop: str = "asyncio", ssl_max_size: int = 0,
-        no_pacing: bool = False) -> dict:
+def run(
+    *,
+    root: Path,
+    redis_port: int,
+    n: int,
+    c: int,
+    smtp_port: int,
+    imap_port: int,
+    ca_file: str,
+    noop: bool = False,
+    loop: str = "asyncio",
+    ssl_max_size: int = 0,
+    no_pacing: bool = False,
+) -> dict:
     try:
         from worker.messages.producer import enqueue_validation  # noqa: F401
         from worker.messages.sealing import generate_key
@@ -50,22 +61,24 @@ def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_por
         raise NotAvailable(f"worker/ not importable: {exc}") from None
     tag = uuid.uuid4().hex[:8]
     key = generate_key()
-    env = {**os.environ,
-           "INBOXCHECK_REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0",
-           "INBOXCHECK_QUEUE_NAME": f"bench:{tag}:queue",
-           "INBOXCHECK_EVENTS_STREAM": f"bench:{tag}:events",
-           "INBOXCHECK_MAX_JOBS": str(c),
-           "INBOXCHECK_TLS_CA_FILE": ca_file,
-           "INBOXCHECK_EHLO_HOSTNAME": "localhost",
-           "INBOXCHECK_SECRET_KEY": key,
-           "INBOXCHECK_START_LOCAL_REDIS": "false",
-           # Per-host pacing caps connections to one mail host (10 by default): every bench check
-           # goes to 127.0.0.1, so the cap is lifted to measure the worker, not the politeness policy.
-           "INBOXCHECK_DEFAULT_HOST_LIMIT": "1000000",
-           "INBOXCHECK_METRICS_PORT": "0",
-           "INBOXCHECK_LOG_FORMAT": "json",
-           "INBOXCHECK_LOG_LEVEL": os.environ.get("INBOXCHECK_LOG_LEVEL", "INFO"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "INBOXCHECK_REDIS_URL": f"redis://{LOOPBACK}:{redis_port}/0",
+        "INBOXCHECK_QUEUE_NAME": f"bench:{tag}:queue",
+        "INBOXCHECK_EVENTS_STREAM": f"bench:{tag}:events",
+        "INBOXCHECK_MAX_JOBS": str(c),
+        "INBOXCHECK_TLS_CA_FILE": ca_file,
+        "INBOXCHECK_EHLO_HOSTNAME": "localhost",
+        "INBOXCHECK_SECRET_KEY": key,
+        "INBOXCHECK_START_LOCAL_REDIS": "false",
+        # Per-host pacing caps connections to one mail host (10 by default): every bench check
+        # goes to 127.0.0.1, so the cap is lifted to measure the worker, not the politeness policy.
+        "INBOXCHECK_DEFAULT_HOST_LIMIT": "1000000",
+        "INBOXCHECK_METRICS_PORT": "0",
+        "INBOXCHECK_LOG_FORMAT": "json",
+        "INBOXCHECK_LOG_LEVEL": os.environ.get("INBOXCHECK_LOG_LEVEL", "INFO"),
+        "PYTHONPATH": str(ROOT),
+    }
     cmd = [sys.executable, "-m", "bench.e2e_worker", "--loop", loop, "--ssl-max-size", str(ssl_max_size or 0)]
     if noop:
         cmd.append("--noop")
@@ -85,39 +98,64 @@ def run(*, root: Path, redis_port: int, n: int, c: int, smtp_port: int, imap_por
                 popen.wait(5)
 
 
-async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, smtp_port: int,
-                 imap_port: int, noop: bool, log: Path) -> dict:
+async def _drive(
+    popen: subprocess.Popen,
+    env: dict,
+    tag: str,
+    n: int,
+    c: int,
+    smtp_port: int,
+    imap_port: int,
+    noop: bool,
+    log: Path,
+) -> dict:
     from redis.asyncio import Redis
 
     from jobs.request import parse_request
     from worker.messages.producer import enqueue_validation
     from worker.settings import Settings
 
-    settings = Settings(**{k[len("INBOXCHECK_"):].lower(): v for k, v in env.items()
-                           if k.startswith("INBOXCHECK_")})
+    settings = Settings(
+        **{k[len("INBOXCHECK_") :].lower(): v for k, v in env.items() if k.startswith("INBOXCHECK_")}
+    )
     from worker.messages.sealing import sealer_for
+
     sealer = sealer_for(settings.secret_key)
     redis = Redis(host=LOOPBACK, port=int(settings.redis_url.rsplit(":", 1)[1].split("/")[0]))
 
     def request(i: int, phase: str):
         name, pw = user(i)
-        return parse_request({
-            "inbox_id": f"{tag}-{phase}-{i}", "inbox_type": "CUSTOM_SMTP", "email": name,
-            "smtp_host": LOOPBACK, "smtp_port": smtp_port, "smtp_security": "starttls",
-            "imap_host": LOOPBACK, "imap_port": imap_port, "imap_use_ssl": True, "smtp_password": pw})
+        return parse_request(
+            {
+                "inbox_id": f"{tag}-{phase}-{i}",
+                "inbox_type": "CUSTOM_SMTP",
+                "email": name,
+                "smtp_host": LOOPBACK,
+                "smtp_port": smtp_port,
+                "smtp_security": "starttls",
+                "imap_host": LOOPBACK,
+                "imap_port": imap_port,
+                "imap_use_ssl": True,
+                "smtp_password": pw,
+            }
+        )
 
     async def enqueue(reqs) -> list[str]:
         ids: list[str] = []
         for start in range(0, len(reqs), 200):
-            ids += await asyncio.gather(*(enqueue_validation(redis, r, settings=settings, sealer=sealer)
-                                          for r in reqs[start:start + 200]))
+            ids += await asyncio.gather(
+                *(
+                    enqueue_validation(redis, r, settings=settings, sealer=sealer)
+                    for r in reqs[start : start + 200]
+                )
+            )
         return ids
 
     async def done_count(ids: list[str]) -> int:
         if noop:
             total = 0
             for start in range(0, len(ids), 500):
-                total += await redis.exists(*[f"arq:result:{j}" for j in ids[start:start + 500]])
+                total += await redis.exists(*[f"arq:result:{j}" for j in ids[start : start + 500]])
             return total
         return await redis.xlen(settings.events_stream)
 
@@ -141,9 +179,23 @@ async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, s
         peak_reset = reset_peak(pid)
         profiler = None
         if os.environ.get("BENCH_PROFILE"):  # py-spy collapsed stacks of the worker over the window
-            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                                         "--nonblocking", "-o", os.environ["BENCH_PROFILE"]],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            profiler = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "-o",
+                    os.environ["BENCH_PROFILE"],
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             await asyncio.sleep(PY_SPY_ATTACH_S)  # py-spy gives no ready signal; profiling runs only
         cpu0, busy0, wall0 = proc_cpu_s(pid), machine_busy_s(), time.perf_counter()
         ids = await enqueue(reqs)
@@ -169,8 +221,20 @@ async def _drive(popen: subprocess.Popen, env: dict, tag: str, n: int, c: int, s
                 if data.get("status") != "valid":
                     key = f"{event.get('type')} {data.get('error_code')}/{data.get('reason')}"
                     failures[key] = failures.get(key, 0) + 1
-        return {"kind": "noop" if noop else "e2e", "n": n, "c": c, "wall_s": wall, "cpu_s": cpu,
-                "machine_busy_s": busy, "rss_base_kb": base, "rss_peak_kb": peak, "peak_reset": peak_reset,
-                "peak_inflight": 1 if noop else c, "failures": failures, "enqueue_s": enqueue_s, **summary(times)}
+        return {
+            "kind": "noop" if noop else "e2e",
+            "n": n,
+            "c": c,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "machine_busy_s": busy,
+            "rss_base_kb": base,
+            "rss_peak_kb": peak,
+            "peak_reset": peak_reset,
+            "peak_inflight": 1 if noop else c,
+            "failures": failures,
+            "enqueue_s": enqueue_s,
+            **summary(times),
+        }
     finally:
         await redis.aclose()

@@ -29,9 +29,12 @@ async def run_noop() -> None:
     from worker.settings import get_settings
 
     settings = get_settings()
-    pool = await create_pool(redis_settings(settings), job_serializer=serialization.serialize,
-                             job_deserializer=serialization.deserialize_job,
-                             default_queue_name=settings.queue_name)
+    pool = await create_pool(
+        redis_settings(settings),
+        job_serializer=serialization.serialize,
+        job_deserializer=serialization.deserialize_job,
+        default_queue_name=settings.queue_name,
+    )
     kwargs = worker_kwargs(settings)
     kwargs["functions"] = [func(noop_job, name=serialization.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)]
     worker = InboxWorker(**kwargs, redis_pool=pool, handle_signals=False)
@@ -50,7 +53,9 @@ def main() -> None:
     parser.add_argument("--noop", action="store_true")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--ssl-max-size", type=int, default=0)
-    parser.add_argument("--no-pacing", action="store_true", help="diagnostic: run checks outside worker pacing")
+    parser.add_argument(
+        "--no-pacing", action="store_true", help="diagnostic: run checks outside worker pacing"
+    )
     args = parser.parse_args()
     if args.no_pacing:
         from worker import recheck
@@ -58,15 +63,18 @@ def main() -> None:
         async def unpaced(ops, request, check, **_):
             # No lock, slots or done-mark read (Pacer.check); the append still writes one event.
             return await check(None)
+
         recheck.paced = unpaced
     apply_ssl_max_size(args.ssl_max_size)
     if args.loop == "uvloop":
         import uvloop
+
         uvloop.install()
     if args.noop:
         asyncio.run(run_noop())
         return
     from worker.cli.main import main as inboxcheck  # `inboxcheck worker`, logging set up as in production
+
     raise SystemExit(inboxcheck(["worker"]))
 
 

@@ -12,8 +12,15 @@ import smtplib
 import ssl
 
 
-def check(host: str, smtp_port: int, imap_port: int, user: str, password: str,
-          context: ssl.SSLContext, timeout: float = 30) -> None:
+def check(
+    host: str,
+    smtp_port: int,
+    imap_port: int,
+    user: str,
+    password: str,
+    context: ssl.SSLContext,
+    timeout: float = 30,
+) -> None:
     with smtplib.SMTP(host, smtp_port, local_hostname="localhost", timeout=timeout) as smtp:
         smtp.ehlo()
         smtp.starttls(context=context)

@@ -14,4 +14,5 @@ from __future__ import annotations
 
 def shrink_ssl_buffer(size: int) -> None:
     import asyncio.sslproto
+
     asyncio.sslproto.SSLProtocol.max_size = size

@@ -36,7 +36,7 @@ _CLOSE = object()
 class _Pipe:
     """One direction: bytes read from ``src`` are written to ``dst.transport`` after ``delay`` s."""
 
-    __slots__ = ("loop", "delay", "queue", "timer", "dst")
+    __slots__ = ("delay", "dst", "loop", "queue", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         self.loop = loop
@@ -152,13 +152,21 @@ class _Client(_Side):
         super().connection_lost(exc)
 
 
-async def serve(delay_s: float, mappings: list[tuple[int, int]], ready: asyncio.Future | None = None,
-                host: str = LOOPBACK) -> None:
+async def serve(
+    delay_s: float, mappings: list[tuple[int, int]], ready: asyncio.Future | None = None, host: str = LOOPBACK
+) -> None:
     loop = asyncio.get_running_loop()
     servers = []
     for listen, upstream in mappings:
-        servers.append(await loop.create_server(lambda up=upstream: _Client(loop, delay_s, (host, up)),
-                                                host, listen, backlog=4096, reuse_address=True))
+        servers.append(
+            await loop.create_server(
+                lambda up=upstream: _Client(loop, delay_s, (host, up)),
+                host,
+                listen,
+                backlog=4096,
+                reuse_address=True,
+            )
+        )
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
@@ -171,14 +179,20 @@ async def serve(delay_s: float, mappings: list[tuple[int, int]], ready: asyncio.
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay per direction")
-    parser.add_argument("--map", action="append", required=True, metavar="LISTEN:UPSTREAM",
-                        help="listen on 127.0.0.1:LISTEN, forward to 127.0.0.1:UPSTREAM")
+    parser.add_argument(
+        "--map",
+        action="append",
+        required=True,
+        metavar="LISTEN:UPSTREAM",
+        help="listen on 127.0.0.1:LISTEN, forward to 127.0.0.1:UPSTREAM",
+    )
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
     mappings = [tuple(int(p) for p in m.split(":")) for m in args.map]
     if not args.no_uvloop:
         try:
             import uvloop
+
             uvloop.install()
         except ImportError:
             pass

@@ -17,8 +17,9 @@ from aioimaplib import aioimaplib
 
 
 async def smtp_sequence(host: str, port: int, user: str, password: str, context: ssl.SSLContext) -> None:
-    smtp = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False, tls_context=context,
-                           local_hostname="localhost", timeout=30)
+    smtp = aiosmtplib.SMTP(
+        hostname=host, port=port, start_tls=False, tls_context=context, local_hostname="localhost", timeout=30
+    )
     try:
         await smtp.connect()
         await smtp.ehlo()
@@ -46,7 +47,10 @@ async def imap_sequence(host: str, port: int, user: str, password: str, context:
             imap.protocol.transport.close()
 
 
-async def check(host: str, smtp_port: int, imap_port: int, user: str, password: str,
-                context: ssl.SSLContext) -> None:
-    await asyncio.gather(smtp_sequence(host, smtp_port, user, password, context),
-                         imap_sequence(host, imap_port, user, password, context))
+async def check(
+    host: str, smtp_port: int, imap_port: int, user: str, password: str, context: ssl.SSLContext
+) -> None:
+    await asyncio.gather(
+        smtp_sequence(host, smtp_port, user, password, context),
+        imap_sequence(host, imap_port, user, password, context),
+    )

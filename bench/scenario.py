@@ -56,6 +56,7 @@ def apply_ssl_max_size(size: int | None) -> None:
     """Shrink asyncio's per-TLS-connection read buffer (bench-side monkeypatch; see README)."""
     if size:
         import asyncio.sslproto
+
         asyncio.sslproto.SSLProtocol.max_size = size
 
 
@@ -63,8 +64,10 @@ def summary(times: list[float]) -> dict:
     times = sorted(times)
     if not times:
         return {"median_s": None, "p99_s": None}
-    return {"median_s": statistics.median(times),
-            "p99_s": times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))]}
+    return {
+        "median_s": statistics.median(times),
+        "p99_s": times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))],
+    }
 
 
 async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, ca: str) -> dict:
@@ -74,6 +77,7 @@ async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, c
     peak_inflight = 0
     if kind == "raw":
         from bench import raw
+
         context = ssl.create_default_context(cafile=ca)
 
         async def one(i: int) -> str | None:
@@ -84,12 +88,25 @@ async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, c
         from jobs.options import CheckOptions
         from jobs.request import parse_request
         from jobs.validate import validate_inbox
+
         options = CheckOptions(ca_file=ca, ehlo_hostname="localhost")
-        requests = [parse_request({
-            "inbox_id": f"bench-{i}", "inbox_type": "CUSTOM_SMTP", "email": user(i)[0],
-            "smtp_host": LOOPBACK, "smtp_port": smtp_port, "smtp_security": "starttls",
-            "imap_host": LOOPBACK, "imap_port": imap_port, "imap_use_ssl": True,
-            "smtp_password": user(i)[1]}) for i in range(n)]
+        requests = [
+            parse_request(
+                {
+                    "inbox_id": f"bench-{i}",
+                    "inbox_type": "CUSTOM_SMTP",
+                    "email": user(i)[0],
+                    "smtp_host": LOOPBACK,
+                    "smtp_port": smtp_port,
+                    "smtp_security": "starttls",
+                    "imap_host": LOOPBACK,
+                    "imap_port": imap_port,
+                    "imap_use_ssl": True,
+                    "smtp_password": user(i)[1],
+                }
+            )
+            for i in range(n)
+        ]
 
         async def one(i: int) -> str | None:
             result = await validate_inbox(requests[i], options)
@@ -107,7 +124,7 @@ async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, c
             started = time.perf_counter()
             try:
                 problem = await one(i)
-            except Exception as exc:  # noqa: BLE001 - a benchmark counts failures, never hides them
+            except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"[:200]
             times.append(time.perf_counter() - started)
             inflight -= 1
@@ -125,13 +142,23 @@ async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, c
     cpu0, wall0, busy0 = cpu_s(), time.perf_counter(), machine_busy_s()
     await asyncio.gather(*(bounded(i) for i in range(n)))
     wall = time.perf_counter() - wall0
-    return {"wall_s": wall, "cpu_s": cpu_s() - cpu0, "machine_busy_s": machine_busy_s() - busy0, "rss_base_kb": base, "rss_peak_kb": rss_kb("VmHWM"),
-            "peak_reset": peak_reset, "peak_inflight": peak_inflight, "failures": failures, "n": n,
-            **summary(times)}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu_s() - cpu0,
+        "machine_busy_s": machine_busy_s() - busy0,
+        "rss_base_kb": base,
+        "rss_peak_kb": rss_kb("VmHWM"),
+        "peak_reset": peak_reset,
+        "peak_inflight": peak_inflight,
+        "failures": failures,
+        "n": n,
+        **summary(times),
+    }
 
 
 def run_naive(n: int, smtp_port: int, imap_port: int, ca: str) -> dict:
     from bench import naive
+
     context = ssl.create_default_context(cafile=ca)
     failures: dict[str, int] = {}
     times = []
@@ -143,13 +170,23 @@ def run_naive(n: int, smtp_port: int, imap_port: int, ca: str) -> dict:
         started = time.perf_counter()
         try:
             naive.check(LOOPBACK, smtp_port, imap_port, *user(i), context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             key = f"{type(exc).__name__}: {exc}"[:200]
             failures[key] = failures.get(key, 0) + 1
         times.append(time.perf_counter() - started)
     wall = time.perf_counter() - wall0
-    return {"wall_s": wall, "cpu_s": cpu_s() - cpu0, "machine_busy_s": machine_busy_s() - busy0, "rss_base_kb": base, "rss_peak_kb": rss_kb("VmHWM"),
-            "peak_reset": peak_reset, "peak_inflight": 1, "failures": failures, "n": n, **summary(times)}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu_s() - cpu0,
+        "machine_busy_s": machine_busy_s() - busy0,
+        "rss_base_kb": base,
+        "rss_peak_kb": rss_kb("VmHWM"),
+        "peak_reset": peak_reset,
+        "peak_inflight": 1,
+        "failures": failures,
+        "n": n,
+        **summary(times),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,11 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ssl-max-size", type=int, default=0)
     args = parser.parse_args(argv)
     import logging
+
     logging.disable(logging.CRITICAL)
     try:  # inboxcheck logs each protocol at INFO; a worker in production would write them too
         from worker.logs import configure_logging
+
         configure_logging("json", "WARNING")
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     apply_ssl_max_size(args.ssl_max_size)
     if args.kind == "naive":
@@ -177,11 +216,16 @@ def main(argv: list[str] | None = None) -> None:
         coro = run_async(args.kind, args.n, args.c, args.smtp_port, args.imap_port, args.ca)
         if args.loop == "uvloop":
             import uvloop
+
             out = uvloop.run(coro)
         else:
             out = asyncio.run(coro)
-    out.update(kind=args.kind, c=args.c if args.kind != "naive" else 1, loop=args.loop,
-               ssl_max_size=args.ssl_max_size or None)
+    out.update(
+        kind=args.kind,
+        c=args.c if args.kind != "naive" else 1,
+        loop=args.loop,
+        ssl_max_size=args.ssl_max_size or None,
+    )
     sys.stdout.write(json.dumps(out) + "\n")
 
 

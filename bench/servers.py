@@ -140,11 +140,16 @@ def start_dovecot(root: Path, pki: PKI, concurrency: int) -> tuple[Proc, int]:
     # ...and its auth process (user dovecot) must be able to traverse to the passwd file.
     for parent in root.parents:
         st = parent.stat()
-        if st.st_uid == os.getuid() and not st.st_mode & 0o001 and str(parent).startswith(tempfile.gettempdir()):
+        if (
+            st.st_uid == os.getuid()
+            and not st.st_mode & 0o001
+            and str(parent).startswith(tempfile.gettempdir())
+        ):
             os.chmod(parent, st.st_mode | 0o011)
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:  # mail processes must not run as root; use dovecot's own user
         import pwd
+
         ent = pwd.getpwnam("dovecot")
         uid, gid = ent.pw_uid, ent.pw_gid
     lines = []
@@ -166,23 +171,35 @@ def start_dovecot(root: Path, pki: PKI, concurrency: int) -> tuple[Proc, int]:
     for attempt in range(5):
         port = free_port()
         conf = root / "dovecot.conf"
-        conf.write_text(DOVECOT_CONF.format(root=root, cert=cert, key=key, port=port, uid=uid, gid=gid,
-                                            procs=procs, clients=clients, cores=cores))
+        conf.write_text(
+            DOVECOT_CONF.format(
+                root=root,
+                cert=cert,
+                key=key,
+                port=port,
+                uid=uid,
+                gid=gid,
+                procs=procs,
+                clients=clients,
+                cores=cores,
+            )
+        )
         log = root / "dovecot.log"
         log.write_text("")
-        popen = subprocess.Popen([dovecot, "-F", "-c", str(conf)], stdout=open(root / "dovecot.out", "w"),
-                                 stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(
+            [dovecot, "-F", "-c", str(conf)], stdout=open(root / "dovecot.out", "w"), stderr=subprocess.STDOUT
+        )
         proc = Proc("dovecot", popen, log)
 
         def probe() -> bool:
             if popen.poll() is not None:
-                raise RuntimeError("dovecot exited:\n" + (root / "dovecot.out").read_text()[-2000:]
-                                   + log.read_text()[-2000:])
+                raise RuntimeError(
+                    "dovecot exited:\n" + (root / "dovecot.out").read_text()[-2000:] + log.read_text()[-2000:]
+                )
             return _port_open(port)
 
         try:
-            wait_until(probe, timeout=15, what="dovecot",
-                       details=lambda: log.read_text()[-2000:])
+            wait_until(probe, timeout=15, what="dovecot", details=lambda: log.read_text()[-2000:])
             return proc, port
         except RuntimeError:
             if "in use" in log.read_text() and attempt < 4:
@@ -199,9 +216,23 @@ def start_smtpd(root: Path, pki: PKI, processes: int = 1) -> tuple[list[Proc], i
     for i in range(processes):
         log = root / f"smtpd{i}.log"
         popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.smtpd", "--port", str(port), "--cert", str(pki.valid.cert_file),
-             "--key", str(pki.valid.key_file), "--users", str(USERS)],
-            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+            [
+                sys.executable,
+                "-m",
+                "bench.smtpd",
+                "--port",
+                str(port),
+                "--cert",
+                str(pki.valid.cert_file),
+                "--key",
+                str(pki.valid.key_file),
+                "--users",
+                str(USERS),
+            ],
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         procs.append(Proc(f"smtpd{i}", popen, log))
 
     def probe() -> bool:
@@ -222,9 +253,25 @@ def start_redis(root: Path) -> tuple[Proc, int]:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "redis.log"
-    popen = subprocess.Popen([redis, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
-                              "--dir", str(root), "--protected-mode", "yes"],
-                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    popen = subprocess.Popen(
+        [
+            redis,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     proc = Proc("redis", popen, log)
 
     def probe() -> bool:

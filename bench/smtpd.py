@@ -41,11 +41,19 @@ def main() -> None:
     handler = Handler()
 
     def factory() -> SMTP:
-        return SMTP(handler, hostname="bench.test", tls_context=context, require_starttls=True,
-                    auth_require_tls=True, authenticator=authenticator, auth_exclude_mechanism=["CRAM-MD5"])
+        return SMTP(
+            handler,
+            hostname="bench.test",
+            tls_context=context,
+            require_starttls=True,
+            auth_require_tls=True,
+            authenticator=authenticator,
+            auth_exclude_mechanism=["CRAM-MD5"],
+        )
 
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass

@@ -29,8 +29,10 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
         if isinstance(exc, GreetingRefused):
             reply = Reply(status="BYE", text=scrub(exc.line, secrets))
             reason = Reason.SERVICE_UNAVAILABLE
-            if any(rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)
-                   for rule in IMAP_LOGIN_RULES):
+            if any(
+                rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)
+                for rule in IMAP_LOGIN_RULES
+            ):
                 reason = Reason.TOO_MANY_CONNECTIONS
             return check_error(reason, f"{where} refused the session in its greeting", reply=reply)
         if isinstance(exc, ProtocolViolation):
@@ -83,8 +85,11 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         )
                     response = await session.starttls(context, host)
                     if response.result != "OK":
-                        raise check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS",
-                                          reply=_reply(response, secrets))
+                        raise check_error(
+                            Reason.STARTTLS_UNAVAILABLE,
+                            f"{where} refused STARTTLS",
+                            reply=_reply(response, secrets),
+                        )
             outcome.tls = tls_info(session.ssl_object())
             async with steps.step("login"):
                 if "LOGINDISABLED" in session.capabilities:
@@ -97,14 +102,19 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                 if response.result != "OK":
                     reply = _reply(response, secrets)
                     raise check_error(
-                        classify_imap_login(reply), f"{where} refused LOGIN", reply=reply,
+                        classify_imap_login(reply),
+                        f"{where} refused LOGIN",
+                        reply=reply,
                         retry_after_s=suggested_backoff_s(reply.text),
                     )
             async with steps.step("examine"):
                 response = await session.examine("INBOX")
                 if response.result != "OK":
-                    raise check_error(Reason.MAILBOX_UNAVAILABLE, f"{where} could not open INBOX",
-                                      reply=_reply(response, secrets))
+                    raise check_error(
+                        Reason.MAILBOX_UNAVAILABLE,
+                        f"{where} could not open INBOX",
+                        reply=_reply(response, secrets),
+                    )
             with contextlib.suppress(Exception):
                 async with steps.step("logout", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await session.logout()

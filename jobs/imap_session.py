@@ -65,7 +65,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):
         if not self.greeted.done():
             self.greeted.set_exception(
                 ProtocolViolation(f"the server's greeting broke the IMAP protocol ({self.violation})")
-                if self.violation else ConnectionResetError("server closed the connection before greeting")
+                if self.violation
+                else ConnectionResetError("server closed the connection before greeting")
             )
 
 
@@ -93,7 +94,9 @@ class ImapSession:
                 task.cancel()
         if not task.done():
             if self.protocol.violation is not None:
-                raise ProtocolViolation(f"the server's reply broke the IMAP protocol ({self.protocol.violation})")
+                raise ProtocolViolation(
+                    f"the server's reply broke the IMAP protocol ({self.protocol.violation})"
+                )
             raise ConnectionResetError("server closed the connection")
         return task.result()
 

@@ -51,7 +51,9 @@ def transport_error(exc: BaseException, where: str, step: str) -> CheckError | N
     if isinstance(exc, ConnectionResetError) and step in TLS_STEPS:
         # Servers that dislike the handshake (no shared protocol or cipher, a client certificate
         # demanded) often just reset the connection instead of sending an alert.
-        return check_error(Reason.TLS_HANDSHAKE_FAILED, f"{where} dropped the connection during the TLS handshake")
+        return check_error(
+            Reason.TLS_HANDSHAKE_FAILED, f"{where} dropped the connection during the TLS handshake"
+        )
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
         return net.connect_error(exc, where)
     return None

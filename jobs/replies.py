@@ -42,8 +42,7 @@ IMAP_LOGIN_RULES: tuple[Rule, ...] = (
     _rule(r"\[WEBALERT|web login required|log in via your web browser", Reason.WEB_LOGIN_REQUIRED),
     _rule(r"not enabled for IMAP use|IMAP access is disabled", Reason.IMAP_DISABLED),
     _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
-    _rule(r"too many simultaneous connections|maximum number of connections",
-          Reason.TOO_MANY_CONNECTIONS),
+    _rule(r"too many simultaneous connections|maximum number of connections", Reason.TOO_MANY_CONNECTIONS),
     _rule(r"request is throttled|too many login attempts", Reason.TOO_MANY_ATTEMPTS),
     _rule(r"\[UNAVAILABLE\]|\[INUSE\]|temporary", Reason.TEMPORARY_AUTH_FAILURE),
 )

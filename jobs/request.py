@@ -67,9 +67,7 @@ class ValidationRequest(BaseModel):
     imap_use_ssl: bool = True
     smtp_username: str | None = Field(default=None, max_length=320, description="Defaults to email.")
     smtp_password: SecretStr = Field(min_length=1, max_length=1024)
-    imap_username: str | None = Field(
-        default=None, max_length=320, description="Defaults to smtp_username."
-    )
+    imap_username: str | None = Field(default=None, max_length=320, description="Defaults to smtp_username.")
     imap_password: SecretStr | None = Field(
         default=None, min_length=1, max_length=1024, description="Defaults to smtp_password."
     )
@@ -102,7 +100,11 @@ class ValidationRequest(BaseModel):
     @classmethod
     def _required_without_preset(cls, value: Any, info: ValidationInfo) -> Any:
         inbox_type = info.data.get("inbox_type")
-        if value is None and inbox_type is not None and getattr(PRESETS[inbox_type], info.field_name or "") is None:
+        if (
+            value is None
+            and inbox_type is not None
+            and getattr(PRESETS[inbox_type], info.field_name or "") is None
+        ):
             raise ValueError(f"is required for {inbox_type.value}")
         return value
 

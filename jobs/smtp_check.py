@@ -48,7 +48,9 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
             return check_error(reason, f"{where} answered {exc.code} during {step}", reply=reply)
         if isinstance(exc, TimeoutError):
             if "ready message" in str(exc):
-                return check_error(Reason.NO_GREETING, f"{where} accepted the connection but sent no greeting")
+                return check_error(
+                    Reason.NO_GREETING, f"{where} accepted the connection but sent no greeting"
+                )
             return None  # the step's own timeout reason fits
         found = transport_error(exc, where, step)
         if found is not None:

@@ -20,8 +20,14 @@ _X509_IP_ADDRESS_MISMATCH = 64
 _X509_UNTRUSTED = frozenset({2, 18, 19, 20, 21, 27})
 
 # A TLS client that gets a plaintext greeting back sees one of these: the port is not TLS.
-_PLAINTEXT_PEER = ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
-                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "record layer failure")
+_PLAINTEXT_PEER = (
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "HTTP_REQUEST",
+    "record layer failure",
+)
 
 # asyncio's TLS transport (CPython 3.11+) zero-fills a read buffer of SSLProtocol.max_size
 # (256 KiB) for every connection, and a check holds two: about 512 KiB of resident memory per

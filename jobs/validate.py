@@ -26,9 +26,15 @@ async def validate_inbox(request: ValidationRequest, options: CheckOptions) -> V
     with structlog.contextvars.bound_contextvars(inbox_id=request.inbox_id):
         smtp, imap = await asyncio.gather(check_smtp(request, options), check_imap(request, options))
         for part in (smtp, imap):
-            log.info("protocol_checked", protocol=part.protocol, status=part.status,
-                     error_code=part.error_code, reason=part.reason, failed_step=part.failed_step,
-                     duration_ms=part.duration_ms)
+            log.info(
+                "protocol_checked",
+                protocol=part.protocol,
+                status=part.status,
+                error_code=part.error_code,
+                reason=part.reason,
+                failed_step=part.failed_step,
+                duration_ms=part.duration_ms,
+            )
     return summarise(request, smtp, imap, checked_at, round((time.perf_counter() - started) * 1000, 2))
 
 

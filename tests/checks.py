@@ -36,5 +36,6 @@ def request(**fields: Any) -> ValidationRequest:
 
 
 def options(ca_file: str, step_timeout: float = STEP_TIMEOUT_S, **kwargs: Any) -> CheckOptions:
-    return CheckOptions(step_timeout=step_timeout, ca_file=ca_file, ehlo_hostname="client.inboxcheck.test",
-                        **kwargs)
+    return CheckOptions(
+        step_timeout=step_timeout, ca_file=ca_file, ehlo_hostname="client.inboxcheck.test", **kwargs
+    )

@@ -101,15 +101,11 @@ def imap_user(dovecot: Dovecot) -> Iterator[Account]:
 
 
 @pytest.fixture
-def dovecot_factory(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI
-) -> Iterator[Callable[..., Dovecot]]:
+def dovecot_factory(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Callable[..., Dovecot]]:
     """Factory: ``dovecot_factory(cert="expired", users={...})`` -> a started extra Dovecot."""
     started: list[Dovecot] = []
 
-    def start(
-        cert: CertName | ServerCert = "valid", users: Mapping[str, str] | None = None
-    ) -> Dovecot:
+    def start(cert: CertName | ServerCert = "valid", users: Mapping[str, str] | None = None) -> Dovecot:
         server_cert = pki.cert(cert)
         server = Dovecot(tmp_path_factory.mktemp(f"dovecot-{server_cert.name}"), server_cert)
         for name, password in (users or {}).items():

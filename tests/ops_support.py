@@ -58,7 +58,9 @@ class ConnectionCounter:
             self.open -= 1
 
 
-def counting_proxy(upstream_port: int, counter: ConnectionCounter) -> tuple[ThreadedTcpServer, dict[str, bool]]:
+def counting_proxy(
+    upstream_port: int, counter: ConnectionCounter
+) -> tuple[ThreadedTcpServer, dict[str, bool]]:
     """A TCP forwarder to 127.0.0.1:upstream_port that counts open connections; set
     switch["drop"] to close new connections at once (a flaky network, for transient failures)."""
     switch = {"drop": False}

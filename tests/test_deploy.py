@@ -43,8 +43,11 @@ def test_console_script_is_the_cli() -> None:
 
 
 def test_procfile_names_the_worker() -> None:
-    entries = dict(line.split(":", 1) for line in (REPO / "Procfile").read_text().splitlines()
-                   if line.strip() and not line.startswith("#"))
+    entries = dict(
+        line.split(":", 1)
+        for line in (REPO / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert_runs(shlex.split(entries["worker"]), "worker")
 
 

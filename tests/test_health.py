@@ -20,19 +20,42 @@ from worker.rechecks.inbox_health import (
 )
 
 INTERVAL_S = 3_600.0
-POLICY = HealthPolicy(interval_s=INTERVAL_S, failing_after=3, backoff_max_s=8 * INTERVAL_S,
-                      cert_warning_days=14, jitter_fraction=0.0)
+POLICY = HealthPolicy(
+    interval_s=INTERVAL_S,
+    failing_after=3,
+    backoff_max_s=8 * INTERVAL_S,
+    cert_warning_days=14,
+    jitter_fraction=0.0,
+)
 NOW = 1_700_000_000.0
 
 
-def event(status: str = "valid", *, error_code: str | None = None, reason: str | None = None,
-          retryable: bool = False, smtp_days: int | None = 200, imap_days: int | None = 200,
-          event_id: str = "e1") -> dict[str, Any]:
+def event(
+    status: str = "valid",
+    *,
+    error_code: str | None = None,
+    reason: str | None = None,
+    retryable: bool = False,
+    smtp_days: int | None = 200,
+    imap_days: int | None = 200,
+    event_id: str = "e1",
+) -> dict[str, Any]:
     def part(days: int | None) -> dict[str, Any]:
         return {"host": "mail.example", "tls": {"cert_days_left": days, "cert_not_after": f"d{days}"}}
-    return {"id": event_id, "type": "inbox.validation.completed", "time": "2024-01-01T00:00:00+00:00",
-            "data": {"status": status, "error_code": error_code, "reason": reason,
-                     "retryable": retryable, "smtp": part(smtp_days), "imap": part(imap_days)}}
+
+    return {
+        "id": event_id,
+        "type": "inbox.validation.completed",
+        "time": "2024-01-01T00:00:00+00:00",
+        "data": {
+            "status": status,
+            "error_code": error_code,
+            "reason": reason,
+            "retryable": retryable,
+            "smtp": part(smtp_days),
+            "imap": part(imap_days),
+        },
+    }
 
 
 OK = event()
@@ -51,10 +74,15 @@ def run(events: list[dict[str, Any]], state: HealthState | None = None) -> list[
     return out
 
 
-@pytest.mark.parametrize("reason,code", [
-    ("INVALID_CREDENTIALS", "AUTH_FAILED"), ("APP_PASSWORD_REQUIRED", "AUTH_FAILED"),
-    ("SMTP_AUTH_DISABLED", "AUTH_FAILED"), ("CERT_EXPIRED", "SSL_ERROR"),
-])
+@pytest.mark.parametrize(
+    "reason,code",
+    [
+        ("INVALID_CREDENTIALS", "AUTH_FAILED"),
+        ("APP_PASSWORD_REQUIRED", "AUTH_FAILED"),
+        ("SMTP_AUTH_DISABLED", "AUTH_FAILED"),
+        ("CERT_EXPIRED", "SSL_ERROR"),
+    ],
+)
 def test_definite_failure_fails_at_once(reason: str, code: str) -> None:
     [first] = run([event("invalid", error_code=code, reason=reason)])
     assert first.current.health is Health.FAILING and first.changed
@@ -64,8 +92,12 @@ def test_definite_failure_fails_at_once(reason: str, code: str) -> None:
 def test_transient_failures_degrade_then_fail_after_n_in_a_row(reason: str) -> None:
     transient = event("invalid", error_code="X", reason=reason, retryable=True)
     steps = run([OK, transient, transient, transient])
-    assert [s.current.health for s in steps] == [Health.HEALTHY, Health.DEGRADED, Health.DEGRADED,
-                                                 Health.FAILING]
+    assert [s.current.health for s in steps] == [
+        Health.HEALTHY,
+        Health.DEGRADED,
+        Health.DEGRADED,
+        Health.FAILING,
+    ]
     assert [s.changed for s in steps] == [True, True, False, True]
 
 
@@ -121,10 +153,14 @@ def test_jitter_spreads_delays_within_the_fraction() -> None:
 
 
 def test_rejected_is_definite_and_failed_is_transient() -> None:
-    assert observe({"data": {"status": "rejected", "error_code": "INVALID_REQUEST"}}, 14).outcome \
+    assert (
+        observe({"data": {"status": "rejected", "error_code": "INVALID_REQUEST"}}, 14).outcome
         is Outcome.DEFINITE
-    assert observe({"data": {"status": "failed", "error_code": "INTERNAL_ERROR"}}, 14).outcome \
+    )
+    assert (
+        observe({"data": {"status": "failed", "error_code": "INTERNAL_ERROR"}}, 14).outcome
         is Outcome.TRANSIENT
+    )
 
 
 def test_certificate_expiry_warns_once_per_certificate() -> None:

@@ -20,32 +20,48 @@ from tests.servers.fakes import FakeServer, ImapScript, close_on_accept, silent
 FakeFactory = Callable[..., FakeServer]
 
 
-def imap_request(port: int, use_ssl: bool, username: str = "ann@inboxcheck.test",
-                 password: str = "not-the-password", **fields: object):
+def imap_request(
+    port: int,
+    use_ssl: bool,
+    username: str = "ann@inboxcheck.test",
+    password: str = "not-the-password",
+    **fields: object,
+):
     return request(imap_port=port, imap_use_ssl=use_ssl, email=username, smtp_password=password, **fields)
 
 
 @pytest.mark.parametrize("use_ssl", [True, False], ids=["implicit-tls", "starttls"])
-async def test_valid_login_and_inbox_on_dovecot(dovecot: Dovecot, imap_user: Account, ca_file: str,
-                                                use_ssl: bool) -> None:
+async def test_valid_login_and_inbox_on_dovecot(
+    dovecot: Dovecot, imap_user: Account, ca_file: str, use_ssl: bool
+) -> None:
     port = dovecot.imaps_port if use_ssl else dovecot.imap_port
     result = await check_imap(imap_request(port, use_ssl, *imap_user), options(ca_file))
     assert result.status == "ok", result.detail
     assert result.tls is not None and result.tls.version in ("TLSv1.2", "TLSv1.3") and result.tls.cipher
     steps = [s.step for s in result.steps]
-    assert steps == (["dns", "connect", "tls", "greeting", "login", "examine", "logout"] if use_ssl
-                     else ["dns", "connect", "greeting", "starttls", "login", "examine", "logout"])
+    assert steps == (
+        ["dns", "connect", "tls", "greeting", "login", "examine", "logout"]
+        if use_ssl
+        else ["dns", "connect", "greeting", "starttls", "login", "examine", "logout"]
+    )
 
 
 async def test_wrong_password_on_dovecot(dovecot: Dovecot, imap_user: Account, ca_file: str) -> None:
-    result = await check_imap(imap_request(dovecot.imaps_port, True, imap_user.email, "wrong"), options(ca_file))
+    result = await check_imap(
+        imap_request(dovecot.imaps_port, True, imap_user.email, "wrong"), options(ca_file)
+    )
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.AUTH_FAILED, Reason.INVALID_CREDENTIALS, "login")
+        ErrorCode.AUTH_FAILED,
+        Reason.INVALID_CREDENTIALS,
+        "login",
+    )
     assert result.reply_status == "NO" and "AUTHENTICATIONFAILED" in (result.reply_text or "")
     assert not result.retryable
 
 
-async def test_changed_password_is_seen_at_the_next_check(dovecot: Dovecot, imap_user: Account, ca_file: str) -> None:
+async def test_changed_password_is_seen_at_the_next_check(
+    dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
     before = await check_imap(imap_request(dovecot.imaps_port, True, *imap_user), options(ca_file))
     dovecot.set_user(imap_user.email, "a-new-password")
     after = await check_imap(imap_request(dovecot.imaps_port, True, *imap_user), options(ca_file))
@@ -54,21 +70,40 @@ async def test_changed_password_is_seen_at_the_next_check(dovecot: Dovecot, imap
 
 @pytest.mark.parametrize(
     ("cert", "reason"),
-    [("expired", Reason.CERT_EXPIRED), ("wrong_host", Reason.HOSTNAME_MISMATCH), ("untrusted", Reason.CERT_UNTRUSTED)],
+    [
+        ("expired", Reason.CERT_EXPIRED),
+        ("wrong_host", Reason.HOSTNAME_MISMATCH),
+        ("untrusted", Reason.CERT_UNTRUSTED),
+    ],
 )
-async def test_certificate_problems_on_dovecot(dovecot_factory: Callable[..., Dovecot], ca_file: str,
-                                               cert: str, reason: Reason) -> None:
+async def test_certificate_problems_on_dovecot(
+    dovecot_factory: Callable[..., Dovecot], ca_file: str, cert: str, reason: Reason
+) -> None:
     server = dovecot_factory(cert=cert, users={"bob@inboxcheck.test": "pw"})
-    implicit = await check_imap(imap_request(server.imaps_port, True, "bob@inboxcheck.test", "pw"), options(ca_file))
-    starttls = await check_imap(imap_request(server.imap_port, False, "bob@inboxcheck.test", "pw"), options(ca_file))
-    assert (implicit.error_code, implicit.reason, implicit.failed_step) == (ErrorCode.SSL_ERROR, reason, "tls")
-    assert (starttls.error_code, starttls.reason, starttls.failed_step) == (ErrorCode.SSL_ERROR, reason, "starttls")
+    implicit = await check_imap(
+        imap_request(server.imaps_port, True, "bob@inboxcheck.test", "pw"), options(ca_file)
+    )
+    starttls = await check_imap(
+        imap_request(server.imap_port, False, "bob@inboxcheck.test", "pw"), options(ca_file)
+    )
+    assert (implicit.error_code, implicit.reason, implicit.failed_step) == (
+        ErrorCode.SSL_ERROR,
+        reason,
+        "tls",
+    )
+    assert (starttls.error_code, starttls.reason, starttls.failed_step) == (
+        ErrorCode.SSL_ERROR,
+        reason,
+        "starttls",
+    )
 
 
 async def test_tls_mode_mismatch_both_ways(dovecot: Dovecot, imap_user: Account, ca_file: str) -> None:
     tls_to_plain = await check_imap(imap_request(dovecot.imap_port, True, *imap_user), options(ca_file))
     started = time.monotonic()
-    plain_to_tls = await check_imap(imap_request(dovecot.imaps_port, False, *imap_user), options(ca_file, step_timeout=10))
+    plain_to_tls = await check_imap(
+        imap_request(dovecot.imaps_port, False, *imap_user), options(ca_file, step_timeout=10)
+    )
     assert (tls_to_plain.error_code, tls_to_plain.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_MODE_MISMATCH)
     assert (plain_to_tls.error_code, plain_to_tls.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_MODE_MISMATCH)
     assert time.monotonic() - started < 5
@@ -77,25 +112,53 @@ async def test_tls_mode_mismatch_both_ways(dovecot: Dovecot, imap_user: Account,
 @pytest.mark.parametrize(
     ("untagged", "reply", "reason", "retryable"),
     [
-        ([], "NO [ALERT] Application-specific password required: https://support.google.com/accounts/answer/185833 (Failure)",
-         Reason.APP_PASSWORD_REQUIRED, False),
+        (
+            [],
+            "NO [ALERT] Application-specific password required: https://support.google.com/accounts/answer/185833 (Failure)",
+            Reason.APP_PASSWORD_REQUIRED,
+            False,
+        ),
         ([], "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)", Reason.INVALID_CREDENTIALS, False),
-        (["* NO [WEBALERT https://accounts.google.com/signin/continue?sarp=1] Web login required."],
-         "NO [ALERT] Please log in via your web browser: https://support.google.com/mail/accounts/answer/78754 (Failure)",
-         Reason.WEB_LOGIN_REQUIRED, False),
-        ([], "NO [ALERT] Your account is not enabled for IMAP use. Please visit your Gmail settings page and "
-         "enable your account for IMAP access. (Failure)", Reason.IMAP_DISABLED, False),
-        ([], "NO [ALERT] IMAP access is disabled for your domain. Please contact your domain administrator "
-         "for questions about this feature. (Failure)", Reason.IMAP_DISABLED, False),
+        (
+            ["* NO [WEBALERT https://accounts.google.com/signin/continue?sarp=1] Web login required."],
+            "NO [ALERT] Please log in via your web browser: https://support.google.com/mail/accounts/answer/78754 (Failure)",
+            Reason.WEB_LOGIN_REQUIRED,
+            False,
+        ),
+        (
+            [],
+            "NO [ALERT] Your account is not enabled for IMAP use. Please visit your Gmail settings page and "
+            "enable your account for IMAP access. (Failure)",
+            Reason.IMAP_DISABLED,
+            False,
+        ),
+        (
+            [],
+            "NO [ALERT] IMAP access is disabled for your domain. Please contact your domain administrator "
+            "for questions about this feature. (Failure)",
+            Reason.IMAP_DISABLED,
+            False,
+        ),
         ([], "NO [ALERT] Too many simultaneous connections. (Failure)", Reason.TOO_MANY_CONNECTIONS, True),
         ([], "NO LOGIN failed.", Reason.INVALID_CREDENTIALS, False),
         ([], "NO Basic authentication is disabled.", Reason.BASIC_AUTH_DISABLED, False),
-        ([], "NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)",
-         Reason.TOO_MANY_CONNECTIONS, True),
+        (
+            [],
+            "NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)",
+            Reason.TOO_MANY_CONNECTIONS,
+            True,
+        ),
     ],
 )
-async def test_provider_login_replies(fake_server: FakeFactory, pki: PKI, ca_file: str,
-                                      untagged: list[str], reply: str, reason: Reason, retryable: bool) -> None:
+async def test_provider_login_replies(
+    fake_server: FakeFactory,
+    pki: PKI,
+    ca_file: str,
+    untagged: list[str],
+    reply: str,
+    reason: Reason,
+    retryable: bool,
+) -> None:
     script = ImapScript(login_reply=reply, untagged_before_login_reply=untagged)
     server = fake_server(script, ssl_context=pki.valid.ssl_context)
     result = await check_imap(imap_request(server.port, True), options(ca_file))
@@ -104,7 +167,9 @@ async def test_provider_login_replies(fake_server: FakeFactory, pki: PKI, ca_fil
     assert len(script.logins) == 1
 
 
-async def test_throttling_reply_carries_the_suggested_backoff(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
+async def test_throttling_reply_carries_the_suggested_backoff(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
     script = ImapScript(login_reply="BAD Request is throttled. Suggested Backoff Time: 1500 milliseconds")
     server = fake_server(script, ssl_context=pki.valid.ssl_context)
     result = await check_imap(imap_request(server.port, True), options(ca_file))
@@ -112,11 +177,16 @@ async def test_throttling_reply_carries_the_suggested_backoff(fake_server: FakeF
 
 
 async def test_inbox_that_cannot_be_opened(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
-    script = ImapScript(login_reply="OK Logged in", examine_reply="NO [NONEXISTENT] Mailbox doesn't exist: INBOX")
+    script = ImapScript(
+        login_reply="OK Logged in", examine_reply="NO [NONEXISTENT] Mailbox doesn't exist: INBOX"
+    )
     server = fake_server(script, ssl_context=pki.valid.ssl_context)
     result = await check_imap(imap_request(server.port, True), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.AUTH_FAILED, Reason.MAILBOX_UNAVAILABLE, "examine")
+        ErrorCode.AUTH_FAILED,
+        Reason.MAILBOX_UNAVAILABLE,
+        "examine",
+    )
 
 
 async def test_starttls_not_offered_sends_no_password(fake_server: FakeFactory, ca_file: str) -> None:
@@ -128,8 +198,12 @@ async def test_starttls_not_offered_sends_no_password(fake_server: FakeFactory, 
 
 
 async def test_logindisabled_is_respected(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
-    script = ImapScript(capabilities="IMAP4rev1 LOGINDISABLED", starttls_context=pki.valid.ssl_context,
-                        capabilities_after_tls="IMAP4rev1 LOGINDISABLED", login_reply="OK Logged in")
+    script = ImapScript(
+        capabilities="IMAP4rev1 LOGINDISABLED",
+        starttls_context=pki.valid.ssl_context,
+        capabilities_after_tls="IMAP4rev1 LOGINDISABLED",
+        login_reply="OK Logged in",
+    )
     server = fake_server(script)
     result = await check_imap(imap_request(server.port, False), options(ca_file))
     assert (result.error_code, result.reason) == (ErrorCode.AUTH_FAILED, Reason.AUTH_MECHANISM_UNSUPPORTED)
@@ -137,8 +211,11 @@ async def test_logindisabled_is_respected(fake_server: FakeFactory, pki: PKI, ca
 
 
 async def test_starttls_with_scripted_server(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
-    script = ImapScript(capabilities="IMAP4rev1 LOGINDISABLED", starttls_context=pki.valid.ssl_context,
-                        login_reply="OK Logged in")
+    script = ImapScript(
+        capabilities="IMAP4rev1 LOGINDISABLED",
+        starttls_context=pki.valid.ssl_context,
+        login_reply="OK Logged in",
+    )
     server = fake_server(script)
     result = await check_imap(imap_request(server.port, False), options(ca_file))
     assert result.status == "ok", result.detail
@@ -149,22 +226,33 @@ async def test_hang_after_login_times_out(fake_server: FakeFactory, pki: PKI, ca
     server = fake_server(ImapScript(hang_after_login=True), ssl_context=pki.valid.ssl_context)
     started = time.monotonic()
     result = await check_imap(imap_request(server.port, True), options(ca_file))
-    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, Reason.RESPONSE_TIMEOUT, "login")
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT,
+        Reason.RESPONSE_TIMEOUT,
+        "login",
+    )
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
 async def test_bye_greeting(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
-    server = fake_server(ImapScript(greeting="* BYE Too many connections, try again later"),
-                         ssl_context=pki.valid.ssl_context)
+    server = fake_server(
+        ImapScript(greeting="* BYE Too many connections, try again later"), ssl_context=pki.valid.ssl_context
+    )
     result = await check_imap(imap_request(server.port, True), options(ca_file))
     assert (result.error_code, result.reason, result.retryable) == (
-        ErrorCode.CONNECTION_FAILED, Reason.SERVICE_UNAVAILABLE, True)
+        ErrorCode.CONNECTION_FAILED,
+        Reason.SERVICE_UNAVAILABLE,
+        True,
+    )
     assert "BYE" in (result.reply_text or "")
 
 
 async def test_silent_server_times_out_within_the_limit(fake_server: FakeFactory, ca_file: str) -> None:
     server = fake_server(silent)
-    for use_ssl, step, reason in ((True, "tls", Reason.TLS_HANDSHAKE_TIMEOUT), (False, "greeting", Reason.NO_GREETING)):
+    for use_ssl, step, reason in (
+        (True, "tls", Reason.TLS_HANDSHAKE_TIMEOUT),
+        (False, "greeting", Reason.NO_GREETING),
+    ):
         started = time.monotonic()
         result = await check_imap(imap_request(server.port, use_ssl), options(ca_file))
         assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, reason, step)
@@ -198,12 +286,17 @@ async def test_reply_with_a_foreign_tag_is_a_protocol_error_and_leaks_nothing(
     with caplog.at_level(logging.DEBUG):
         result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "login")
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "login",
+    )
     # aioimaplib's own error names the pending LOGIN command, password and all.
     assert secret not in caplog.text and secret not in result.model_dump_json()
 
 
-async def test_handshake_refused_by_the_server_is_named(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:
+async def test_handshake_refused_by_the_server_is_named(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
     # A server that insists on a client certificate ends the handshake with an alert.
     demanding = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     demanding.load_cert_chain(pki.valid.cert_file, pki.valid.key_file)
@@ -213,14 +306,22 @@ async def test_handshake_refused_by_the_server_is_named(fake_server: FakeFactory
     server = fake_server(ImapScript(), ssl_context=demanding)
     result = await check_imap(imap_request(server.port, True), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED, "tls")
+        ErrorCode.SSL_ERROR,
+        Reason.TLS_HANDSHAKE_FAILED,
+        "tls",
+    )
 
 
 async def test_preauthenticated_session_is_a_protocol_error_not_a_crash(
     fake_server: FakeFactory, pki: PKI, ca_file: str
 ) -> None:
-    server = fake_server(ImapScript(greeting="* PREAUTH [CAPABILITY IMAP4rev1] logged in as someone"),
-                         ssl_context=pki.valid.ssl_context)
+    server = fake_server(
+        ImapScript(greeting="* PREAUTH [CAPABILITY IMAP4rev1] logged in as someone"),
+        ssl_context=pki.valid.ssl_context,
+    )
     result = await check_imap(imap_request(server.port, True), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "login")
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "login",
+    )

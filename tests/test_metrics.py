@@ -17,11 +17,20 @@ QUEUE = "test:queue"
 DEADLINE_S = 5.0
 POLL_S = 0.01
 EVENT = {
-    "id": "e1", "type": "inbox.validation.completed",
-    "data": {"status": "invalid", "error_code": "AUTH_FAILED",
-             "smtp": {"duration_ms": 120.0, "steps": [{"step": "connect", "ms": 20.0, "ok": True},
-                                                      {"step": "auth", "ms": 100.0, "ok": False}]},
-             "imap": {"duration_ms": 30.0, "steps": [{"step": "login", "ms": 30.0, "ok": True}]}},
+    "id": "e1",
+    "type": "inbox.validation.completed",
+    "data": {
+        "status": "invalid",
+        "error_code": "AUTH_FAILED",
+        "smtp": {
+            "duration_ms": 120.0,
+            "steps": [
+                {"step": "connect", "ms": 20.0, "ok": True},
+                {"step": "auth", "ms": 100.0, "ok": False},
+            ],
+        },
+        "imap": {"duration_ms": 30.0, "steps": [{"step": "login", "ms": 30.0, "ok": True}]},
+    },
 }
 
 
@@ -45,13 +54,14 @@ async def test_endpoint_serves_checks_durations_and_gauges(redis: Redis) -> None
                 counts[value] = counts.get(value, 0) + 1
             return counts
 
-        refresher = asyncio.create_task(refresh_forever(
-            metrics, lambda: redis.zcard(QUEUE), health_counts, every_s=POLL_S))
+        refresher = asyncio.create_task(
+            refresh_forever(metrics, lambda: redis.zcard(QUEUE), health_counts, every_s=POLL_S)
+        )
         deadline = time.monotonic() + DEADLINE_S
-        while ((metrics.registry.get_sample_value("inboxcheck_queue_depth") != 2
-                or metrics.registry.get_sample_value("inboxcheck_registered_inboxes",
-                                                     {"health": "failing"}) != 2)
-               and time.monotonic() < deadline):
+        while (
+            metrics.registry.get_sample_value("inboxcheck_queue_depth") != 2
+            or metrics.registry.get_sample_value("inboxcheck_registered_inboxes", {"health": "failing"}) != 2
+        ) and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
         refresher.cancel()
         text = await asyncio.to_thread(scrape, server.server_port)
@@ -69,5 +79,7 @@ async def test_endpoint_serves_checks_durations_and_gauges(redis: Redis) -> None
 def test_each_worker_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.event_written("inbox.health.changed")
-    assert second.registry.get_sample_value(
-        "inboxcheck_events_written_total", {"type": "inbox.health.changed"}) is None
+    assert (
+        second.registry.get_sample_value("inboxcheck_events_written_total", {"type": "inbox.health.changed"})
+        is None
+    )

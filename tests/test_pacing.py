@@ -10,9 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
-from worker.messages import keys
-from worker.messages import events
-from worker.messages import stream
+from worker.messages import events, keys, stream
 from worker.rechecks.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
 
 HOST = "mail.example"
@@ -119,10 +117,14 @@ OTHER = "imap.example"
 DONE, ATTEMPTS = "test:done", "test:attempts"
 
 
-def check(p: Pacer, hosts: list[str], inbox: str = "inbox-1", wait_s: float = 0.0,  # noqa: ANN201
-          held: Held | None = None):
-    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60,
-                   held=held)
+def check(
+    p: Pacer,
+    hosts: list[str],
+    inbox: str = "inbox-1",
+    wait_s: float = 0.0,
+    held: Held | None = None,
+):
+    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60, held=held)
 
 
 async def test_check_takes_lock_slots_and_attempt_in_one_go_and_gives_them_back(redis: Redis) -> None:
@@ -197,8 +199,15 @@ async def test_a_held_check_is_released_by_its_event_append_exactly_once(redis: 
     assert await p.in_use(HOST) == 1 and await redis.exists(keys.inbox_lock_key("inbox-1"))
     event = events.failed(events.Failure(inbox_id="inbox-1", reason="X", attempts=1), "e1")
     for _ in range(2):  # a replay appends nothing and releases nothing of anyone else's
-        written = await stream.append_once(redis, stream="test:events", maxlen=100, done_key=DONE,
-                                           done_ttl_s=60, event=event, release=held.pending)
+        written = await stream.append_once(
+            redis,
+            stream="test:events",
+            maxlen=100,
+            done_key=DONE,
+            done_ttl_s=60,
+            event=event,
+            release=held.pending,
+        )
         assert written["id"] == "e1"
     assert await redis.xlen("test:events") == 1
     assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0

@@ -20,4 +20,6 @@ def test_every_setting_is_documented(name: str) -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
-        "./dev worker", "./dev test"]
+        "./dev worker",
+        "./dev test",
+    ]

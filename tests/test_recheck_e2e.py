@@ -19,12 +19,11 @@ from tests.ops_support import ConnectionCounter, counting_proxy
 from tests.servers.ports import LOOPBACK
 from tests.servers.tcp import ThreadedTcpServer
 from tests.worker_support import WorkerProcess, worker_env
-from worker.messages import events
-from worker.messages import keys
+from worker.messages import events, keys
+from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.inbox_health import Health
 from worker.rechecks.pacing import Pacer, PacingPolicy
 from worker.rechecks.registry import Registry
-from worker.messages.sealing import Sealer, generate_key
 
 QUEUE = "e2e:queue"
 STREAM = "e2e:events"
@@ -51,24 +50,48 @@ def mail(smtp_server: Callable[..., Any], dovecot: Any, imap_user: Any) -> Itera
     counter = ConnectionCounter()
     smtp_proxy, smtp_switch = counting_proxy(smtp.port, counter)
     imap_proxy, _ = counting_proxy(dovecot.imaps_port, counter)
-    yield {"email": email, "password": password, "smtp": smtp, "dovecot": dovecot, "counter": counter,
-           "smtp_port": smtp_proxy.port, "imap_port": imap_proxy.port, "smtp_switch": smtp_switch}
+    yield {
+        "email": email,
+        "password": password,
+        "smtp": smtp,
+        "dovecot": dovecot,
+        "counter": counter,
+        "smtp_port": smtp_proxy.port,
+        "imap_port": imap_proxy.port,
+        "smtp_switch": smtp_switch,
+    }
     smtp_proxy.stop()
     imap_proxy.stop()
 
 
 def request(mail: dict[str, Any], inbox_id: str) -> Any:
-    return parse_request({"inbox_id": inbox_id, "inbox_type": "CUSTOM_SMTP", "email": mail["email"],
-                          "smtp_host": LOOPBACK, "smtp_port": mail["smtp_port"], "imap_host": LOOPBACK,
-                          "imap_port": mail["imap_port"], "smtp_password": mail["password"]})
+    return parse_request(
+        {
+            "inbox_id": inbox_id,
+            "inbox_type": "CUSTOM_SMTP",
+            "email": mail["email"],
+            "smtp_host": LOOPBACK,
+            "smtp_port": mail["smtp_port"],
+            "imap_host": LOOPBACK,
+            "imap_port": mail["imap_port"],
+            "smtp_password": mail["password"],
+        }
+    )
 
 
 def start_worker(redis_server: Any, tmp_path: Path, key: str, ca_file: str, **extra: str) -> WorkerProcess:
-    settings = {"INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_TLS_CA_FILE": ca_file,
-                "INBOXCHECK_RECHECK_TICK": "1", "INBOXCHECK_MAX_TRIES": "1",
-                "INBOXCHECK_STEP_TIMEOUT": "5", "INBOXCHECK_CHECK_TIMEOUT": "5",
-                "INBOXCHECK_JOB_TIMEOUT": "30", "INBOXCHECK_METRICS_PORT": "0",
-                "INBOXCHECK_HOST_LIMITS": json.dumps({LOOPBACK: HOST_CAP}), **extra}
+    settings = {
+        "INBOXCHECK_SECRET_KEY": key,
+        "INBOXCHECK_TLS_CA_FILE": ca_file,
+        "INBOXCHECK_RECHECK_TICK": "1",
+        "INBOXCHECK_MAX_TRIES": "1",
+        "INBOXCHECK_STEP_TIMEOUT": "5",
+        "INBOXCHECK_CHECK_TIMEOUT": "5",
+        "INBOXCHECK_JOB_TIMEOUT": "30",
+        "INBOXCHECK_METRICS_PORT": "0",
+        "INBOXCHECK_HOST_LIMITS": json.dumps({LOOPBACK: HOST_CAP}),
+        **extra,
+    }
     env = worker_env(redis_server.url, QUEUE, STREAM, **settings)
     return WorkerProcess(env, tmp_path / f"worker-{time.monotonic_ns()}.log")
 
@@ -77,12 +100,15 @@ async def stream(client: Redis) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _, fields in await client.xrange(STREAM)]
 
 
-async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, worker: WorkerProcess,
-                   deadline_s: float = DEADLINE_S) -> Any:
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], what: str, worker: WorkerProcess, deadline_s: float = DEADLINE_S
+) -> Any:
     """Poll `probe` (on the test's one client) without blocking the loop, up to a deadline."""
     deadline = time.monotonic() + deadline_s
     while not (found := await probe()):
-        assert worker.alive(), f"the worker died while waiting for {what}:\n{worker.log_file.read_text()[-3000:]}"
+        assert worker.alive(), (
+            f"the worker died while waiting for {what}:\n{worker.log_file.read_text()[-3000:]}"
+        )
         assert time.monotonic() < deadline, f"no {what} within {deadline_s} s"
         await asyncio.sleep(POLL_S)
     return found
@@ -98,11 +124,13 @@ async def registry(redis_server: Any, key: str) -> tuple[Redis, Registry]:
 
 
 async def test_rechecks_and_one_health_change_per_password_change(
-        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]
+) -> None:
     client, reg = await registry(redis_server, key)
     await reg.register(request(mail, "inbox-a"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
+
         async def completed() -> list[dict[str, Any]]:
             return of_type(await stream(client), events.COMPLETED, "inbox-a")
 
@@ -123,7 +151,9 @@ async def test_rechecks_and_one_health_change_per_password_change(
         await wait_for(lambda: more_than(failed_at), "another recheck", worker)
         changes = of_type(await stream(client), events.HEALTH_CHANGED, "inbox-a")
         assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
-            ("pending", "healthy"), ("healthy", "failing")]
+            ("pending", "healthy"),
+            ("healthy", "failing"),
+        ]
         assert changes[1]["data"]["current"]["error_code"] == "AUTH_FAILED"
         assert (await reg.get("inbox-a")).health == Health.FAILING
 
@@ -138,11 +168,13 @@ async def test_rechecks_and_one_health_change_per_password_change(
 
 
 async def test_one_transient_failure_degrades_but_does_not_fail(
-        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]
+) -> None:
     client, reg = await registry(redis_server, key)
     await reg.register(request(mail, "inbox-t"), SHORT_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file)
     try:
+
         async def completed() -> list[dict[str, Any]]:
             return of_type(await stream(client), events.COMPLETED, "inbox-t")
 
@@ -162,8 +194,10 @@ async def test_one_transient_failure_degrades_but_does_not_fail(
         assert failure["retryable"] and failure["error_code"] in ("CONNECTION_FAILED", "TIMEOUT")
         assert (await reg.get("inbox-t")).health == Health.DEGRADED
         await wait_for(recovered, "a recovery", worker)
-        healths = [(c["data"]["current"]["health"])
-                   for c in of_type(await stream(client), events.HEALTH_CHANGED, "inbox-t")]
+        healths = [
+            (c["data"]["current"]["health"])
+            for c in of_type(await stream(client), events.HEALTH_CHANGED, "inbox-t")
+        ]
         assert healths == ["healthy", "degraded", "healthy"]
     finally:
         worker.kill()
@@ -171,12 +205,14 @@ async def test_one_transient_failure_degrades_but_does_not_fail(
 
 
 async def test_hundred_inboxes_on_one_host_never_exceed_the_cap_at_the_server(
-        redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]) -> None:
+    redis_server: Any, tmp_path: Path, key: str, ca_file: str, mail: dict[str, Any]
+) -> None:
     client, reg = await registry(redis_server, key)
     for n in range(INBOXES):
         await reg.register(request(mail, f"inbox-{n:03}"), LONG_EVERY_S, spread_s=0)
     worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_PACING_WAIT="25")
     try:
+
         async def done() -> list[dict[str, Any]]:
             return [e for e in await stream(client) if e["type"] == events.COMPLETED]
 
@@ -199,17 +235,37 @@ async def _silent(reader: Any, writer: Any) -> None:
 
 
 async def test_a_killed_workers_slots_are_released(
-        redis_server: Any, tmp_path: Path, key: str, ca_file: str) -> None:
+    redis_server: Any, tmp_path: Path, key: str, ca_file: str
+) -> None:
     client, reg = await registry(redis_server, key)
     silent = ThreadedTcpServer(_silent, name="silent").start()
     job_timeout_s = 3.5  # the lease's life: what the test waits for after the kill
     try:
-        await reg.register(parse_request({
-            "inbox_id": "inbox-k", "inbox_type": "CUSTOM_SMTP", "email": "k@example.test",
-            "smtp_host": LOOPBACK, "smtp_port": silent.port, "imap_host": LOOPBACK,
-            "imap_port": silent.port, "smtp_password": "pw-k"}), LONG_EVERY_S, spread_s=0)
-        worker = start_worker(redis_server, tmp_path, key, ca_file, INBOXCHECK_CHECK_TIMEOUT="1",
-                              INBOXCHECK_STEP_TIMEOUT="1", INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s))
+        await reg.register(
+            parse_request(
+                {
+                    "inbox_id": "inbox-k",
+                    "inbox_type": "CUSTOM_SMTP",
+                    "email": "k@example.test",
+                    "smtp_host": LOOPBACK,
+                    "smtp_port": silent.port,
+                    "imap_host": LOOPBACK,
+                    "imap_port": silent.port,
+                    "smtp_password": "pw-k",
+                }
+            ),
+            LONG_EVERY_S,
+            spread_s=0,
+        )
+        worker = start_worker(
+            redis_server,
+            tmp_path,
+            key,
+            ca_file,
+            INBOXCHECK_CHECK_TIMEOUT="1",
+            INBOXCHECK_STEP_TIMEOUT="1",
+            INBOXCHECK_JOB_TIMEOUT=str(job_timeout_s),
+        )
         slots = keys.pacing_slots_key(LOOPBACK)
         try:
             await wait_for(lambda: client.zcard(slots), "a held slot", worker)

@@ -11,13 +11,11 @@ from redis.asyncio import Redis
 
 from jobs.request import parse_request
 from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
-from worker.messages import events
-from worker.messages import keys
-from worker.messages import payload
 from worker.messages import envelope as serialization
+from worker.messages import events, keys, payload
+from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.inbox_health import SECONDS_PER_DAY, Health, HealthPolicy
 from worker.rechecks.registry import Registry, RegistryError, is_recheck
-from worker.messages.sealing import Sealer, generate_key
 
 QUEUE = "test:queue"
 STREAM = "test:events"
@@ -31,9 +29,19 @@ POLICY = HealthPolicy(interval_s=EVERY_S, failing_after=3, jitter_fraction=0.0)
 
 
 def request(n: int = 0, **extra: Any) -> Any:
-    return parse_request({"inbox_id": f"inbox-{n}", "inbox_type": "CUSTOM_SMTP",
-                          "email": f"user{n}@example.test", "smtp_host": "127.0.0.1", "smtp_port": 2525,
-                          "imap_host": "127.0.0.1", "imap_port": 1993, "smtp_password": PASSWORD, **extra})
+    return parse_request(
+        {
+            "inbox_id": f"inbox-{n}",
+            "inbox_type": "CUSTOM_SMTP",
+            "email": f"user{n}@example.test",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": 2525,
+            "imap_host": "127.0.0.1",
+            "imap_port": 1993,
+            "smtp_password": PASSWORD,
+            **extra,
+        }
+    )
 
 
 @pytest.fixture
@@ -46,8 +54,12 @@ def registry(redis: Redis, sealer: Sealer | None) -> Registry:
 
 
 def completed(inbox_id: str, event_id: str, status: str = "valid", **data: Any) -> dict[str, Any]:
-    return {"id": event_id, "type": events.COMPLETED, "subject": inbox_id,
-            "data": {"status": status, "smtp": {}, "imap": {}, **data}}
+    return {
+        "id": event_id,
+        "type": events.COMPLETED,
+        "subject": inbox_id,
+        "data": {"status": status, "smtp": {}, "imap": {}, **data},
+    }
 
 
 async def test_register_stores_sealed_credentials_only(redis: Redis, sealer: Sealer) -> None:
@@ -73,23 +85,30 @@ async def test_register_without_a_key_is_refused(redis: Redis) -> None:
 async def test_first_checks_are_spread(redis: Redis, sealer: Sealer) -> None:
     reg = registry(redis, sealer)
     spread_s = 300.0
-    rows = await asyncio.gather(*(reg.register(request(n), 3_600, spread_s=spread_s, now=NOW)
-                                  for n in range(200)))
+    rows = await asyncio.gather(
+        *(reg.register(request(n), 3_600, spread_s=spread_s, now=NOW) for n in range(200))
+    )
     offsets = sorted(r.next_check_at - NOW for r in rows)
     assert 0 <= offsets[0] and offsets[-1] <= spread_s
     assert len({int(o) for o in offsets}) > 100  # not one second for all
 
 
-async def test_many_workers_enqueue_each_due_inbox_once(redis: Redis, sealer: Sealer,
-                                                        ops_redis_server: Any) -> None:
+async def test_many_workers_enqueue_each_due_inbox_once(
+    redis: Redis, sealer: Sealer, ops_redis_server: Any
+) -> None:
     reg = registry(redis, sealer)
     for n in range(INBOXES):
         await reg.register(request(n), EVERY_S, spread_s=0, now=NOW)
     clients = [Redis.from_url(ops_redis_server.url) for _ in range(WORKERS)]
     try:
-        batches = await asyncio.gather(*(
-            Registry(c, queue_name=QUEUE, sealer=sealer).enqueue_due(
-                claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 1) for c in clients))
+        batches = await asyncio.gather(
+            *(
+                Registry(c, queue_name=QUEUE, sealer=sealer).enqueue_due(
+                    claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 1
+                )
+                for c in clients
+            )
+        )
     finally:
         for c in clients:
             await c.aclose()
@@ -103,8 +122,10 @@ async def test_many_workers_enqueue_each_due_inbox_once(redis: Redis, sealer: Se
     raw = await redis.get(keys.job_key(job_ids[0]))
     job = serialization.deserialize_job(raw.encode())
     assert PASSWORD not in raw
-    assert payload.decode(job["a"][0], sealer, allow_plaintext=False).smtp_password.get_secret_value() \
+    assert (
+        payload.decode(job["a"][0], sealer, allow_plaintext=False).smtp_password.get_secret_value()
         == PASSWORD
+    )
 
 
 async def test_record_check_applies_each_event_once(redis: Redis, sealer: Sealer) -> None:
@@ -123,7 +144,9 @@ async def test_record_check_applies_each_event_once(redis: Redis, sealer: Sealer
     entries = await redis.xrange(STREAM)
     changes = [json.loads(f["event"]) for _, f in entries if f["type"] == events.HEALTH_CHANGED]
     assert [(c["data"]["previous"]["health"], c["data"]["current"]["health"]) for c in changes] == [
-        ("pending", "healthy"), ("healthy", "failing")]
+        ("pending", "healthy"),
+        ("healthy", "failing"),
+    ]
     assert changes[1]["data"]["current"]["error_code"] == "AUTH_FAILED"
     row = await reg.get("inbox-0")
     assert row.health == "failing" and row.next_check_at == pytest.approx(NOW + 20 + EVERY_S)
@@ -133,8 +156,9 @@ async def test_record_check_applies_each_event_once(redis: Redis, sealer: Sealer
 async def test_account_age_ramps_from_first_success(redis: Redis, sealer: Sealer) -> None:
     reg = registry(redis, sealer)
     await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
-    await reg.record_check("inbox-0", completed("inbox-0", "e1"), POLICY, stream_name=STREAM,
-                           maxlen=1_000, now=NOW)
+    await reg.record_check(
+        "inbox-0", completed("inbox-0", "e1"), POLICY, stream_name=STREAM, maxlen=1_000, now=NOW
+    )
     later = NOW + 20 * SECONDS_PER_DAY
     [job_id] = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=10, now=later)
     job = serialization.deserialize_job((await redis.get(keys.job_key(job_id))).encode())

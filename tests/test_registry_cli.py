@@ -17,16 +17,32 @@ PASSWORD = "Registry-Secret-77"
 
 def inboxcheck(redis: RedisServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
-    env.update({"INBOXCHECK_REDIS_URL": redis.url, "INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_LOG_FORMAT": "json"})
-    return subprocess.run([sys.executable, "-m", "worker", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    env.update(
+        {"INBOXCHECK_REDIS_URL": redis.url, "INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_LOG_FORMAT": "json"}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_register_list_unregister(redis_server: RedisServer, tmp_path: Path) -> None:
     key = generate_key()
     request = tmp_path / "inbox.json"
-    request.write_text(json.dumps({"inbox_id": "inbox-7", "inbox_type": "GOOGLE_WORKSPACE",
-                                   "email": "ann@corp.example", "smtp_password": PASSWORD}))
+    request.write_text(
+        json.dumps(
+            {
+                "inbox_id": "inbox-7",
+                "inbox_type": "GOOGLE_WORKSPACE",
+                "email": "ann@corp.example",
+                "smtp_password": PASSWORD,
+            }
+        )
+    )
 
     registered = inboxcheck(redis_server, key, "register", "--request", str(request), "--every", "6h")
     assert registered.returncode == 0, registered.stderr

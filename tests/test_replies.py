@@ -12,11 +12,27 @@ from jobs.replies import classify_imap_login, classify_smtp_auth, enhanced_code,
 @pytest.mark.parametrize(
     ("code", "text", "reason"),
     [
-        (534, "5.7.9 Application-specific password required. Learn more at\n5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor", Reason.APP_PASSWORD_REQUIRED),
-        (535, "5.7.8 Username and Password not accepted. Learn more at\n5.7.8 https://support.google.com/mail/?p=BadCredentials", Reason.INVALID_CREDENTIALS),
+        (
+            534,
+            "5.7.9 Application-specific password required. Learn more at\n5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor",
+            Reason.APP_PASSWORD_REQUIRED,
+        ),
+        (
+            535,
+            "5.7.8 Username and Password not accepted. Learn more at\n5.7.8 https://support.google.com/mail/?p=BadCredentials",
+            Reason.INVALID_CREDENTIALS,
+        ),
         (454, "4.7.0 Too many login attempts, please try again later.", Reason.TOO_MANY_ATTEMPTS),
-        (535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.", Reason.SMTP_AUTH_DISABLED),
-        (535, "5.7.139 Authentication unsuccessful, basic authentication is disabled.", Reason.BASIC_AUTH_DISABLED),
+        (
+            535,
+            "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
+            Reason.SMTP_AUTH_DISABLED,
+        ),
+        (
+            535,
+            "5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+            Reason.BASIC_AUTH_DISABLED,
+        ),
         (535, "5.7.3 Authentication unsuccessful", Reason.INVALID_CREDENTIALS),
         (535, "5.7.0 (#AUTH005) Too many bad auth attempts.", Reason.APP_PASSWORD_REQUIRED),
         (535, "Authentication Failed", Reason.INVALID_CREDENTIALS),
@@ -32,16 +48,31 @@ def test_smtp_auth_replies(code: int, text: str, reason: Reason) -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("[ALERT] Application-specific password required: https://support.google.com/accounts/answer/185833 (Failure)", Reason.APP_PASSWORD_REQUIRED),
+        (
+            "[ALERT] Application-specific password required: https://support.google.com/accounts/answer/185833 (Failure)",
+            Reason.APP_PASSWORD_REQUIRED,
+        ),
         ("[AUTHENTICATIONFAILED] Invalid credentials (Failure)", Reason.INVALID_CREDENTIALS),
-        ("NO [WEBALERT https://accounts.google.com/signin/continue?x] Web login required. [ALERT] Please log in via your web browser", Reason.WEB_LOGIN_REQUIRED),
-        ("[ALERT] Your account is not enabled for IMAP use. Please visit your Gmail settings page and enable your account for IMAP access. (Failure)", Reason.IMAP_DISABLED),
-        ("[ALERT] IMAP access is disabled for your domain. Please contact your domain administrator for questions about this feature. (Failure)", Reason.IMAP_DISABLED),
+        (
+            "NO [WEBALERT https://accounts.google.com/signin/continue?x] Web login required. [ALERT] Please log in via your web browser",
+            Reason.WEB_LOGIN_REQUIRED,
+        ),
+        (
+            "[ALERT] Your account is not enabled for IMAP use. Please visit your Gmail settings page and enable your account for IMAP access. (Failure)",
+            Reason.IMAP_DISABLED,
+        ),
+        (
+            "[ALERT] IMAP access is disabled for your domain. Please contact your domain administrator for questions about this feature. (Failure)",
+            Reason.IMAP_DISABLED,
+        ),
         ("[ALERT] Too many simultaneous connections. (Failure)", Reason.TOO_MANY_CONNECTIONS),
         ("LOGIN failed.", Reason.INVALID_CREDENTIALS),
         ("Basic authentication is disabled.", Reason.BASIC_AUTH_DISABLED),
         ("Request is throttled. Suggested Backoff Time: 1500 milliseconds", Reason.TOO_MANY_ATTEMPTS),
-        ("[UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)", Reason.TOO_MANY_CONNECTIONS),
+        (
+            "[UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)",
+            Reason.TOO_MANY_CONNECTIONS,
+        ),
         ("Incorrect username or password.", Reason.INVALID_CREDENTIALS),
     ],
 )

@@ -10,9 +10,16 @@ SECRET = "hunter2-Secret!"
 
 
 def base(**fields: object) -> dict[str, object]:
-    return {"inbox_type": "CUSTOM_SMTP", "email": "ann@example.test", "smtp_password": SECRET,
-            "smtp_host": "mail.example.test", "smtp_port": 587,
-            "imap_host": "mail.example.test", "imap_port": 993, **fields}
+    return {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "ann@example.test",
+        "smtp_password": SECRET,
+        "smtp_host": "mail.example.test",
+        "smtp_port": 587,
+        "imap_host": "mail.example.test",
+        "imap_port": 993,
+        **fields,
+    }
 
 
 def problems(raw: object) -> dict[str, str]:
@@ -24,9 +31,16 @@ def problems(raw: object) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("inbox_type", "smtp", "imap"),
     [
-        ("GOOGLE_WORKSPACE", ("smtp.gmail.com", 587, Security.STARTTLS), ("imap.gmail.com", 993, Security.SSL)),
-        ("OUTLOOK_365", ("smtp.office365.com", 587, Security.STARTTLS),
-         ("outlook.office365.com", 993, Security.SSL)),
+        (
+            "GOOGLE_WORKSPACE",
+            ("smtp.gmail.com", 587, Security.STARTTLS),
+            ("imap.gmail.com", 993, Security.SSL),
+        ),
+        (
+            "OUTLOOK_365",
+            ("smtp.office365.com", 587, Security.STARTTLS),
+            ("outlook.office365.com", 993, Security.SSL),
+        ),
     ],
 )
 def test_presets_resolve_hosts_ports_and_tls(inbox_type: str, smtp: tuple, imap: tuple) -> None:
@@ -36,9 +50,20 @@ def test_presets_resolve_hosts_ports_and_tls(inbox_type: str, smtp: tuple, imap:
 
 
 def test_explicit_values_override_a_preset() -> None:
-    request = parse_request({"inbox_type": "GOOGLE_WORKSPACE", "email": "a@corp.test",
-                             "smtp_password": SECRET, "smtp_port": 465, "imap_host": "127.0.0.1"})
-    assert (request.smtp.host, request.smtp.port, request.smtp.security) == ("smtp.gmail.com", 465, Security.SSL)
+    request = parse_request(
+        {
+            "inbox_type": "GOOGLE_WORKSPACE",
+            "email": "a@corp.test",
+            "smtp_password": SECRET,
+            "smtp_port": 465,
+            "imap_host": "127.0.0.1",
+        }
+    )
+    assert (request.smtp.host, request.smtp.port, request.smtp.security) == (
+        "smtp.gmail.com",
+        465,
+        Security.SSL,
+    )
     assert request.imap.host == "127.0.0.1"
 
 
@@ -80,10 +105,24 @@ def test_custom_smtp_names_each_missing_endpoint_field() -> None:
 
 
 def test_every_bad_field_is_named_at_once() -> None:
-    found = problems(base(smtp_port=0, imap_port=70000, inbox_type="YAHOO", colour="red",
-                          smtp_password=None, account_age_days=-1))
-    assert set(found) == {"smtp_port", "imap_port", "inbox_type", "colour", "smtp_password",
-                          "account_age_days"}
+    found = problems(
+        base(
+            smtp_port=0,
+            imap_port=70000,
+            inbox_type="YAHOO",
+            colour="red",
+            smtp_password=None,
+            account_age_days=-1,
+        )
+    )
+    assert set(found) == {
+        "smtp_port",
+        "imap_port",
+        "inbox_type",
+        "colour",
+        "smtp_password",
+        "account_age_days",
+    }
     assert found["colour"] == "is not a known field"
 
 

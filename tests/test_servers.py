@@ -20,9 +20,7 @@ from tests.servers.fakes import FakeServer, close_on_accept, imap_script, silent
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
 
-O365_DISABLED = (
-    "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant"
-)
+O365_DISABLED = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant"
 GMAIL_APP_PASSWORD = (
     "534-5.7.9 Application-specific password required. Learn more at\r\n"
     "534 5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor"
@@ -39,9 +37,7 @@ def _client_context(ca_file: str) -> ssl.SSLContext:
 def test_smtp_starttls_login_and_scripted_failure(
     smtp_server: Callable[..., SmtpServer], ca_file: str
 ) -> None:
-    srv = smtp_server(
-        mode="starttls", users={"user@x.test": "pw"}, auth_failure_reply=O365_DISABLED
-    )
+    srv = smtp_server(mode="starttls", users={"user@x.test": "pw"}, auth_failure_reply=O365_DISABLED)
     assert srv.host == "127.0.0.1" and srv.port > 0
     with smtplib.SMTP(srv.host, srv.port, timeout=5) as client:
         client.ehlo()
@@ -82,9 +78,7 @@ def test_smtp_implicit_tls_offers_only_requested_mechanism(
 
 async def test_smtp_with_aiosmtplib(smtp_server: Callable[..., SmtpServer], ca_file: str) -> None:
     srv = smtp_server(mode="starttls", users={"user@x.test": "pw"})
-    client = aiosmtplib.SMTP(
-        hostname=srv.host, port=srv.port, start_tls=True, cert_bundle=ca_file, timeout=5
-    )
+    client = aiosmtplib.SMTP(hostname=srv.host, port=srv.port, start_tls=True, cert_bundle=ca_file, timeout=5)
     async with client:
         response = await client.login("user@x.test", "pw")
     assert response.code == 235
@@ -104,9 +98,7 @@ def test_imaps_login_and_examine(dovecot: Dovecot, imap_user: Account, ca_file: 
         assert (status, data) == ("OK", [b"0"])
 
 
-def test_imap_port_needs_starttls_before_login(
-    dovecot: Dovecot, imap_user: Account, ca_file: str
-) -> None:
+def test_imap_port_needs_starttls_before_login(dovecot: Dovecot, imap_user: Account, ca_file: str) -> None:
     email, password = imap_user
     with imaplib.IMAP4(dovecot.host, dovecot.imap_port, timeout=5) as client:
         assert {"STARTTLS", "LOGINDISABLED"} <= set(client.capabilities)
@@ -160,9 +152,7 @@ def test_dovecot_with_bad_certificates(
 ) -> None:
     server = dovecot_factory(cert)
     with pytest.raises(ssl.SSLCertVerificationError, match=reason):
-        imaplib.IMAP4_SSL(
-            "localhost", server.imaps_port, ssl_context=_client_context(ca_file), timeout=5
-        )
+        imaplib.IMAP4_SSL("localhost", server.imaps_port, ssl_context=_client_context(ca_file), timeout=5)
 
 
 # -- fakes ------------------------------------------------------------------------

@@ -37,8 +37,11 @@ async def test_valid_login_over_each_tls_mode(smtp_server: SmtpFactory, ca_file:
     assert result.tls.cert_not_after is not None and result.tls.cert_days_left > 0
     assert result.auth_mechanism == "PLAIN"
     assert server.auth_attempts == 1
-    expected = ["dns", "connect", "tls", "ehlo", "auth", "quit"] if mode == "ssl" else \
-        ["dns", "connect", "greeting", "ehlo", "starttls", "ehlo_tls", "auth", "quit"]
+    expected = (
+        ["dns", "connect", "tls", "ehlo", "auth", "quit"]
+        if mode == "ssl"
+        else ["dns", "connect", "greeting", "ehlo", "starttls", "ehlo_tls", "auth", "quit"]
+    )
     assert [s.step for s in result.steps] == expected
     assert all(s.ok and s.ms >= 0 for s in result.steps)
 
@@ -70,15 +73,30 @@ async def test_no_usable_mechanism_sends_no_password(smtp_server: SmtpFactory, c
 @pytest.mark.parametrize(
     ("reply", "reason", "retryable"),
     [
-        ("534-5.7.9 Application-specific password required. Learn more at\r\n"
-         "534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor", Reason.APP_PASSWORD_REQUIRED, False),
-        ("535-5.7.8 Username and Password not accepted. Learn more at\r\n"
-         "535 5.7.8  https://support.google.com/mail/?p=BadCredentials", Reason.INVALID_CREDENTIALS, False),
+        (
+            "534-5.7.9 Application-specific password required. Learn more at\r\n"
+            "534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor",
+            Reason.APP_PASSWORD_REQUIRED,
+            False,
+        ),
+        (
+            "535-5.7.8 Username and Password not accepted. Learn more at\r\n"
+            "535 5.7.8  https://support.google.com/mail/?p=BadCredentials",
+            Reason.INVALID_CREDENTIALS,
+            False,
+        ),
         ("454 4.7.0 Too many login attempts, please try again later.", Reason.TOO_MANY_ATTEMPTS, True),
-        ("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. "
-         "Visit https://aka.ms/smtp_auth_disabled for more information.", Reason.SMTP_AUTH_DISABLED, False),
-        ("535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
-         Reason.BASIC_AUTH_DISABLED, False),
+        (
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. "
+            "Visit https://aka.ms/smtp_auth_disabled for more information.",
+            Reason.SMTP_AUTH_DISABLED,
+            False,
+        ),
+        (
+            "535 5.7.139 Authentication unsuccessful, basic authentication is disabled.",
+            Reason.BASIC_AUTH_DISABLED,
+            False,
+        ),
         ("535 5.7.3 Authentication unsuccessful", Reason.INVALID_CREDENTIALS, False),
         ("535 5.7.0 (#AUTH005) Too many bad auth attempts.", Reason.APP_PASSWORD_REQUIRED, False),
     ],
@@ -95,7 +113,11 @@ async def test_provider_auth_replies(
 
 @pytest.mark.parametrize(
     ("cert", "reason"),
-    [("expired", Reason.CERT_EXPIRED), ("wrong_host", Reason.HOSTNAME_MISMATCH), ("untrusted", Reason.CERT_UNTRUSTED)],
+    [
+        ("expired", Reason.CERT_EXPIRED),
+        ("wrong_host", Reason.HOSTNAME_MISMATCH),
+        ("untrusted", Reason.CERT_UNTRUSTED),
+    ],
 )
 @pytest.mark.parametrize("mode", ["starttls", "ssl"])
 async def test_certificate_problems_are_named(
@@ -144,8 +166,9 @@ async def test_starttls_refused_by_the_server(fake_server: Callable[..., FakeSer
 
 async def test_no_tls_sends_no_password_unless_allowed(smtp_server: SmtpFactory, ca_file: str) -> None:
     server = smtp_server(mode="plain", users={USER: PASSWORD})
-    refused = await check_smtp(request(smtp_port=server.port, smtp_use_tls=False, smtp_password=PASSWORD),
-                               options(ca_file))
+    refused = await check_smtp(
+        request(smtp_port=server.port, smtp_use_tls=False, smtp_password=PASSWORD), options(ca_file)
+    )
     assert (refused.error_code, refused.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_REQUIRED)
     assert server.auth_attempts == 0
     allowed = await check_smtp(
@@ -156,22 +179,33 @@ async def test_no_tls_sends_no_password_unless_allowed(smtp_server: SmtpFactory,
     assert server.auth_attempts == 1
 
 
-async def test_silent_server_times_out_within_the_limit(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+async def test_silent_server_times_out_within_the_limit(
+    fake_server: Callable[..., FakeServer], ca_file: str
+) -> None:
     server = fake_server(silent)
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
     elapsed = time.monotonic() - started
-    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, Reason.NO_GREETING, "greeting")
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT,
+        Reason.NO_GREETING,
+        "greeting",
+    )
     assert result.retryable
     assert STEP_TIMEOUT_S <= elapsed < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
-async def test_silent_implicit_tls_server_times_out(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+async def test_silent_implicit_tls_server_times_out(
+    fake_server: Callable[..., FakeServer], ca_file: str
+) -> None:
     server = fake_server(silent)
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "ssl"), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.TIMEOUT, Reason.TLS_HANDSHAKE_TIMEOUT, "tls")
+        ErrorCode.TIMEOUT,
+        Reason.TLS_HANDSHAKE_TIMEOUT,
+        "tls",
+    )
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
@@ -181,7 +215,11 @@ async def test_hang_after_auth_times_out_at_auth(
     server = fake_server(SmtpScript(starttls_context=pki.valid.ssl_context, hang_after_auth=True))
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
-    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, Reason.RESPONSE_TIMEOUT, "auth")
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT,
+        Reason.RESPONSE_TIMEOUT,
+        "auth",
+    )
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
 
@@ -196,7 +234,9 @@ async def test_whole_check_deadline_holds_when_every_step_is_slow(
     assert time.monotonic() - started < deadline + TIMEOUT_SLACK_S
 
 
-async def test_421_greeting_is_a_retryable_service_error(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+async def test_421_greeting_is_a_retryable_service_error(
+    fake_server: Callable[..., FakeServer], ca_file: str
+) -> None:
     server = fake_server(SmtpScript(greeting="421 4.3.2 Service not available, closing channel"))
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
     assert (result.error_code, result.reason) == (ErrorCode.CONNECTION_FAILED, Reason.SERVICE_UNAVAILABLE)
@@ -213,26 +253,38 @@ async def test_close_on_accept(fake_server: Callable[..., FakeServer], ca_file: 
 async def test_closed_port_is_refused(ca_file: str) -> None:
     result = await check_smtp(smtp_request(CLOSED_PORT, "starttls"), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.CONNECTION_FAILED, Reason.CONNECTION_REFUSED, "connect")
+        ErrorCode.CONNECTION_FAILED,
+        Reason.CONNECTION_REFUSED,
+        "connect",
+    )
 
 
 async def test_unknown_host_fails_fast(ca_file: str) -> None:
     started = time.monotonic()
-    result = await check_smtp(smtp_request(587, "starttls", smtp_host="no-such-host.invalid"), options(ca_file))
-    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.HOST_NOT_FOUND, Reason.NO_SUCH_HOST, "dns")
+    result = await check_smtp(
+        smtp_request(587, "starttls", smtp_host="no-such-host.invalid"), options(ca_file)
+    )
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.HOST_NOT_FOUND,
+        Reason.NO_SUCH_HOST,
+        "dns",
+    )
     assert not result.retryable
     assert time.monotonic() - started < STEP_TIMEOUT_S
 
 
-async def test_server_echo_of_the_password_is_scrubbed(fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str) -> None:
+async def test_server_echo_of_the_password_is_scrubbed(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
     secret = "Sup3r-Secret-Pw"
-    script = SmtpScript(starttls_context=pki.valid.ssl_context, auth_reply=f"535 5.7.8 bad password {secret} for {LOOPBACK}")
+    script = SmtpScript(
+        starttls_context=pki.valid.ssl_context, auth_reply=f"535 5.7.8 bad password {secret} for {LOOPBACK}"
+    )
     server = fake_server(script)
     result = await check_smtp(smtp_request(server.port, "starttls", secret), options(ca_file))
     assert result.reason is Reason.INVALID_CREDENTIALS
     assert secret not in result.model_dump_json()
     assert "***" in (result.reply_text or "")
-
 
 
 async def test_dropped_connection_attempts_are_a_connect_timeout(ca_file: str) -> None:
@@ -244,7 +296,10 @@ async def test_dropped_connection_attempts_are_a_connect_timeout(ca_file: str) -
         started = time.monotonic()
         result = await check_smtp(smtp_request(listener.getsockname()[1], "starttls"), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.TIMEOUT, Reason.CONNECT_TIMEOUT, "connect")
+        ErrorCode.TIMEOUT,
+        Reason.CONNECT_TIMEOUT,
+        "connect",
+    )
     assert "firewall" in resolution(Reason.CONNECT_TIMEOUT)
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
 
@@ -258,11 +313,16 @@ async def _rejects_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.close()
 
 
-async def test_server_that_refuses_ehlo_is_a_protocol_error(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+async def test_server_that_refuses_ehlo_is_a_protocol_error(
+    fake_server: Callable[..., FakeServer], ca_file: str
+) -> None:
     server = fake_server(_rejects_ehlo)
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
     assert (result.error_code, result.reason, result.failed_step) == (
-        ErrorCode.CONNECTION_FAILED, Reason.PROTOCOL_ERROR, "ehlo")
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "ehlo",
+    )
     assert (result.reply_code, result.enhanced_status_code) == (502, "5.5.1")
 
 
@@ -272,5 +332,9 @@ async def test_tls_server_that_never_greets_is_no_greeting(
     server = fake_server(silent, ssl_context=pki.valid.ssl_context)  # handshakes, then says nothing
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "ssl"), options(ca_file))
-    assert (result.error_code, result.reason, result.failed_step) == (ErrorCode.TIMEOUT, Reason.NO_GREETING, "tls")
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.TIMEOUT,
+        Reason.NO_GREETING,
+        "tls",
+    )
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S

@@ -21,8 +21,13 @@ from tests.servers.smtp import SmtpServer
 
 
 def both(smtp: SmtpServer, dovecot: Dovecot, user: Account, **fields: object):
-    base = {"email": user.email, "smtp_password": user.password, "smtp_port": smtp.port,
-            "smtp_security": "starttls", "imap_port": dovecot.imaps_port}
+    base = {
+        "email": user.email,
+        "smtp_password": user.password,
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "imap_port": dovecot.imaps_port,
+    }
     return request(**{**base, **fields})
 
 
@@ -45,7 +50,10 @@ async def test_smtp_failure_leads_and_does_not_hide_imap(
     result = await validate_inbox(both(smtp, dovecot, imap_user, imap_port=CLOSED_PORT), options(ca_file))
     assert result.status == "invalid" and result.recommended_daily_limit == 0
     assert (result.error_code, result.reason) == (ErrorCode.AUTH_FAILED, Reason.INVALID_CREDENTIALS)
-    assert (result.imap.error_code, result.imap.reason) == (ErrorCode.CONNECTION_FAILED, Reason.CONNECTION_REFUSED)
+    assert (result.imap.error_code, result.imap.reason) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.CONNECTION_REFUSED,
+    )
     assert result.resolution and "password" in result.resolution
 
 
@@ -55,8 +63,11 @@ async def test_imap_failure_alone_decides_the_verdict(
     smtp = smtp_server(users={imap_user.email: imap_user.password})
     result = await validate_inbox(both(smtp, dovecot, imap_user, imap_password="wrong"), options(ca_file))
     assert result.smtp.status == "ok"
-    assert (result.status, result.error_code, result.reason) == ("invalid", ErrorCode.AUTH_FAILED,
-                                                                  Reason.INVALID_CREDENTIALS)
+    assert (result.status, result.error_code, result.reason) == (
+        "invalid",
+        ErrorCode.AUTH_FAILED,
+        Reason.INVALID_CREDENTIALS,
+    )
 
 
 async def test_protocols_run_concurrently(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
@@ -79,11 +90,17 @@ async def test_log_lines_carry_the_inbox_id(ca_file: str) -> None:
 INTERPRETER_START_S = 4.0
 
 
-def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli.main", *args], input=stdin, capture_output=True, text=True,
+        [sys.executable, "-m", "worker.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
         env={**os.environ, "INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG", **(env or {})},
-        timeout=60, check=False,
+        timeout=60,
+        check=False,
     )
 
 
@@ -97,29 +114,49 @@ def test_cli_json_is_one_event_and_no_secret_anywhere(
     smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str, tmp_path: Path
 ) -> None:
     smtp = smtp_server(users={imap_user.email: imap_user.password})
-    fields = {"inbox_type": "CUSTOM_SMTP", "email": imap_user.email, "smtp_password": imap_user.password,
-              "smtp_host": LOOPBACK, "smtp_port": smtp.port, "smtp_security": "starttls",
-              "imap_host": LOOPBACK, "imap_port": dovecot.imaps_port}
-    valid = run_cli("validate", "--request", write_request(tmp_path, **fields), "--json", "--ca-file", ca_file)
+    fields = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": imap_user.email,
+        "smtp_password": imap_user.password,
+        "smtp_host": LOOPBACK,
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "imap_host": LOOPBACK,
+        "imap_port": dovecot.imaps_port,
+    }
+    valid = run_cli(
+        "validate", "--request", write_request(tmp_path, **fields), "--json", "--ca-file", ca_file
+    )
     assert valid.returncode == 0, valid.stderr
     event = json.loads(valid.stdout)  # exactly one JSON object: json.loads refuses trailing data
     assert event["type"] == "inbox.validation.completed" and event["specversion"] == "1.0"
     assert event["data"]["status"] == "valid" and event["subject"] == imap_user.email
 
     wrong = {**fields, "smtp_password": "Wr0ng-but-secret", "imap_password": "Wr0ng-but-secret"}
-    invalid = run_cli("validate", "--request", write_request(tmp_path, **wrong), "--json", "--ca-file", ca_file)
+    invalid = run_cli(
+        "validate", "--request", write_request(tmp_path, **wrong), "--json", "--ca-file", ca_file
+    )
     readable = run_cli("validate", "--request", "-", "--ca-file", ca_file, stdin=json.dumps(wrong))
     assert (invalid.returncode, readable.returncode) == (1, 1)
     assert json.loads(invalid.stdout)["data"]["error_code"] == "AUTH_FAILED"
     assert "INVALID" in readable.stdout and "What to do" in readable.stdout
-    for run, secret in ((valid, imap_user.password), (invalid, "Wr0ng-but-secret"), (readable, "Wr0ng-but-secret")):
+    for run, secret in (
+        (valid, imap_user.password),
+        (invalid, "Wr0ng-but-secret"),
+        (readable, "Wr0ng-but-secret"),
+    ):
         assert secret not in run.stdout + run.stderr
     assert '"inbox_id"' in invalid.stderr  # the debug log really ran, and still held no secret
 
 
 def test_cli_bad_request_exit_2_names_fields(tmp_path: Path) -> None:
-    bad = run_cli("validate", "--request", write_request(tmp_path, inbox_type="CUSTOM_SMTP", email="x@y.test",
-                                                          smtp_port=70000, smtp_password="p4ss-word"))
+    bad = run_cli(
+        "validate",
+        "--request",
+        write_request(
+            tmp_path, inbox_type="CUSTOM_SMTP", email="x@y.test", smtp_port=70000, smtp_password="p4ss-word"
+        ),
+    )
     assert bad.returncode == 2
     assert "smtp_port" in bad.stderr and "smtp_host" in bad.stderr and "Traceback" not in bad.stderr
     assert "p4ss-word" not in bad.stderr
@@ -129,13 +166,32 @@ def test_cli_bad_request_exit_2_names_fields(tmp_path: Path) -> None:
     assert no_password.returncode == 2 and "INBOXCHECK_SMTP_PASSWORD" in no_password.stderr
 
 
-def test_cli_flags_take_password_from_environment(smtp_server: Callable[..., SmtpServer], dovecot: Dovecot,
-                                                  imap_user: Account, ca_file: str) -> None:
+def test_cli_flags_take_password_from_environment(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
     smtp = smtp_server(users={imap_user.email: imap_user.password})
-    run = run_cli("validate", "--inbox-type", "CUSTOM_SMTP", "--email", imap_user.email,
-                  "--smtp-host", LOOPBACK, "--smtp-port", str(smtp.port), "--smtp-security", "starttls",
-                  "--imap-host", LOOPBACK, "--imap-port", str(dovecot.imap_port), "--imap-starttls",
-                  "--ca-file", ca_file, "--json", env={"INBOXCHECK_SMTP_PASSWORD": imap_user.password})
+    run = run_cli(
+        "validate",
+        "--inbox-type",
+        "CUSTOM_SMTP",
+        "--email",
+        imap_user.email,
+        "--smtp-host",
+        LOOPBACK,
+        "--smtp-port",
+        str(smtp.port),
+        "--smtp-security",
+        "starttls",
+        "--imap-host",
+        LOOPBACK,
+        "--imap-port",
+        str(dovecot.imap_port),
+        "--imap-starttls",
+        "--ca-file",
+        ca_file,
+        "--json",
+        env={"INBOXCHECK_SMTP_PASSWORD": imap_user.password},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert imap_user.password not in run.stdout + run.stderr
 
@@ -144,11 +200,20 @@ def test_cli_silent_server_is_timeout_within_limit_plus_one_second(
     fake_server: Callable[..., FakeServer], ca_file: str, tmp_path: Path
 ) -> None:
     server = fake_server(silent)
-    fields = {"inbox_type": "CUSTOM_SMTP", "email": "a@b.test", "smtp_password": "pw", "smtp_host": LOOPBACK,
-              "smtp_port": server.port, "imap_host": LOOPBACK, "imap_port": server.port}
+    fields = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "a@b.test",
+        "smtp_password": "pw",
+        "smtp_host": LOOPBACK,
+        "smtp_port": server.port,
+        "imap_host": LOOPBACK,
+        "imap_port": server.port,
+    }
     limit = 1.0
     started = time.monotonic()
-    run = run_cli("validate", "--request", write_request(tmp_path, **fields), "--json", "--timeout", str(limit))
+    run = run_cli(
+        "validate", "--request", write_request(tmp_path, **fields), "--json", "--timeout", str(limit)
+    )
     elapsed = time.monotonic() - started
     assert run.returncode == 1
     data = json.loads(run.stdout)["data"]

@@ -36,8 +36,11 @@ POLL_S = 0.02
 # machine): short deadlines, so a killed worker's in-progress lock (job timeout + 2 s) and the
 # silent server's timeouts cost little. The check's deadline stays below the job timeout by more
 # than the margin worker.arq_settings.check_settings demands.
-FAST_TIMEOUTS = {"INBOXCHECK_STEP_TIMEOUT": "0.5", "INBOXCHECK_CHECK_TIMEOUT": "1",
-                 "INBOXCHECK_JOB_TIMEOUT": "3.5"}
+FAST_TIMEOUTS = {
+    "INBOXCHECK_STEP_TIMEOUT": "0.5",
+    "INBOXCHECK_CHECK_TIMEOUT": "1",
+    "INBOXCHECK_JOB_TIMEOUT": "3.5",
+}
 # Every job here goes to 127.0.0.1 and holds two slots there (SMTP and IMAP): the default cap of
 # 10 would run 5 checks at a time however many workers there are. Pacing has its own tests
 # (test_recheck_e2e, test_pacing); these are about exactly-once.
@@ -82,9 +85,16 @@ def fields(servers: Servers, kind: str, inbox_id: str) -> dict[str, Any]:
         smtp_port = imap_port = servers.closed
     elif kind == "silent":
         smtp_port = imap_port = servers.silent.port
-    return {"inbox_id": inbox_id, "inbox_type": "CUSTOM_SMTP", "email": EMAIL,
-            "smtp_host": "127.0.0.1", "smtp_port": smtp_port, "imap_host": "127.0.0.1",
-            "imap_port": imap_port, "smtp_password": WRONG if kind == "wrong_password" else PASSWORD}
+    return {
+        "inbox_id": inbox_id,
+        "inbox_type": "CUSTOM_SMTP",
+        "email": EMAIL,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        "imap_host": "127.0.0.1",
+        "imap_port": imap_port,
+        "smtp_password": WRONG if kind == "wrong_password" else PASSWORD,
+    }
 
 
 class Run:
@@ -94,10 +104,17 @@ class Run:
         self.name = name = uuid.uuid4().hex[:8]
         self.servers, self.tmp = servers, tmp
         self.queue, self.stream = f"q:{name}", f"ev:{name}"
-        self.env = worker_env(servers.redis.url, self.queue, self.stream, INBOXCHECK_SECRET_KEY=KEY,
-                              INBOXCHECK_TLS_CA_FILE=str(servers.pki.ca_file), **env)
-        self.settings = Settings(redis_url=servers.redis.url, queue_name=self.queue,
-                                 events_stream=self.stream, secret_key=KEY)
+        self.env = worker_env(
+            servers.redis.url,
+            self.queue,
+            self.stream,
+            INBOXCHECK_SECRET_KEY=KEY,
+            INBOXCHECK_TLS_CA_FILE=str(servers.pki.ca_file),
+            **env,
+        )
+        self.settings = Settings(
+            redis_url=servers.redis.url, queue_name=self.queue, events_stream=self.stream, secret_key=KEY
+        )
         self.workers: list[WorkerProcess] = []
         self.client = servers.redis.client()
         self.job_ids: list[str] = []
@@ -114,14 +131,20 @@ class Run:
         a request identical to an earlier test's (same inbox id, same servers) would be that
         job again, and add nothing to this run's queue.
         """
+
         async def go() -> dict[str, str]:
             client = Redis.from_url(self.servers.redis.url)
             try:
                 expected = {}
                 for n, kind in enumerate(kinds):
                     inbox_id = f"{self.name}-{prefix}-{n}-{kind}"
-                    self.job_ids.append(await enqueue_validation(
-                        client, parse_request(fields(self.servers, kind, inbox_id)), settings=self.settings))
+                    self.job_ids.append(
+                        await enqueue_validation(
+                            client,
+                            parse_request(fields(self.servers, kind, inbox_id)),
+                            settings=self.settings,
+                        )
+                    )
                     expected[inbox_id] = kind
                 return expected
             finally:
@@ -138,8 +161,9 @@ class Run:
         return [job_id for job_id in self.job_ids if held(keys.in_progress_key(job_id))]
 
     def wait(self, count: int, timeout: float = EVENT_DEADLINE_S) -> list[dict[str, Any]]:
-        return wait_for_events(self.client, self.stream, count, timeout,
-                               alive=lambda: any(w.alive() for w in self.workers))
+        return wait_for_events(
+            self.client, self.stream, count, timeout, alive=lambda: any(w.alive() for w in self.workers)
+        )
 
     def stop_all(self) -> None:
         for process in self.workers:

@@ -11,20 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
 from tests.servers.redis import RedisServer
 from tests.worker_support import closed_port, scan_for, stream_events
 from worker.cli import main as cli
-from worker.messages import keys
-from worker.messages import payload
 from worker.messages import envelope as serialization
-from worker.runtime.arq_settings import InboxWorker, check_settings, redis_settings, worker_kwargs
+from worker.messages import keys, payload
 from worker.messages.events import COMPLETED, REJECTED
 from worker.messages.producer import enqueue_validation, envelope
 from worker.messages.sealing import Sealer, generate_key
+from worker.runtime.arq_settings import InboxWorker, check_settings, redis_settings, worker_kwargs
 from worker.settings import Settings, SettingsError
 
 PASSWORD = "unit-s3cret-Pa55"
@@ -41,9 +39,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def make_settings(redis_server: RedisServer, **changes: Any) -> Settings:
     name = uuid.uuid4().hex[:8]
     base: dict[str, Any] = dict(
-        redis_url=redis_server.url, queue_name=f"q:{name}", events_stream=f"ev:{name}",
-        step_timeout=1, check_timeout=1, job_timeout=5, max_tries=3, retry_backoff=0.01,
-        secret_key=KEY, allow_plaintext_credentials=False, start_local_redis=False, poll_delay=0.01,
+        redis_url=redis_server.url,
+        queue_name=f"q:{name}",
+        events_stream=f"ev:{name}",
+        step_timeout=1,
+        check_timeout=1,
+        job_timeout=5,
+        max_tries=3,
+        retry_backoff=0.01,
+        secret_key=KEY,
+        allow_plaintext_credentials=False,
+        start_local_redis=False,
+        poll_delay=0.01,
     )
     base.update(changes)
     return Settings(**base)
@@ -51,9 +58,17 @@ def make_settings(redis_server: RedisServer, **changes: Any) -> Settings:
 
 def request_fields(inbox_id: str = "inbox-1", port: int | None = None, **extra: Any) -> dict[str, Any]:
     port = port or closed_port()
-    return {"inbox_id": inbox_id, "inbox_type": "CUSTOM_SMTP", "email": "u@example.com",
-            "smtp_host": "127.0.0.1", "smtp_port": port, "imap_host": "127.0.0.1",
-            "imap_port": port, "smtp_password": PASSWORD, **extra}
+    return {
+        "inbox_id": inbox_id,
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "u@example.com",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "imap_host": "127.0.0.1",
+        "imap_port": port,
+        "smtp_password": PASSWORD,
+        **extra,
+    }
 
 
 def request(inbox_id: str = "inbox-1", port: int | None = None, **extra: Any) -> Any:
@@ -61,8 +76,9 @@ def request(inbox_id: str = "inbox-1", port: int | None = None, **extra: Any) ->
 
 
 async def burst(settings: Settings) -> None:
-    worker = InboxWorker(**worker_kwargs(settings), redis_settings=redis_settings(settings),
-                         burst=True, handle_signals=False)
+    worker = InboxWorker(
+        **worker_kwargs(settings), redis_settings=redis_settings(settings), burst=True, handle_signals=False
+    )
     try:
         await worker.main()
     finally:
@@ -83,8 +99,11 @@ async def test_retryable_outcome_retried_then_one_event_with_attempts(redis_serv
     events = stream_events(redis_server.client(), settings.events_stream)
     assert len(events) == 1
     data = events[0]["data"]
-    assert (events[0]["type"], data["error_code"], data["reason"]) == (COMPLETED, "CONNECTION_FAILED",
-                                                                        "CONNECTION_REFUSED")
+    assert (events[0]["type"], data["error_code"], data["reason"]) == (
+        COMPLETED,
+        "CONNECTION_FAILED",
+        "CONNECTION_REFUSED",
+    )
     assert data["attempts"] == settings.max_tries
     # The arq result is the same event.
     result = json.loads(await aredis.get(keys.result_key(job_id)))
@@ -108,7 +127,9 @@ async def test_same_request_twice_is_one_job(redis_server, aredis) -> None:
 def test_job_id_is_keyed_and_ignores_nothing() -> None:
     sealer = Sealer(KEY)
     one = request(port=1)
-    assert payload.job_id_for(one, sealer) != payload.job_id_for(request(port=1, smtp_password="other"), sealer)
+    assert payload.job_id_for(one, sealer) != payload.job_id_for(
+        request(port=1, smtp_password="other"), sealer
+    )
     assert payload.job_id_for(one, sealer) != payload.job_id_for(one, Sealer(generate_key()))
     assert payload.job_id_for(one, None) == payload.job_id_for(request(port=1, smtp_password="x"), None)
     assert payload.job_id_for(one, sealer) != payload.job_id_for(request("inbox-2", port=1), sealer)
@@ -155,9 +176,13 @@ async def test_hostile_payloads_end_in_rejected_events(redis_server, aredis) -> 
         "et-string": b'{"t":null,"f":"validate_inbox","a":[{}],"k":{},"et":"soon"}',
         "kwargs": b'{"t":null,"f":"validate_inbox","a":[{}],"k":{"x":1},"et":1}',
         "list-payload": raw_job([1, 2, 3]),
-        "wrong-types": raw_job({"v": 1, "request": {"inbox_id": "victim", "inbox_type": 7, "email": ["a"],
-                                                     "smtp_port": "abc"},
-                                "credentials": {"sealed": good["credentials"]["sealed"]}}),
+        "wrong-types": raw_job(
+            {
+                "v": 1,
+                "request": {"inbox_id": "victim", "inbox_type": 7, "email": ["a"], "smtp_port": "abc"},
+                "credentials": {"sealed": good["credentials"]["sealed"]},
+            }
+        ),
         "plaintext-refused": raw_job({**good, "credentials": {"plain": {"smtp_password": "pw"}}}),
         "wrong-key": raw_job(payload.encode(request("victim"), Sealer(generate_key()))),
         "other-inbox": raw_job({**good, "request": {**good["request"], "inbox_id": "thief"}}),
@@ -171,8 +196,10 @@ async def test_hostile_payloads_end_in_rejected_events(redis_server, aredis) -> 
     assert len(events) == len(hostile)
     assert {e["type"] for e in events} == {REJECTED}
     assert {e["data"]["error_code"] for e in events} == {"INVALID_REQUEST"}
-    reasons = {json.loads(await aredis.get(keys.result_key(f"hostile-{n}")))["r"]["data"]["reason"]
-               for n in ("wrong-key", "plaintext-refused", "other-inbox", "tampered")}
+    reasons = {
+        json.loads(await aredis.get(keys.result_key(f"hostile-{n}")))["r"]["data"]["reason"]
+        for n in ("wrong-key", "plaintext-refused", "other-inbox", "tampered")
+    }
     assert reasons == {"SEALED_CREDENTIALS"}
     for name in ("garbage", "deep", "wrong-types", "huge"):
         result = json.loads(await aredis.get(keys.result_key(f"hostile-{name}")))
@@ -185,8 +212,13 @@ async def test_producer_without_key_refuses_plaintext(redis_server, aredis) -> N
     with pytest.raises(payload.PlaintextRefused, match="INBOXCHECK_SECRET_KEY"):
         await enqueue_validation(aredis, request("refused"), settings=settings)
     assert not await aredis.zcard(settings.queue_name)
-    assert PASSWORD.encode() not in b"".join([await aredis.get(k) or b"" async for k in aredis.scan_iter("arq:job:*")
-                                              if await aredis.type(k) == b"string"])
+    assert PASSWORD.encode() not in b"".join(
+        [
+            await aredis.get(k) or b""
+            async for k in aredis.scan_iter("arq:job:*")
+            if await aredis.type(k) == b"string"
+        ]
+    )
 
 
 async def test_worker_without_key_refuses_sealed_and_plaintext_needs_permission(redis_server, aredis) -> None:
@@ -194,8 +226,9 @@ async def test_worker_without_key_refuses_sealed_and_plaintext_needs_permission(
     worker_settings = producer_settings.model_copy(update={"secret_key": None})
     await enqueue_validation(aredis, request("sealed"), settings=producer_settings)
     # A producer without a key writes plaintext only when told it is development.
-    plain_settings = producer_settings.model_copy(update={"secret_key": None,
-                                                          "allow_plaintext_credentials": True})
+    plain_settings = producer_settings.model_copy(
+        update={"secret_key": None, "allow_plaintext_credentials": True}
+    )
     await enqueue_validation(aredis, request("plain"), settings=plain_settings)
     await burst(worker_settings)
     events = {e["subject"]: e for e in stream_events(redis_server.client(), producer_settings.events_stream)}
@@ -204,8 +237,12 @@ async def test_worker_without_key_refuses_sealed_and_plaintext_needs_permission(
     assert events["plain"]["type"] == REJECTED
     assert events["plain"]["data"]["reason"] == "SEALED_CREDENTIALS"
     # Allowed explicitly, plaintext is checked.
-    dev = worker_settings.model_copy(update={"allow_plaintext_credentials": True,
-                                             "events_stream": producer_settings.events_stream + ":dev"})
+    dev = worker_settings.model_copy(
+        update={
+            "allow_plaintext_credentials": True,
+            "events_stream": producer_settings.events_stream + ":dev",
+        }
+    )
     await enqueue_validation(aredis, request("plain2"), settings=dev)
     await burst(dev)
     [event] = stream_events(redis_server.client(), dev.events_stream)
@@ -232,17 +269,31 @@ def test_deserializer_never_raises() -> None:
         assert job["f"] == serialization.FUNCTION_NAME and "unreadable" in job["k"]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=60)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=60,
+    )
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
-    env.update({"INBOXCHECK_REDIS_URL": settings.redis_url, "INBOXCHECK_QUEUE_NAME": settings.queue_name,
-                "INBOXCHECK_EVENTS_STREAM": settings.events_stream, "INBOXCHECK_SECRET_KEY": KEY})
+    env.update(
+        {
+            "INBOXCHECK_REDIS_URL": settings.redis_url,
+            "INBOXCHECK_QUEUE_NAME": settings.queue_name,
+            "INBOXCHECK_EVENTS_STREAM": settings.events_stream,
+            "INBOXCHECK_SECRET_KEY": KEY,
+        }
+    )
     return env
 
 
@@ -259,7 +310,9 @@ def test_schema_and_keygen(capsys: pytest.CaptureFixture[str]) -> None:
     assert usage.value.code == 2
 
 
-async def test_enqueue_bulk_csv_reports_bad_rows_and_enqueues_good(redis_server, aredis, tmp_path: Path) -> None:
+async def test_enqueue_bulk_csv_reports_bad_rows_and_enqueues_good(
+    redis_server, aredis, tmp_path: Path
+) -> None:
     settings = make_settings(redis_server, max_tries=1)
     port = closed_port()
     csv_file = tmp_path / "inboxes.csv"
@@ -275,8 +328,9 @@ async def test_enqueue_bulk_csv_reports_bad_rows_and_enqueues_good(redis_server,
     assert await aredis.zcard(settings.queue_name) == 2
     await burst(settings)
     jsonl = tmp_path / "inboxes.jsonl"
-    jsonl.write_text("\n".join(json.dumps(request_fields(i, port, email=f"{i}@example.com"))
-                               for i in ("a", "c")) + "\n")
+    jsonl.write_text(
+        "\n".join(json.dumps(request_fields(i, port, email=f"{i}@example.com")) for i in ("a", "c")) + "\n"
+    )
     result = run_cli("enqueue", "--requests", str(jsonl), "--json", "--wait", "10", env=cli_env(settings))
     assert result.returncode == 1, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -317,8 +371,9 @@ async def test_enqueue_without_key_exits_2_naming_it(redis_server, aredis, tmp_p
     assert bad_key.returncode == 2 and "INBOXCHECK_SECRET_KEY: is not a Fernet key" in bad_key.stderr
 
 
-def test_an_unexpected_value_error_prints_no_input(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unexpected_value_error_prints_no_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pydantic import BaseModel
 
     class Strict(BaseModel):
@@ -345,13 +400,24 @@ def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> Non
         Sealer(KEY).open(token, "inbox-1")
     fields = {k: v for k, v in request_fields("inbox-1", 25).items() if k != "smtp_password"}
     with pytest.raises(payload.PayloadRejected) as rejected:  # a rejected event, not a crash
-        payload.decode({"v": payload.PAYLOAD_VERSION, "request": fields,
-                        "credentials": {"sealed": token}}, Sealer(KEY), allow_plaintext=False)
+        payload.decode(
+            {"v": payload.PAYLOAD_VERSION, "request": fields, "credentials": {"sealed": token}},
+            Sealer(KEY),
+            allow_plaintext=False,
+        )
     assert rejected.value.reason.value == "SEALED_CREDENTIALS"
 
 
-@pytest.mark.parametrize("raw", [b"\x00\xffgarbage", b"[1]", b'{"f": "validate_inbox", "a": [], "et": 123}',
-                                 b'{"f": "nope", "et": 1700000000000}', b"x" * (serialization.MAX_JOB_BYTES + 1)])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\xffgarbage",
+        b"[1]",
+        b'{"f": "validate_inbox", "a": [], "et": 123}',
+        b'{"f": "nope", "et": 1700000000000}',
+        b"x" * (serialization.MAX_JOB_BYTES + 1),
+    ],
+)
 def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: bytes) -> None:
     from worker.runtime.job import event_id
 
@@ -370,8 +436,9 @@ async def test_health_checks_this_hosts_own_worker(redis_server, aredis) -> None
 
     settings = make_settings(redis_server, health_check_interval=5)
     assert await health_cmd.alive(settings) is None  # no worker yet
-    worker = InboxWorker(**worker_kwargs(settings), redis_settings=redis_settings(settings),
-                         handle_signals=False)
+    worker = InboxWorker(
+        **worker_kwargs(settings), redis_settings=redis_settings(settings), handle_signals=False
+    )
     main = asyncio.ensure_future(worker.main())
     key = keys.worker_alive_key(socket.gethostname(), os.getpid())
     try:

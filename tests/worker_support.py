@@ -33,8 +33,13 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_file: Path) -> None:
         self.log_file = log_file
         self._log = open(log_file, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker", "worker"], env=env, cwd=REPO,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "worker"],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -55,22 +60,34 @@ class WorkerProcess:
         self._log.close()
 
     def log_has(self, event: str) -> bool:
-        return any(json.loads(line).get("event") == event
-                   for line in self.log_file.read_text().splitlines() if line.startswith("{"))
+        return any(
+            json.loads(line).get("event") == event
+            for line in self.log_file.read_text().splitlines()
+            if line.startswith("{")
+        )
 
 
 def worker_env(redis_url: str, queue: str, stream: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
-    env.update({
-        "INBOXCHECK_REDIS_URL": redis_url, "INBOXCHECK_QUEUE_NAME": queue,
-        "INBOXCHECK_EVENTS_STREAM": stream, "INBOXCHECK_START_LOCAL_REDIS": "false",
-        "INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_STEP_TIMEOUT": "1", "INBOXCHECK_CHECK_TIMEOUT": "2",
-        "INBOXCHECK_JOB_TIMEOUT": "5", "INBOXCHECK_MAX_TRIES": "2", "INBOXCHECK_RETRY_BACKOFF": "0.1",
-        "INBOXCHECK_RECONNECT_DELAY": "0.1", "INBOXCHECK_RECONNECT_MAX_DELAY": "0.5",
-        "INBOXCHECK_EHLO_HOSTNAME": "worker.test",
-        # No metrics endpoint: workers of concurrent test runs would fight over the default port.
-        "INBOXCHECK_METRICS_PORT": "0",
-    })
+    env.update(
+        {
+            "INBOXCHECK_REDIS_URL": redis_url,
+            "INBOXCHECK_QUEUE_NAME": queue,
+            "INBOXCHECK_EVENTS_STREAM": stream,
+            "INBOXCHECK_START_LOCAL_REDIS": "false",
+            "INBOXCHECK_LOG_FORMAT": "json",
+            "INBOXCHECK_STEP_TIMEOUT": "1",
+            "INBOXCHECK_CHECK_TIMEOUT": "2",
+            "INBOXCHECK_JOB_TIMEOUT": "5",
+            "INBOXCHECK_MAX_TRIES": "2",
+            "INBOXCHECK_RETRY_BACKOFF": "0.1",
+            "INBOXCHECK_RECONNECT_DELAY": "0.1",
+            "INBOXCHECK_RECONNECT_MAX_DELAY": "0.5",
+            "INBOXCHECK_EHLO_HOSTNAME": "worker.test",
+            # No metrics endpoint: workers of concurrent test runs would fight over the default port.
+            "INBOXCHECK_METRICS_PORT": "0",
+        }
+    )
     env.update(extra)
     return env
 
@@ -79,8 +96,9 @@ def stream_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
     return [json.loads(fields[b"event"]) for _, fields in client.xrange(stream)]
 
 
-def wait_for_events(client: redis.Redis, stream: str, count: int, timeout: float,
-                    alive: Callable[[], bool] = lambda: True) -> list[dict[str, Any]]:
+def wait_for_events(
+    client: redis.Redis, stream: str, count: int, timeout: float, alive: Callable[[], bool] = lambda: True
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while client.xlen(stream) < count:
         if time.monotonic() > deadline:
@@ -114,4 +132,3 @@ def scan_for(client: redis.Redis, needles: list[bytes]) -> list[str]:
         if any(needle in blob for blob in blobs for needle in needles):
             hits.append(key.decode(errors="replace"))
     return hits
-

@@ -26,7 +26,8 @@ def _safe_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, 
     # may quote what it was sending (an IMAP LOGIN, say). Keep asyncio's own words and the type.
     exc = context.get("exception")
     structlog.get_logger("inboxcheck.asyncio").error(
-        "event_loop_error", message=context.get("message"), error=type(exc).__name__ if exc else None)
+        "event_loop_error", message=context.get("message"), error=type(exc).__name__ if exc else None
+    )
 
 
 def install_safe_exception_handler() -> None:

@@ -151,13 +151,9 @@ class SmtpScript:
         if self.starttls_context is not None and not upgraded and "STARTTLS" not in extensions:
             extensions.append("STARTTLS")
         lines = [self.hostname, *extensions]
-        return "\r\n".join(
-            f"250{' ' if i == len(lines) - 1 else '-'}{text}" for i, text in enumerate(lines)
-        )
+        return "\r\n".join(f"250{' ' if i == len(lines) - 1 else '-'}{text}" for i, text in enumerate(lines))
 
-    async def _auth(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg: str
-    ) -> bool:
+    async def _auth(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg: str) -> bool:
         """Run one AUTH exchange; False once the connection should end."""
         self.auth_attempts += 1
         mechanism, _, initial = arg.strip().partition(" ")
@@ -192,9 +188,7 @@ class SmtpScript:
 smtp_script = SmtpScript  # the factory name the tests use
 
 
-async def _smtp_challenge(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prompt: str
-) -> str:
+async def _smtp_challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prompt: str) -> str:
     await _send(writer, "334 " + base64.b64encode(prompt.encode()).decode())
     line = await reader.readline()
     if not line:

@@ -54,9 +54,7 @@ class RedisServer(StartStop):
 
     host: str = LOOPBACK
 
-    def __init__(
-        self, workdir: Path, *, persistent: bool = False, binary: str | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False, binary: str | None = None) -> None:
         self.workdir = workdir
         self.persistent = persistent
         self.log_file = workdir / "redis.log"
@@ -146,9 +144,7 @@ class RedisServer(StartStop):
     def _answers_ping(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
             raise _RedisExited
-        client = redis_py.Redis(
-            host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=1
-        )
+        client = redis_py.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=1)
         try:
             return bool(client.ping())
         except redis_py.exceptions.RedisError as exc:  # e.g. still loading

@@ -115,9 +115,7 @@ class SmtpServer(StartStop):
             # Implicit TLS is invisible to aiosmtpd's "has TLS" check, so with
             # the default it would refuse AUTH on an encrypted connection.
             auth_require_tls=self.mode == "starttls",
-            auth_exclude_mechanism=[
-                m for m in SUPPORTED_MECHANISMS if m not in self.auth_mechanisms
-            ],
+            auth_exclude_mechanism=[m for m in SUPPORTED_MECHANISMS if m not in self.auth_mechanisms],
             authenticator=self._authenticate,
         )
         controller.start()

@@ -50,8 +50,11 @@ def read_rows(path: Path, text: str) -> Rows:
     reader = csv.DictReader(io.StringIO(text))
     for record in reader:
         # Empty cells mean "not given" (the preset or default applies), not an empty string.
-        fields = {name.strip(): value.strip() for name, value in record.items()
-                  if name and value is not None and value.strip()}
+        fields = {
+            name.strip(): value.strip()
+            for name, value in record.items()
+            if name and value is not None and value.strip()
+        }
         extra = record.get(None)  # type: ignore[call-overload]
         if extra:
             rows.bad.append(BadRow(reader.line_num, ["row: has more cells than the header"]))

@@ -50,8 +50,10 @@ async def connect(settings: Settings) -> AsyncIterator[Redis]:
         try:
             await client.ping()
         except (RedisError, OSError):
-            raise ClientError(f"cannot reach Redis at {where(settings.redis_url)} "
-                              "(INBOXCHECK_REDIS_URL); is the worker's Redis running?") from None
+            raise ClientError(
+                f"cannot reach Redis at {where(settings.redis_url)} "
+                "(INBOXCHECK_REDIS_URL); is the worker's Redis running?"
+            ) from None
         yield client
     finally:
         await client.aclose()

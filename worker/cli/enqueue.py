@@ -22,8 +22,8 @@ from rich.table import Table
 
 from jobs.request import parse_request
 from worker.cli import client
-from worker.messages import producer
 from worker.cli.bulk_file import read_rows
+from worker.messages import producer
 from worker.messages.sealing import sealer_for
 from worker.settings import Settings
 
@@ -37,12 +37,16 @@ def _print_event_human(event: dict[str, Any], console: Console) -> None:
     data = event.get("data") or {}
     subject = event.get("subject") or data.get("inbox_id") or "?"
     if data.get("status") == "valid":
-        console.print(f"[bold green]VALID[/] {subject}: recommended daily limit "
-                      f"{data.get('recommended_daily_limit')}", highlight=False)
+        console.print(
+            f"[bold green]VALID[/] {subject}: recommended daily limit {data.get('recommended_daily_limit')}",
+            highlight=False,
+        )
     else:
-        console.print(f"[bold red]{str(data.get('status', '?')).upper()}[/] {subject}: "
-                      f"{client.outcome(event)} (after {data.get('attempts', 1)} attempt(s))",
-                      highlight=False)
+        console.print(
+            f"[bold red]{str(data.get('status', '?')).upper()}[/] {subject}: "
+            f"{client.outcome(event)} (after {data.get('attempts', 1)} attempt(s))",
+            highlight=False,
+        )
         if data.get("resolution"):
             console.print(f"What to do: {data['resolution']}", markup=False, highlight=False)
         for problem in data.get("problems") or []:
@@ -58,8 +62,11 @@ async def _one(args: argparse.Namespace, settings: Settings) -> int:
             return client.EXIT_VALID
         event = await producer.wait_for_event(redis, job_id, args.wait)
     if event is None:
-        print(f"inboxcheck: no event for job {job_id} within {args.wait:g} s; it is still queued "
-              "or running (is a worker up?)", file=sys.stderr)
+        print(
+            f"inboxcheck: no event for job {job_id} within {args.wait:g} s; it is still queued "
+            "or running (is a worker up?)",
+            file=sys.stderr,
+        )
         return client.EXIT_PENDING
     if args.json:
         print(producer.event_line(event))
@@ -111,8 +118,14 @@ async def _bulk(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             done = await _collect(redis, job_ids, wait_s, lambda e: print(producer.event_line(e), flush=True))
         else:
-            with Progress(TextColumn("checking inboxes"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
+            with Progress(
+                TextColumn("checking inboxes"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            ) as bar:
                 task = bar.add_task("checks", total=len(job_ids))
                 done = await _collect(redis, job_ids, wait_s, lambda _e: bar.advance(task))
     pending = len(job_ids) - len(done)
@@ -150,10 +163,16 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("enqueue", help="queue checks for the workers")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--request", metavar="FILE", help="one request as JSON (- for stdin)")
-    source.add_argument("--requests", metavar="FILE",
-                        help="many requests: JSON lines, or CSV with the request's field names")
-    parser.add_argument("--wait", type=wait_seconds, metavar="SECONDS",
-                        help=f"wait this long for the event(s) (--requests: default {BULK_WAIT_DEFAULT_S:g})")
-    parser.add_argument("--json", action="store_true",
-                        help="print JSON: the job id, or the event(s), one per line")
+    source.add_argument(
+        "--requests", metavar="FILE", help="many requests: JSON lines, or CSV with the request's field names"
+    )
+    parser.add_argument(
+        "--wait",
+        type=wait_seconds,
+        metavar="SECONDS",
+        help=f"wait this long for the event(s) (--requests: default {BULK_WAIT_DEFAULT_S:g})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: the job id, or the event(s), one per line"
+    )
     parser.set_defaults(handler=run)

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from worker.cli import client
-from worker.settings import Settings
 from worker.messages.stream import FIELD_EVENT
+from worker.settings import Settings
 
 # Entries fetched per read; and how long one blocking read waits before looking again.
 BATCH = 100

@@ -29,8 +29,13 @@ def table(rows: list[InboxRow]) -> Table:
     for row in rows:
         error = f"{row.error_code} / {row.reason}" if row.error_code else "-"
         style = HEALTH_STYLE.get(row.health, "")
-        out.add_row(row.inbox_id, f"[{style}]{row.health}[/]" if style else row.health,
-                    _when(row.last_checked_at), _when(row.next_check_at), error)
+        out.add_row(
+            row.inbox_id,
+            f"[{style}]{row.health}[/]" if style else row.health,
+            _when(row.last_checked_at),
+            _when(row.next_check_at),
+            error,
+        )
     return out
 
 

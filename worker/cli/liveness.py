@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.cli import client
-from worker.messages import keys
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, where
+from worker.messages import keys
 from worker.settings import Settings
 
 SCAN_COUNT = 100
@@ -39,8 +39,7 @@ async def this_host_alive(redis: Redis, queue_name: str, hostname: str) -> str |
     return None
 
 
-async def alive(settings: Settings, *, any_worker: bool = False,
-                hostname: str | None = None) -> str | None:
+async def alive(settings: Settings, *, any_worker: bool = False, hostname: str | None = None) -> str | None:
     """What shows the worker alive (arq's health line, or the live worker's key), or None."""
     async with client.connect(settings) as redis:
         if any_worker:
@@ -57,8 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_INVALID
     if line is None:
         where_ = "" if any_worker else f" on host {socket.gethostname()}"
-        print(f"inboxcheck: unhealthy: no live worker{where_} on queue {settings.queue_name}",
-              file=sys.stderr)
+        print(
+            f"inboxcheck: unhealthy: no live worker{where_} on queue {settings.queue_name}", file=sys.stderr
+        )
         return EXIT_INVALID
     print(f"healthy: {line}")
     return EXIT_VALID
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("health", help="exit 0 when a worker on this host is alive, else 1")
-    parser.add_argument("--any", action="store_true",
-                        help="any worker on the queue, on any host (the fleet), not this host's")
+    parser.add_argument(
+        "--any", action="store_true", help="any worker on the queue, on any host (the fleet), not this host's"
+    )
     parser.set_defaults(handler=run)

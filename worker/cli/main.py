@@ -13,21 +13,21 @@ from redis.exceptions import RedisError
 from jobs.request import RequestError
 from worker.cli import enqueue as enqueue_cmd
 from worker.cli import events as events_cmd
-from worker.cli import liveness as health_cmd
 from worker.cli import keygen as keygen_cmd
 from worker.cli import list_inboxes as list_cmd
+from worker.cli import liveness as health_cmd
 from worker.cli import register as register_cmd
 from worker.cli import schema as schema_cmd
 from worker.cli import unregister as unregister_cmd
 from worker.cli import validate as validate_cmd
 from worker.cli import worker as worker_cmd
 from worker.cli.client import ClientError
+from worker.cli.validate import PASSWORD_ENV
 from worker.logs import configure_logging
+from worker.messages.envelope import ResultError
 from worker.messages.payload import PlaintextRefused
 from worker.messages.sealing import SecretKeyError
-from worker.messages.envelope import ResultError
 from worker.settings import SettingsError, get_settings
-from worker.cli.validate import PASSWORD_ENV
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -9,8 +9,8 @@ from typing import Any
 
 from jobs.request import parse_request
 from worker.cli import client
-from worker.rechecks.settings import get_ops_settings, parse_duration
 from worker.rechecks.registry import Registry, for_settings
+from worker.rechecks.settings import get_ops_settings, parse_duration
 from worker.settings import Settings
 
 
@@ -34,8 +34,10 @@ async def _register(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(row.as_dict()))
     else:
-        print(f"registered {row.inbox_id}: rechecked every {every:g} s, first check within "
-              f"{min(ops.recheck_spread, every):g} s")
+        print(
+            f"registered {row.inbox_id}: rechecked every {every:g} s, first check within "
+            f"{min(ops.recheck_spread, every):g} s"
+        )
     return client.EXIT_VALID
 
 
@@ -44,9 +46,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("register", help="recheck an inbox on a schedule (credentials stored sealed)")
+    parser = commands.add_parser(
+        "register", help="recheck an inbox on a schedule (credentials stored sealed)"
+    )
     parser.add_argument("--request", metavar="FILE", required=True, help="request JSON file, or - for stdin")
-    parser.add_argument("--every", type=duration, metavar="DURATION",
-                        help="recheck interval, e.g. 6h, 30m, 1d (default INBOXCHECK_RECHECK_EVERY)")
+    parser.add_argument(
+        "--every",
+        type=duration,
+        metavar="DURATION",
+        help="recheck interval, e.g. 6h, 30m, 1d (default INBOXCHECK_RECHECK_EVERY)",
+    )
     parser.add_argument("--json", action="store_true", help="print the registered inbox as JSON")
     parser.set_defaults(handler=run)

@@ -21,11 +21,17 @@ def _protocol_table(part: ProtocolResult) -> Table:
 def render(result: ValidationResult, console: Console) -> None:
     for part in (result.smtp, result.imap):
         verdict = "[green]ok[/]" if part.status == "ok" else f"[red]{part.error_code}[/] ({part.reason})"
-        console.print(f"[bold]{part.protocol.upper()}[/] {part.host}:{part.port} ({part.security}): {verdict}",
-                      highlight=False)
+        console.print(
+            f"[bold]{part.protocol.upper()}[/] {part.host}:{part.port} ({part.security}): {verdict}",
+            highlight=False,
+        )
         console.print(_protocol_table(part))
         if part.tls is not None and part.tls.version:
-            expiry = f", certificate valid until {part.tls.cert_not_after:%Y-%m-%d}" if part.tls.cert_not_after else ""
+            expiry = (
+                f", certificate valid until {part.tls.cert_not_after:%Y-%m-%d}"
+                if part.tls.cert_not_after
+                else ""
+            )
             console.print(f"  TLS: {part.tls.version} {part.tls.cipher}{expiry}")
         if part.status == "failed":
             console.print(f"  {part.detail}", markup=False, highlight=False)

@@ -24,6 +24,9 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("schema", help="print a JSON Schema")
-    parser.add_argument("which", choices=sorted(SCHEMAS),
-                        help="request (what to check), event (what comes back), payload (the job's argument)")
+    parser.add_argument(
+        "which",
+        choices=sorted(SCHEMAS),
+        help="request (what to check), event (what comes back), payload (the job's argument)",
+    )
     parser.set_defaults(handler=run, needs_settings=False)

@@ -15,10 +15,10 @@ from rich.console import Console
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
-from worker.messages import events
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
-from worker.logs import install_safe_exception_handler
 from worker.cli.report import render
+from worker.logs import install_safe_exception_handler
+from worker.messages import events
 from worker.settings import Settings
 
 MAX_STEP_TIMEOUT_S = 300.0
@@ -31,8 +31,17 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {
         name: value
         for name in (
-            "inbox_id", "inbox_type", "email", "smtp_host", "smtp_port", "smtp_security",
-            "imap_host", "imap_port", "smtp_username", "imap_username", "account_age_days",
+            "inbox_id",
+            "inbox_type",
+            "email",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+            "imap_host",
+            "imap_port",
+            "smtp_username",
+            "imap_username",
+            "account_age_days",
         )
         if (value := getattr(args, name)) is not None
     }
@@ -47,7 +56,9 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
             fields[field] = os.environ[env]
     if "smtp_password" not in fields:
         if not sys.stdin.isatty():
-            raise ClientError(f"smtp_password: set {PASSWORD_ENV['smtp_password']} or run at a terminal to be asked")
+            raise ClientError(
+                f"smtp_password: set {PASSWORD_ENV['smtp_password']} or run at a terminal to be asked"
+            )
         fields["smtp_password"] = getpass.getpass("SMTP password: ")
     return fields
 

@@ -67,8 +67,13 @@ def _stable_et(raw: bytes, data: Any) -> int:
 
 
 def _unreadable(why: str, raw: bytes, data: Any = None, job_try: int | None = None) -> dict[str, Any]:
-    return {"f": FUNCTION_NAME, "a": [None], "k": {"unreadable": why}, "t": job_try,
-            "et": _stable_et(raw, data)}
+    return {
+        "f": FUNCTION_NAME,
+        "a": [None],
+        "k": {"unreadable": why},
+        "t": job_try,
+        "et": _stable_et(raw, data),
+    }
 
 
 def deserialize_job(raw: bytes) -> dict[str, Any]:
@@ -84,8 +89,12 @@ def deserialize_job(raw: bytes) -> dict[str, Any]:
     job_try = data.get("t")
     if job_try is not None and (type(job_try) is not int or job_try < 1):
         return _unreadable("the job envelope's t (try) is not a positive integer", raw, data)
-    if (data.get("f") == RECHECK_CRON_FUNCTION and data.get("a") == [] and data.get("k", {}) == {}
-            and type(data.get("et")) is int):
+    if (
+        data.get("f") == RECHECK_CRON_FUNCTION
+        and data.get("a") == []
+        and data.get("k", {}) == {}
+        and type(data.get("et")) is int
+    ):
         return {"f": RECHECK_CRON_FUNCTION, "a": [], "k": {}, "t": job_try, "et": data["et"]}
     if data.get("f") != FUNCTION_NAME:
         return _unreadable(f"the job envelope's f (function) is not {FUNCTION_NAME!r}", raw, data, job_try)

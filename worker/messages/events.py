@@ -55,18 +55,12 @@ class Event(BaseModel):
 
 
 def completed(result: ValidationResult, event_id: str | None = None) -> Event:
-    return Event(
-        id=event_id or str(uuid.uuid4()), type=COMPLETED, subject=result.inbox_id, data=result
-    )
+    return Event(id=event_id or str(uuid.uuid4()), type=COMPLETED, subject=result.inbox_id, data=result)
 
 
 def rejected(rejection: Rejection, event_id: str | None = None) -> Event:
-    return Event(
-        id=event_id or str(uuid.uuid4()), type=REJECTED, subject=rejection.inbox_id, data=rejection
-    )
+    return Event(id=event_id or str(uuid.uuid4()), type=REJECTED, subject=rejection.inbox_id, data=rejection)
 
 
 def failed(failure: Failure, event_id: str | None = None) -> Event:
-    return Event(
-        id=event_id or str(uuid.uuid4()), type=FAILED, subject=failure.inbox_id, data=failure
-    )
+    return Event(id=event_id or str(uuid.uuid4()), type=FAILED, subject=failure.inbox_id, data=failure)

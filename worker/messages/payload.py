@@ -28,7 +28,8 @@ MAX_SEALED_CHARS = 16_384
 class SealedCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sealed: str = Field(
-        min_length=1, max_length=MAX_SEALED_CHARS,
+        min_length=1,
+        max_length=MAX_SEALED_CHARS,
         description='Fernet token of {"inbox_id": ..., "secrets": {"smtp_password": ..., '
         '"imap_password"?: ...}} made with INBOXCHECK_SECRET_KEY.',
     )
@@ -55,8 +56,9 @@ class JobPayload(BaseModel):
 class PayloadRejected(Exception):
     """A payload that cannot become a request. The message is safe to log and to publish."""
 
-    def __init__(self, reason: Reason, message: str, *, problems: list[str] | None = None,
-                 inbox_id: str | None = None) -> None:
+    def __init__(
+        self, reason: Reason, message: str, *, problems: list[str] | None = None, inbox_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -88,11 +90,13 @@ def require_sealing(sealer: Sealer | None, *, allow_plaintext: bool) -> None:
     if sealer is None and not allow_plaintext:
         raise PlaintextRefused(
             "INBOXCHECK_SECRET_KEY is not set: credentials are only written to Redis sealed with "
-            "it (or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)")
+            "it (or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)"
+        )
 
 
-def encode(request: ValidationRequest, sealer: Sealer | None, *,
-           allow_plaintext: bool = False) -> dict[str, Any]:
+def encode(
+    request: ValidationRequest, sealer: Sealer | None, *, allow_plaintext: bool = False
+) -> dict[str, Any]:
     """The payload for `request`: sealed with the key; plaintext only when allowed (development)."""
     assert request.inbox_id is not None  # the request model always fills it in
     require_sealing(sealer, allow_plaintext=allow_plaintext)
@@ -153,37 +157,53 @@ def decode(payload: Any, sealer: Sealer | None, *, allow_plaintext: bool) -> Val
     try:
         parsed = JobPayload.model_validate(payload)
     except ValidationError as exc:
-        raise PayloadRejected(malformed, "the job payload does not match the payload schema",
-                              problems=_schema_problems(exc), inbox_id=inbox_id) from None
+        raise PayloadRejected(
+            malformed,
+            "the job payload does not match the payload schema",
+            problems=_schema_problems(exc),
+            inbox_id=inbox_id,
+        ) from None
     if any(name in parsed.request for name in SECRET_FIELDS):
-        raise PayloadRejected(Reason.SEALED_CREDENTIALS,
-                              "passwords belong in credentials, not in the request",
-                              inbox_id=inbox_id)
+        raise PayloadRejected(
+            Reason.SEALED_CREDENTIALS,
+            "passwords belong in credentials, not in the request",
+            inbox_id=inbox_id,
+        )
     binding = inbox_id or ""
     if isinstance(parsed.credentials, SealedCredentials):
         if sealer is None:
-            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
-                                  "the credentials are sealed but this worker has no "
-                                  "INBOXCHECK_SECRET_KEY to open them", inbox_id=inbox_id)
+            raise PayloadRejected(
+                Reason.SEALED_CREDENTIALS,
+                "the credentials are sealed but this worker has no INBOXCHECK_SECRET_KEY to open them",
+                inbox_id=inbox_id,
+            )
         try:
             secrets = sealer.open(parsed.credentials.sealed, binding)
         except SealError as exc:
             raise PayloadRejected(Reason.SEALED_CREDENTIALS, str(exc), inbox_id=inbox_id) from None
         unknown = sorted(set(secrets) - set(SECRET_FIELDS))
         if unknown:
-            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
-                                  "the sealed credentials hold unknown fields",
-                                  problems=[f"{name}: is not a known field" for name in unknown],
-                                  inbox_id=inbox_id)
+            raise PayloadRejected(
+                Reason.SEALED_CREDENTIALS,
+                "the sealed credentials hold unknown fields",
+                problems=[f"{name}: is not a known field" for name in unknown],
+                inbox_id=inbox_id,
+            )
     else:
         if not allow_plaintext:
-            raise PayloadRejected(Reason.SEALED_CREDENTIALS,
-                                  "plaintext credentials are refused; seal them with the shared key "
-                                  "(or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)",
-                                  inbox_id=inbox_id)
+            raise PayloadRejected(
+                Reason.SEALED_CREDENTIALS,
+                "plaintext credentials are refused; seal them with the shared key "
+                "(or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)",
+                inbox_id=inbox_id,
+            )
         secrets = dict(parsed.credentials.plain)
     try:
         return parse_request({**parsed.request, **secrets})
     except RequestError as exc:
-        raise PayloadRejected(malformed, "the request in the payload is invalid",
-                              problems=[str(p) for p in exc.problems], inbox_id=inbox_id) from None
+        raise PayloadRejected(
+            malformed,
+            "the request in the payload is invalid",
+            problems=[str(p) for p in exc.problems],
+            inbox_id=inbox_id,
+        ) from None

@@ -15,12 +15,11 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
-from worker.messages import keys
-from worker.messages import payload
+from jobs.time_units import MS_PER_S
 from worker.messages import envelope as serialization
+from worker.messages import keys, payload
 from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
-from jobs.time_units import MS_PER_S
 
 # A job not started within a day is dropped by arq (its key expires): same as arq's default.
 JOB_EXPIRES_MS = 86_400_000
@@ -30,8 +29,9 @@ RESULT_POLL_S = 0.1
 
 def envelope(job_payload: dict[str, Any], enqueue_time_ms: int) -> bytes:
     """The bytes under arq:job:<id>: arq's job envelope, in JSON."""
-    return serialization.serialize({"t": None, "f": serialization.FUNCTION_NAME,
-                                    "a": [job_payload], "k": {}, "et": enqueue_time_ms})
+    return serialization.serialize(
+        {"t": None, "f": serialization.FUNCTION_NAME, "a": [job_payload], "k": {}, "et": enqueue_time_ms}
+    )
 
 
 async def enqueue_validation(

@@ -13,8 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from worker.messages.events import Event
 from jobs.time_units import MS_PER_S
+from worker.messages.events import Event
 
 # Stream entry fields; consumers filter on type and inbox_id without parsing the event.
 FIELD_EVENT = "event"
@@ -54,7 +54,13 @@ async def recorded(redis: Redis, done_key: str) -> dict[str, Any] | None:
 
 
 async def append_once(
-    redis: Redis, *, stream: str, maxlen: int, done_key: str, done_ttl_s: float, event: Event,
+    redis: Redis,
+    *,
+    stream: str,
+    maxlen: int,
+    done_key: str,
+    done_ttl_s: float,
+    event: Event,
     release: tuple[list[str], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Append `event` unless this job already appended one; return the event on the stream.
@@ -62,7 +68,17 @@ async def append_once(
     event_json = event.model_dump_json()
     fields = [FIELD_EVENT, event_json, FIELD_TYPE, event.type, FIELD_INBOX_ID, event.subject or ""]
     held_keys, held_args = release or ([], [])
-    existing = await redis.eval(_APPEND_ONCE, 2 + len(held_keys), done_key, stream, *held_keys,
-                                maxlen, int(done_ttl_s * MS_PER_S), event_json, len(fields),
-                                *fields, *held_args)
+    existing = await redis.eval(
+        _APPEND_ONCE,
+        2 + len(held_keys),
+        done_key,
+        stream,
+        *held_keys,
+        maxlen,
+        int(done_ttl_s * MS_PER_S),
+        event_json,
+        len(fields),
+        *fields,
+        *held_args,
+    )
     return json.loads(existing or event_json)

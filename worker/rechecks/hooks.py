@@ -23,14 +23,14 @@ from redis.asyncio import Redis
 from jobs.errors import Reason
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
-from worker.messages import events as event_types
 from worker.messages import envelope as serialization
+from worker.messages import events as event_types
+from worker.messages.sealing import sealer_for
 from worker.rechecks.inbox_health import CERT_EXPIRING, HealthPolicy
-from worker.runtime.metrics import Metrics, refresh_forever, serve
-from worker.rechecks.settings import OpsSettings, get_ops_settings
 from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
 from worker.rechecks.registry import Registry, is_recheck
-from worker.messages.sealing import sealer_for
+from worker.rechecks.settings import OpsSettings, get_ops_settings
+from worker.runtime.metrics import Metrics, refresh_forever, serve
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.recheck")
@@ -67,9 +67,13 @@ def _ops(ctx: dict[str, Any]) -> Ops:
 
 
 def health_policy(ops: OpsSettings) -> HealthPolicy:
-    return HealthPolicy(interval_s=ops.recheck_every, failing_after=ops.failing_after,
-                        backoff_max_s=ops.failing_backoff_max,
-                        cert_warning_days=ops.cert_warning_days, jitter_fraction=ops.recheck_jitter)
+    return HealthPolicy(
+        interval_s=ops.recheck_every,
+        failing_after=ops.failing_after,
+        backoff_max_s=ops.failing_backoff_max,
+        cert_warning_days=ops.cert_warning_days,
+        jitter_fraction=ops.recheck_jitter,
+    )
 
 
 def slot_wait_s(settings: Settings, ops: OpsSettings) -> float:
@@ -78,11 +82,16 @@ def slot_wait_s(settings: Settings, ops: OpsSettings) -> float:
     return max(min(ops.pacing_wait, room), 0.0)
 
 
-def build(redis: Redis, settings: Settings, ops: OpsSettings | None = None,
-          metrics: Metrics | None = None) -> Ops:
+def build(
+    redis: Redis, settings: Settings, ops: OpsSettings | None = None, metrics: Metrics | None = None
+) -> Ops:
     ops = ops or get_ops_settings()
-    registry = Registry(redis, queue_name=settings.queue_name, sealer=sealer_for(settings.secret_key),
-                        allow_plaintext=settings.allow_plaintext_credentials)
+    registry = Registry(
+        redis,
+        queue_name=settings.queue_name,
+        sealer=sealer_for(settings.secret_key),
+        allow_plaintext=settings.allow_plaintext_credentials,
+    )
     # A lease outlives the whole job, so a live check never loses its slot to expiry.
     pacer = Pacer(redis, ops.pacing_policy(lease_s=settings.job_timeout))
     return Ops(settings, ops, registry, pacer, metrics or Metrics(), health_policy(ops))
@@ -90,16 +99,17 @@ def build(redis: Redis, settings: Settings, ops: OpsSettings | None = None,
 
 def cron_job(ops: OpsSettings) -> CronJob:
     """Every recheck_tick seconds (every minute by default); unique, so one worker runs each."""
-    seconds = 0 if ops.recheck_tick >= SECONDS_PER_MINUTE else set(range(0, SECONDS_PER_MINUTE,
-                                                                           ops.recheck_tick))
-    return cron(enqueue_due_rechecks, name=CRON_NAME, second=seconds, unique=True,
-                run_at_startup=False)
+    seconds = (
+        0 if ops.recheck_tick >= SECONDS_PER_MINUTE else set(range(0, SECONDS_PER_MINUTE, ops.recheck_tick))
+    )
+    return cron(enqueue_due_rechecks, name=CRON_NAME, second=seconds, unique=True, run_at_startup=False)
 
 
 async def enqueue_due_rechecks(ctx: dict[str, Any]) -> int:
     ops = _ops(ctx)
-    job_ids = await ops.registry.enqueue_due(claim_ttl_s=ops.ops.recheck_claim_ttl,
-                                             batch=ops.ops.recheck_batch)
+    job_ids = await ops.registry.enqueue_due(
+        claim_ttl_s=ops.ops.recheck_claim_ttl, batch=ops.ops.recheck_batch
+    )
     return len(job_ids)
 
 
@@ -113,9 +123,14 @@ async def startup(ctx: dict[str, Any], settings: Settings) -> None:
         except OSError as exc:
             # Another worker on this machine has the port: it still works, just unscraped.
             log.warning("metrics_port_busy", port=ops.ops.metrics_port, error=type(exc).__name__)
-    ops.refresher = asyncio.ensure_future(refresh_forever(
-        ops.metrics, lambda: ctx["redis"].zcard(settings.queue_name), ops.registry.health_counts,
-        ops.ops.metrics_refresh))
+    ops.refresher = asyncio.ensure_future(
+        refresh_forever(
+            ops.metrics,
+            lambda: ctx["redis"].zcard(settings.queue_name),
+            ops.registry.health_counts,
+            ops.ops.metrics_refresh,
+        )
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -141,9 +156,16 @@ async def job_ended(ctx: dict[str, Any]) -> None:
         _ops(ctx).metrics.in_flight.dec()
 
 
-async def paced(ops: Ops, request: ValidationRequest,
-                check: Callable[[int | None], Awaitable[ValidationResult]], *, done_key: str,
-                attempts_key: str, attempts_ttl_s: float, held: Held | None = None) -> ValidationResult:
+async def paced(
+    ops: Ops,
+    request: ValidationRequest,
+    check: Callable[[int | None], Awaitable[ValidationResult]],
+    *,
+    done_key: str,
+    attempts_key: str,
+    attempts_ttl_s: float,
+    held: Held | None = None,
+) -> ValidationResult:
     """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn.
 
     The job's done mark is read and its attempt counted in the same round trip that takes the
@@ -153,9 +175,15 @@ async def paced(ops: Ops, request: ValidationRequest,
     assert request.inbox_id is not None
     hosts = [str(request.smtp_host), str(request.imap_host)]
     try:
-        async with ops.pacer.check(request.inbox_id, hosts, slot_wait_s(ops.settings, ops.ops),
-                                   done_key=done_key, attempts_key=attempts_key,
-                                   attempts_ttl_s=attempts_ttl_s, held=held) as attempts:
+        async with ops.pacer.check(
+            request.inbox_id,
+            hosts,
+            slot_wait_s(ops.settings, ops.ops),
+            done_key=done_key,
+            attempts_key=attempts_key,
+            attempts_ttl_s=attempts_ttl_s,
+            held=held,
+        ) as attempts:
             result = await check(attempts)
     except InboxBusy as exc:
         ops.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
@@ -174,8 +202,9 @@ async def paced(ops: Ops, request: ValidationRequest,
     return result
 
 
-async def after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *,
-                      written_now: bool = True) -> None:
+async def after_event(
+    ctx: dict[str, Any], job_id: str, event: dict[str, Any], *, written_now: bool = True
+) -> None:
     """Count the job's terminal event (when this run wrote it); for a recheck, apply it to the
     inbox's health (once per event, however often a crashed job is replayed)."""
     ops = ctx.get(OPS_KEY)
@@ -187,8 +216,8 @@ async def after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *
     if not is_recheck(job_id) or not inbox_id:
         return
     transition = await ops.registry.record_check(
-        inbox_id, event, ops.policy, stream_name=ops.settings.events_stream,
-        maxlen=ops.settings.events_maxlen)
+        inbox_id, event, ops.policy, stream_name=ops.settings.events_stream, maxlen=ops.settings.events_maxlen
+    )
     if transition is None:
         return
     if transition.changed:

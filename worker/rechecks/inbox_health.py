@@ -63,8 +63,13 @@ class CertWarning:
     not_after: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": "CERT_EXPIRING", "protocol": self.protocol, "host": self.host,
-                "days_left": self.days_left, "not_after": self.not_after}
+        return {
+            "code": "CERT_EXPIRING",
+            "protocol": self.protocol,
+            "host": self.host,
+            "days_left": self.days_left,
+            "not_after": self.not_after,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,12 @@ class HealthState:
     warned_certs: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"health": self.health.value, "error_code": self.error_code, "reason": self.reason,
-                "consecutive_failures": self.consecutive_failures}
+        return {
+            "health": self.health.value,
+            "error_code": self.error_code,
+            "reason": self.reason,
+            "consecutive_failures": self.consecutive_failures,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +117,9 @@ class Transition:
     @property
     def changed(self) -> bool:
         """Only a change of health or error code is news; a second identical failure is not."""
-        return (self.previous.health != self.current.health
-                or self.previous.error_code != self.current.error_code)
+        return (
+            self.previous.health != self.current.health or self.previous.error_code != self.current.error_code
+        )
 
 
 def cert_warnings(data: dict[str, Any], warning_days: int) -> tuple[CertWarning, ...]:
@@ -120,8 +130,9 @@ def cert_warnings(data: dict[str, Any], warning_days: int) -> tuple[CertWarning,
         tls = part.get("tls") or {}
         days_left = tls.get("cert_days_left")
         if isinstance(days_left, int) and 0 <= days_left <= warning_days:
-            found.append(CertWarning(protocol, str(part.get("host", "")), days_left,
-                                     tls.get("cert_not_after")))
+            found.append(
+                CertWarning(protocol, str(part.get("host", "")), days_left, tls.get("cert_not_after"))
+            )
     return tuple(found)
 
 
@@ -158,32 +169,50 @@ def next_delay(state: HealthState, policy: HealthPolicy, rng: random.Random | No
     """Seconds to the next check: the interval, or a growing backoff while failing."""
     delay = policy.interval_s
     if state.health is Health.FAILING:
-        delay = min(policy.interval_s * BACKOFF_FACTOR ** max(state.failing_checks - 1, 0),
-                    max(policy.backoff_max_s, policy.interval_s))
+        delay = min(
+            policy.interval_s * BACKOFF_FACTOR ** max(state.failing_checks - 1, 0),
+            max(policy.backoff_max_s, policy.interval_s),
+        )
     spread = delay * policy.jitter_fraction
     return max(delay + (rng or random).uniform(-spread, spread), 0.0)
 
 
-def advance(state: HealthState, seen: Observation, policy: HealthPolicy, now: float,
-            rng: random.Random | None = None) -> Transition:
+def advance(
+    state: HealthState, seen: Observation, policy: HealthPolicy, now: float, rng: random.Random | None = None
+) -> Transition:
     """Apply one check's observation to the state."""
     if seen.outcome is Outcome.OK:
-        current = replace(state, health=Health.HEALTHY, error_code=None, reason=None,
-                          consecutive_failures=0, failing_checks=0, last_ok_at=now,
-                          first_ok_at=state.first_ok_at if state.first_ok_at is not None else now)
+        current = replace(
+            state,
+            health=Health.HEALTHY,
+            error_code=None,
+            reason=None,
+            consecutive_failures=0,
+            failing_checks=0,
+            last_ok_at=now,
+            first_ok_at=state.first_ok_at if state.first_ok_at is not None else now,
+        )
     elif seen.outcome is Outcome.TRANSIENT and state.health is Health.FAILING:
         # A timeout says nothing new about a failing inbox: it stays failing with the verdict it
         # has (no failing -> degraded -> failing flapping, each a health.changed); only a
         # success recovers it. The backoff keeps growing.
-        current = replace(state, consecutive_failures=state.consecutive_failures + 1,
-                          failing_checks=state.failing_checks + 1)
+        current = replace(
+            state,
+            consecutive_failures=state.consecutive_failures + 1,
+            failing_checks=state.failing_checks + 1,
+        )
     else:
         failures = state.consecutive_failures + 1
         failing = seen.outcome is Outcome.DEFINITE or failures >= policy.failing_after
         health = Health.FAILING if failing else Health.DEGRADED
-        current = replace(state, health=health, error_code=seen.error_code, reason=seen.reason,
-                          consecutive_failures=failures,
-                          failing_checks=state.failing_checks + 1 if failing else 0)
+        current = replace(
+            state,
+            health=health,
+            error_code=seen.error_code,
+            reason=seen.reason,
+            consecutive_failures=failures,
+            failing_checks=state.failing_checks + 1 if failing else 0,
+        )
     current = replace(current, last_checked_at=now)
     fresh = tuple(w for w in seen.cert_warnings if _cert_tag(w) not in state.warned_certs)
     if fresh:
@@ -195,8 +224,9 @@ def _cert_tag(warning: CertWarning) -> str:
     return f"{warning.protocol}:{warning.not_after}"
 
 
-def account_age_days(given_days: int | None, given_at: float | None, first_ok_at: float | None,
-                     now: float) -> int | None:
+def account_age_days(
+    given_days: int | None, given_at: float | None, first_ok_at: float | None, now: float
+) -> int | None:
     """The account's age now: the producer's age plus the time since it was given, or else the
     time since the first successful check; None before either is known."""
     if given_days is not None and given_at is not None:
@@ -208,6 +238,10 @@ def account_age_days(given_days: int | None, given_at: float | None, first_ok_at
 
 def changed_data(inbox_id: str, transition: Transition, event_id: str | None) -> dict[str, Any]:
     """The data of an inbox.health.changed event: previous and new state, never a secret."""
-    return {"inbox_id": inbox_id, "previous": transition.previous.as_dict(),
-            "current": transition.current.as_dict(), "check_event_id": event_id,
-            "warnings": [w.as_dict() for w in transition.new_cert_warnings]}
+    return {
+        "inbox_id": inbox_id,
+        "previous": transition.previous.as_dict(),
+        "current": transition.current.as_dict(),
+        "check_event_id": event_id,
+        "warnings": [w.as_dict() for w in transition.new_cert_warnings],
+    }

@@ -20,8 +20,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from worker.messages import keys
 from jobs.time_units import MS_PER_S
+from worker.messages import keys
 
 log = structlog.get_logger("inboxcheck.pacing")
 
@@ -209,10 +209,12 @@ class Pacer:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
         lease = uuid.uuid4().hex
         host = host.lower()
-        got = int(await self._acquire(
-            keys=[keys.pacing_slots_key(host), keys.pacing_backoff_key(host)],
-            args=[lease, count, self.policy.limit(host), int(self.policy.lease_s * MS_PER_S)],
-        ))
+        got = int(
+            await self._acquire(
+                keys=[keys.pacing_slots_key(host), keys.pacing_backoff_key(host)],
+                args=[lease, count, self.policy.limit(host), int(self.policy.lease_s * MS_PER_S)],
+            )
+        )
         if got == 1:
             return lease, 0.0
         return None, max(-got, 0) / MS_PER_S
@@ -269,8 +271,7 @@ class Pacer:
     async def back_off(self, host: str, seconds: float | None) -> float:
         """Pause new checks on `host` (the provider said "try again later"); returns the pause."""
         pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
-        await self._backoff(keys=[keys.pacing_backoff_key(host.lower())],
-                            args=[int(pause * MS_PER_S)])
+        await self._backoff(keys=[keys.pacing_backoff_key(host.lower())], args=[int(pause * MS_PER_S)])
         log.warning("host_backed_off", host=host, pause_s=pause)
         return pause
 
@@ -285,8 +286,12 @@ class Pacer:
         """At most one check per inbox at a time: two logins at once look like an attack."""
         token = uuid.uuid4().hex
         key = keys.inbox_lock_key(inbox_id)
-        got = int(await self._lock(keys=[key, keys.inbox_backoff_key(inbox_id)],
-                                   args=[token, int(self.policy.lease_s * MS_PER_S)]))
+        got = int(
+            await self._lock(
+                keys=[key, keys.inbox_backoff_key(inbox_id)],
+                args=[token, int(self.policy.lease_s * MS_PER_S)],
+            )
+        )
         if got != 1:
             raise InboxBusy(inbox_id, max(-got, 0) / MS_PER_S)
         try:
@@ -300,9 +305,17 @@ class Pacer:
         await self._unlock(keys=[key], args=[token])
 
     @asynccontextmanager
-    async def check(self, inbox_id: str, hosts: list[str], wait_s: float, *, done_key: str,
-                    attempts_key: str, attempts_ttl_s: float,
-                    held: Held | None = None) -> AsyncIterator[int | None]:
+    async def check(
+        self,
+        inbox_id: str,
+        hosts: list[str],
+        wait_s: float,
+        *,
+        done_key: str,
+        attempts_key: str,
+        attempts_ttl_s: float,
+        held: Held | None = None,
+    ) -> AsyncIterator[int | None]:
         """`inbox()` and `hosts()` together, plus the job's done mark and its attempt count, in one
         round trip at the start and one at the end when the hosts have room (the usual case).
 
@@ -327,7 +340,8 @@ class Pacer:
             host_args += [counts[host], self.policy.limit(host)]
         reply = await self._begin(
             keys=[done_key, lock_key, keys.inbox_backoff_key(inbox_id), attempts_key, *host_keys],
-            args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), *host_args])
+            args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), *host_args],
+        )
         status = int(reply[0])
         if status == 1:
             raise AlreadyDone(reply[1])
@@ -336,8 +350,10 @@ class Pacer:
         if status == 3:
             raise InboxBusy(inbox_id)
         if status == 0:
-            pending = ([lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
-                       [token, *(counts[h] for h in ordered)])
+            pending = (
+                [lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
+                [token, *(counts[h] for h in ordered)],
+            )
             try:
                 yield int(reply[1])
             except BaseException:

@@ -23,11 +23,9 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
-from worker.messages import events
-from worker.messages import keys
-from worker.messages import payload
-from worker.messages import producer
-from worker.messages import stream
+from jobs.time_units import MS_PER_S
+from worker.messages import events, keys, payload, producer, stream
+from worker.messages.sealing import Sealer
 from worker.rechecks.inbox_health import (
     CERT_EXPIRING,
     Health,
@@ -39,8 +37,6 @@ from worker.rechecks.inbox_health import (
     changed_data,
     observe,
 )
-from worker.messages.sealing import Sealer
-from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.registry")
 
@@ -104,8 +100,10 @@ def _state_from(raw: str | None) -> HealthState:
 
 
 def _state_json(state: HealthState) -> str:
-    return json.dumps({**asdict(state), "health": state.health.value,
-                       "warned_certs": list(state.warned_certs)}, separators=(",", ":"))
+    return json.dumps(
+        {**asdict(state), "health": state.health.value, "warned_certs": list(state.warned_certs)},
+        separators=(",", ":"),
+    )
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -113,16 +111,18 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class Registry:
-    def __init__(self, redis: Redis, *, queue_name: str, sealer: Sealer | None,
-                 allow_plaintext: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, *, queue_name: str, sealer: Sealer | None, allow_plaintext: bool = False
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
         self.sealer = sealer
         self.allow_plaintext = allow_plaintext
         self._claim = redis.register_script(_CLAIM)
 
-    async def register(self, request: ValidationRequest, every_s: float, *, spread_s: float,
-                       now: float | None = None) -> InboxRow:
+    async def register(
+        self, request: ValidationRequest, every_s: float, *, spread_s: float, now: float | None = None
+    ) -> InboxRow:
         """Store the inbox (credentials sealed) and schedule its first check within spread_s."""
         assert request.inbox_id is not None  # the request model always fills it in
         now = time.time() if now is None else now
@@ -130,9 +130,13 @@ class Registry:
         body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext)
         age = body["request"].pop("account_age_days", None)
         first_check = now + random.uniform(0, min(spread_s, every_s))
-        fields = {"payload": json.dumps(body, separators=(",", ":")), "every_s": every_s,
-                  "email": request.email, "inbox_type": request.inbox_type.value,
-                  "registered_at": now}
+        fields = {
+            "payload": json.dumps(body, separators=(",", ":")),
+            "every_s": every_s,
+            "email": request.email,
+            "inbox_type": request.inbox_type.value,
+            "registered_at": now,
+        }
         if age is not None:
             fields.update(age_days=age, age_given_at=now)
         key = keys.inbox_key(inbox_id)
@@ -144,8 +148,12 @@ class Registry:
             pipe.hsetnx(keys.INBOXES_HEALTH_KEY, inbox_id, Health.PENDING.value)
             pipe.zadd(keys.INBOXES_DUE_KEY, {inbox_id: int(first_check * MS_PER_S)})
             await pipe.execute()
-        log.info("inbox_registered", inbox_id=inbox_id, every_s=every_s,
-                 first_check_in_s=round(first_check - now, 1))
+        log.info(
+            "inbox_registered",
+            inbox_id=inbox_id,
+            every_s=every_s,
+            first_check_in_s=round(first_check - now, 1),
+        )
         row = await self.get(inbox_id)
         assert row is not None
         return row
@@ -180,16 +188,26 @@ class Registry:
             if email is None:
                 continue  # unregistered meanwhile
             state = _state_from(state_raw)
-            rows.append(InboxRow(
-                inbox_id=inbox_id, email=email, inbox_type=inbox_type or "", health=state.health.value,
-                every_s=float(every_s or 0), last_checked_at=state.last_checked_at,
-                next_check_at=score / MS_PER_S if score is not None else None,
-                error_code=state.error_code, reason=state.reason,
-                consecutive_failures=state.consecutive_failures,
-                account_age_days=account_age_days(int(age_days) if age_days else None,
-                                                  float(age_at) if age_at else None,
-                                                  state.first_ok_at, now),
-            ))
+            rows.append(
+                InboxRow(
+                    inbox_id=inbox_id,
+                    email=email,
+                    inbox_type=inbox_type or "",
+                    health=state.health.value,
+                    every_s=float(every_s or 0),
+                    last_checked_at=state.last_checked_at,
+                    next_check_at=score / MS_PER_S if score is not None else None,
+                    error_code=state.error_code,
+                    reason=state.reason,
+                    consecutive_failures=state.consecutive_failures,
+                    account_age_days=account_age_days(
+                        int(age_days) if age_days else None,
+                        float(age_at) if age_at else None,
+                        state.first_ok_at,
+                        now,
+                    ),
+                )
+            )
         return rows
 
     async def health_counts(self) -> dict[str, int]:
@@ -199,13 +217,13 @@ class Registry:
             counts[name] = counts.get(name, 0) + 1
         return counts
 
-    async def enqueue_due(self, *, claim_ttl_s: float, batch: int,
-                          now: float | None = None) -> list[str]:
+    async def enqueue_due(self, *, claim_ttl_s: float, batch: int, now: float | None = None) -> list[str]:
         """Enqueue a recheck of every due inbox (up to `batch`); returns the job ids."""
         now = time.time() if now is None else now
         now_ms = int(now * MS_PER_S)
-        claimed = await self._claim(keys=[keys.INBOXES_DUE_KEY],
-                                    args=[now_ms, int(claim_ttl_s * MS_PER_S), batch])
+        claimed = await self._claim(
+            keys=[keys.INBOXES_DUE_KEY], args=[now_ms, int(claim_ttl_s * MS_PER_S), batch]
+        )
         job_ids = []
         for raw_id, raw_slot in zip(claimed[::2], claimed[1::2]):
             inbox_id, slot_ms = _text(raw_id) or "", int(float(_text(raw_slot) or 0))
@@ -219,23 +237,35 @@ class Registry:
     async def _enqueue(self, inbox_id: str, slot_ms: int, now: float) -> str | None:
         key = keys.inbox_key(inbox_id)
         raw_payload, state_raw, age_days, age_at = map(
-            _text, await self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"]))
+            _text, await self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"])
+        )
         if raw_payload is None:
             await self.redis.zrem(keys.INBOXES_DUE_KEY, inbox_id)  # hash gone: not registered
             return None
         body = json.loads(raw_payload)
         # The age grows with every recheck, so the recommended daily limit ramps up with it.
-        age = account_age_days(int(age_days) if age_days else None, float(age_at) if age_at else None,
-                               _state_from(state_raw).first_ok_at, now)
+        age = account_age_days(
+            int(age_days) if age_days else None,
+            float(age_at) if age_at else None,
+            _state_from(state_raw).first_ok_at,
+            now,
+        )
         if age is not None:
             body["request"]["account_age_days"] = age
         job_id = recheck_job_id(inbox_id, slot_ms)
         await producer.enqueue_payload(self.redis, self.queue_name, job_id, body)
         return job_id
 
-    async def record_check(self, inbox_id: str, event: dict[str, Any], policy: HealthPolicy, *,
-                           stream_name: str, maxlen: int, now: float | None = None,
-                           ) -> Transition | None:
+    async def record_check(
+        self,
+        inbox_id: str,
+        event: dict[str, Any],
+        policy: HealthPolicy,
+        *,
+        stream_name: str,
+        maxlen: int,
+        now: float | None = None,
+    ) -> Transition | None:
         """Apply a recheck's terminal event to the inbox's health, once per event.
 
         The state, the next check time and any health event are written in one transaction,
@@ -249,33 +279,48 @@ class Registry:
                 try:
                     await pipe.watch(key)
                     state_raw, last_event, every_s = map(
-                        _text, await pipe.hmget(key, ["state", "last_event_id", "every_s"]))
+                        _text, await pipe.hmget(key, ["state", "last_event_id", "every_s"])
+                    )
                     if state_raw is None or (event_id is not None and last_event == event_id):
                         await pipe.unwatch()
                         return None  # unregistered, or this event was applied already
                     # Each inbox has its own interval; the policy carries the rest.
                     inbox_policy = replace(policy, interval_s=float(every_s or policy.interval_s))
-                    transition = advance(_state_from(state_raw),
-                                         observe(event, policy.cert_warning_days), inbox_policy, now)
+                    transition = advance(
+                        _state_from(state_raw), observe(event, policy.cert_warning_days), inbox_policy, now
+                    )
                     pipe.multi()
-                    pipe.hset(key, mapping={"state": _state_json(transition.current),
-                                            "last_event_id": event_id or ""})
+                    pipe.hset(
+                        key,
+                        mapping={"state": _state_json(transition.current), "last_event_id": event_id or ""},
+                    )
                     pipe.hset(keys.INBOXES_HEALTH_KEY, inbox_id, transition.current.health.value)
-                    pipe.zadd(keys.INBOXES_DUE_KEY,
-                              {inbox_id: int((now + transition.next_check_in_s) * MS_PER_S)})
+                    pipe.zadd(
+                        keys.INBOXES_DUE_KEY, {inbox_id: int((now + transition.next_check_in_s) * MS_PER_S)}
+                    )
                     for health_event in health_events(inbox_id, transition, event_id):
-                        pipe.xadd(stream_name, {stream.FIELD_EVENT: health_event.model_dump_json(),
-                                                stream.FIELD_TYPE: health_event.type,
-                                                stream.FIELD_INBOX_ID: inbox_id},
-                                  maxlen=maxlen, approximate=True)
+                        pipe.xadd(
+                            stream_name,
+                            {
+                                stream.FIELD_EVENT: health_event.model_dump_json(),
+                                stream.FIELD_TYPE: health_event.type,
+                                stream.FIELD_INBOX_ID: inbox_id,
+                            },
+                            maxlen=maxlen,
+                            approximate=True,
+                        )
                     await pipe.execute()
                 except WatchError:
                     continue  # the inbox changed meanwhile (re-registered): apply to the new state
                 break
         if transition.changed:
-            log.info("inbox_health_changed", inbox_id=inbox_id,
-                     previous=transition.previous.health.value, health=transition.current.health.value,
-                     error_code=transition.current.error_code)
+            log.info(
+                "inbox_health_changed",
+                inbox_id=inbox_id,
+                previous=transition.previous.health.value,
+                health=transition.current.health.value,
+                error_code=transition.current.error_code,
+            )
         return transition
 
 
@@ -283,11 +328,16 @@ def health_events(inbox_id: str, transition: Transition, check_event_id: str | N
     """The events a transition produces: health changed, and a certificate nearing expiry."""
     out = []
     data = changed_data(inbox_id, transition, check_event_id)
-    for event_type, due in ((events.HEALTH_CHANGED, transition.changed),
-                            (CERT_EXPIRING, bool(transition.new_cert_warnings))):
+    for event_type, due in (
+        (events.HEALTH_CHANGED, transition.changed),
+        (CERT_EXPIRING, bool(transition.new_cert_warnings)),
+    ):
         if due:
-            event_id = (str(uuid.uuid5(HEALTH_EVENT_NAMESPACE, f"{check_event_id}:{event_type}"))
-                        if check_event_id else str(uuid.uuid4()))
+            event_id = (
+                str(uuid.uuid5(HEALTH_EVENT_NAMESPACE, f"{check_event_id}:{event_type}"))
+                if check_event_id
+                else str(uuid.uuid4())
+            )
             out.append(events.Event(id=event_id, type=event_type, subject=inbox_id, data=data))
     return out
 
@@ -297,5 +347,9 @@ def for_settings(redis: Redis, settings: Any) -> Registry:
     inboxes from a service with `for_settings(redis, get_settings())`)."""
     from worker.messages.sealing import sealer_for
 
-    return Registry(redis, queue_name=settings.queue_name, sealer=sealer_for(settings.secret_key),
-                    allow_plaintext=settings.allow_plaintext_credentials)
+    return Registry(
+        redis,
+        queue_name=settings.queue_name,
+        sealer=sealer_for(settings.secret_key),
+        allow_plaintext=settings.allow_plaintext_credentials,
+    )

@@ -70,8 +70,12 @@ class OpsSettings(BaseSettings):
 
     def pacing_policy(self, lease_s: float) -> PacingPolicy:
         limits = {**DEFAULT_HOST_LIMITS, **{h.lower(): n for h, n in self.host_limits.items()}}
-        return PacingPolicy(host_limits=limits, default_limit=self.default_host_limit,
-                            lease_s=lease_s, backoff_s=self.host_backoff)
+        return PacingPolicy(
+            host_limits=limits,
+            default_limit=self.default_host_limit,
+            lease_s=lease_s,
+            backoff_s=self.host_backoff,
+        )
 
 
 @lru_cache(maxsize=1)

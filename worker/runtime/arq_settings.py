@@ -15,15 +15,15 @@ from arq.connections import RedisSettings
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
+from jobs.time_units import MS_PER_S
+from worker.logs import configure_logging
+from worker.messages import envelope as serialization
 from worker.messages import keys
 from worker.rechecks import hooks as recheck
-from worker.runtime import redis_pool
-from worker.messages import envelope as serialization
-from worker.logs import configure_logging
 from worker.rechecks.settings import get_ops_settings
-from worker.settings import Settings, SettingsError, get_settings
+from worker.runtime import redis_pool
 from worker.runtime.job import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
-from jobs.time_units import MS_PER_S
+from worker.settings import Settings, SettingsError, get_settings
 
 # The job timeout must leave this much room above the check's own deadline, so the check's
 # TIMEOUT event is always written before arq would cancel the job (which would emit nothing).
@@ -70,8 +70,9 @@ async def on_startup(ctx: dict[str, Any]) -> None:
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
     """arq Worker keyword arguments, each chosen on purpose."""
     return {
-        "functions": [func(validate_inbox_job, name=serialization.FUNCTION_NAME,
-                           max_tries=ARQ_MAX_TRIES_BACKSTOP)],
+        "functions": [
+            func(validate_inbox_job, name=serialization.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)
+        ],
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
         "on_shutdown": recheck.shutdown,
@@ -120,8 +121,9 @@ class InboxWorker(Worker):
         await super().record_health()
         if self._last_health_check != before:  # arq wrote its record this round
             ttl_ms = int(self.health_check_interval * LIVENESS_TTL_FACTOR * MS_PER_S)
-            await self.pool.psetex(keys.worker_alive_key(socket.gethostname(), os.getpid()),
-                                   ttl_ms, self.queue_name)
+            await self.pool.psetex(
+                keys.worker_alive_key(socket.gethostname(), os.getpid()), ttl_ms, self.queue_name
+            )
 
     async def close(self) -> None:
         """arq deletes its health key when it closes: so does this process with its own."""
@@ -132,7 +134,7 @@ class InboxWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
-        batch = [job_id.decode() for job_id in job_ids[:max(self.max_jobs - self.job_counter, 0)]]
+        batch = [job_id.decode() for job_id in job_ids[: max(self.max_jobs - self.job_counter, 0)]]
         if not batch:
             return
         for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
@@ -142,8 +144,15 @@ class InboxWorker(Worker):
         try:
             async with self.pool.pipeline(transaction=False) as pipe:
                 for job_id in batch:
-                    pipe.eval(redis_pool.CLAIM_JOB, 2, keys.in_progress_key(job_id), self.queue_name,
-                              job_id, now, lock_ms)
+                    pipe.eval(
+                        redis_pool.CLAIM_JOB,
+                        2,
+                        keys.in_progress_key(job_id),
+                        self.queue_name,
+                        job_id,
+                        now,
+                        lock_ms,
+                    )
                 scores = await pipe.execute()
         except BaseException:
             self.job_counter -= len(batch)
@@ -179,5 +188,8 @@ def __getattr__(name: str) -> Any:
     check_settings(settings)
     configure_logging(settings.log_format, settings.log_level)
     quiet_arq_job_lines()
-    return type("WorkerSettings", (), {**worker_kwargs(settings),
-                                       "redis_settings": redis_settings(settings, conn_retries=5)})
+    return type(
+        "WorkerSettings",
+        (),
+        {**worker_kwargs(settings), "redis_settings": redis_settings(settings, conn_retries=5)},
+    )

@@ -17,16 +17,14 @@ from jobs.errors import Reason
 from jobs.options import CheckOptions
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
+from jobs.time_units import MS_PER_S
 from jobs.validate import validate_inbox
-from worker.messages import events
-from worker.messages import keys
-from worker.rechecks import hooks as recheck
-from worker.messages import stream
-from worker.rechecks.pacing import AlreadyDone, Held
+from worker.messages import events, keys, stream
 from worker.messages.payload import PayloadRejected, decode
 from worker.messages.sealing import Sealer
+from worker.rechecks import hooks as recheck
+from worker.rechecks.pacing import AlreadyDone, Held
 from worker.settings import Settings
-from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.worker")
 
@@ -42,9 +40,9 @@ EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
 
 REJECTION_RESOLUTIONS = {
     Reason.MALFORMED_PAYLOAD: "Fix the producer: the payload must match `inboxcheck schema request` "
-                              "and the payload format in the README.",
+    "and the payload format in the README.",
     Reason.SEALED_CREDENTIALS: "Seal the passwords with the same INBOXCHECK_SECRET_KEY the workers "
-                               "have (or allow plaintext credentials in development).",
+    "have (or allow plaintext credentials in development).",
 }
 
 
@@ -57,7 +55,7 @@ class Runtime:
     options: CheckOptions
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Runtime":
+    def from_settings(cls, settings: Settings) -> Runtime:
         from worker.messages.sealing import sealer_for
 
         return cls(settings, sealer_for(settings.secret_key), settings.check_options())
@@ -77,14 +75,18 @@ def retry_defer(settings: Settings, job_try: int, result: ValidationResult | Non
 
 def _rejection_event(exc: PayloadRejected, job_try: int, eid: str) -> events.Event:
     rejection = events.Rejection(
-        inbox_id=exc.inbox_id, reason=exc.reason.value, resolution=REJECTION_RESOLUTIONS[exc.reason],
-        problems=[exc.message, *exc.problems], attempts=job_try,
+        inbox_id=exc.inbox_id,
+        reason=exc.reason.value,
+        resolution=REJECTION_RESOLUTIONS[exc.reason],
+        problems=[exc.message, *exc.problems],
+        attempts=job_try,
     )
     return events.rejected(rejection, eid)
 
 
-async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
-                             unreadable: str | None = None) -> dict[str, Any]:
+async def validate_inbox_job(
+    ctx: dict[str, Any], payload: Any = None, *, unreadable: str | None = None
+) -> dict[str, Any]:
     runtime: Runtime = ctx[STATE_KEY]
     settings = runtime.settings
     job_id: str = ctx["job_id"]
@@ -102,8 +104,7 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
         # releases them in the same round trip; any other way out releases them here.
         held = Held()
         try:
-            return await _check_and_append(ctx, runtime, decoded, job_try, eid, done_key, ops, held,
-                                           started)
+            return await _check_and_append(ctx, runtime, decoded, job_try, eid, done_key, ops, held, started)
         finally:
             if held.pending is not None:
                 pending, held.pending = held.pending, None
@@ -113,10 +114,17 @@ async def validate_inbox_job(ctx: dict[str, Any], payload: Any = None, *,
                     raise Retry(defer=REDIS_RETRY_DEFER_S) from None
 
 
-async def _check_and_append(ctx: dict[str, Any], runtime: Runtime,
-                            decoded: ValidationRequest | PayloadRejected, job_try: int, eid: str,
-                            done_key: str, ops: recheck.Ops | None, held: Held,
-                            started: float) -> dict[str, Any]:
+async def _check_and_append(
+    ctx: dict[str, Any],
+    runtime: Runtime,
+    decoded: ValidationRequest | PayloadRejected,
+    job_try: int,
+    eid: str,
+    done_key: str,
+    ops: recheck.Ops | None,
+    held: Held,
+    started: float,
+) -> dict[str, Any]:
     settings = runtime.settings
     job_id: str = ctx["job_id"]
     try:
@@ -124,28 +132,42 @@ async def _check_and_append(ctx: dict[str, Any], runtime: Runtime,
             already = await stream.recorded(ctx["redis"], done_key)
             if already is not None:
                 return await _already_done(ctx, job_id, already)
-        event = await _run(runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"],
-                           done_key=done_key, held=held)
+        event = await _run(
+            runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"], done_key=done_key, held=held
+        )
     except AlreadyDone as done:
         return await _already_done(ctx, job_id, json.loads(done.event))
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     try:
         written = await stream.append_once(
-            ctx["redis"], stream=settings.events_stream, maxlen=settings.events_maxlen,
-            done_key=done_key, done_ttl_s=settings.keep_result, event=event, release=held.pending,
+            ctx["redis"],
+            stream=settings.events_stream,
+            maxlen=settings.events_maxlen,
+            done_key=done_key,
+            done_ttl_s=settings.keep_result,
+            event=event,
+            release=held.pending,
         )
         held.pending = None  # released by the append's script
     except RedisError as exc:
         log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     data = written.get("data") or {}
-    log.info("job_finished", inbox_id=written.get("subject"), event_id=written.get("id"),
-             type=written.get("type"), status=data.get("status"), error_code=data.get("error_code"),
-             reason=data.get("reason"), attempts=data.get("attempts"),
-             duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1))
+    log.info(
+        "job_finished",
+        inbox_id=written.get("subject"),
+        event_id=written.get("id"),
+        type=written.get("type"),
+        status=data.get("status"),
+        error_code=data.get("error_code"),
+        reason=data.get("reason"),
+        attempts=data.get("attempts"),
+        duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1),
+    )
     await _after_event(ctx, job_id, written)
     return written
+
 
 async def _already_done(ctx: dict[str, Any], job_id: str, already: dict[str, Any]) -> dict[str, Any]:
     # A run that crashed after writing its event: hand arq the same event, append nothing.
@@ -154,8 +176,9 @@ async def _already_done(ctx: dict[str, Any], job_id: str, already: dict[str, Any
     return already
 
 
-async def _after_event(ctx: dict[str, Any], job_id: str, event: dict[str, Any], *,
-                       written_now: bool = True) -> None:
+async def _after_event(
+    ctx: dict[str, Any], job_id: str, event: dict[str, Any], *, written_now: bool = True
+) -> None:
     """Metrics, and a recheck's health update; a Redis hiccup reruns the job, whose replay
     finds its event already written and applies the (idempotent) health update again."""
     try:
@@ -183,16 +206,23 @@ def _decode(runtime: Runtime, payload: Any, unreadable: str | None) -> Validatio
     try:
         if unreadable is not None:
             raise PayloadRejected(Reason.MALFORMED_PAYLOAD, unreadable)
-        return decode(payload, runtime.sealer,
-                      allow_plaintext=runtime.settings.allow_plaintext_credentials)
+        return decode(payload, runtime.sealer, allow_plaintext=runtime.settings.allow_plaintext_credentials)
     except PayloadRejected as exc:
         log.info("payload_rejected", inbox_id=exc.inbox_id, reason=exc.reason.value)
         return exc
 
 
-async def _run(runtime: Runtime, decoded: ValidationRequest | PayloadRejected, job_try: int,
-               eid: str, *, ops: recheck.Ops | None = None, redis: Any = None,
-               done_key: str, held: Held | None = None) -> events.Event:
+async def _run(
+    runtime: Runtime,
+    decoded: ValidationRequest | PayloadRejected,
+    job_try: int,
+    eid: str,
+    *,
+    ops: recheck.Ops | None = None,
+    redis: Any = None,
+    done_key: str,
+    held: Held | None = None,
+) -> events.Event:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
     AlreadyDone when pacing found this job's event already written."""
     settings = runtime.settings
@@ -216,22 +246,32 @@ async def _run(runtime: Runtime, decoded: ValidationRequest | PayloadRejected, j
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
-        paced = recheck.paced(ops, request, check, done_key=done_key,
-                              attempts_key=keys.attempts_key(eid), attempts_ttl_s=settings.keep_result,
-                              held=held) \
-            if ops else check()
+        paced = (
+            recheck.paced(
+                ops,
+                request,
+                check,
+                done_key=done_key,
+                attempts_key=keys.attempts_key(eid),
+                attempts_ttl_s=settings.keep_result,
+                held=held,
+            )
+            if ops
+            else check()
+        )
         result = await asyncio.wait_for(paced, settings.job_timeout - EMIT_RESERVE_S)
     except (Retry, AlreadyDone):
         raise  # pacing: not this check's turn yet, or nothing left to do; not a failure
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
+    except Exception as exc:
         last_try = attempts.value >= settings.max_tries
         log.error("check_crashed", error=type(exc).__name__, last_try=last_try)
         if not last_try:
             raise Retry(defer=retry_defer(settings, attempts.value)) from None
-        failure = events.Failure(inbox_id=request.inbox_id, reason=type(exc).__name__,
-                                 attempts=attempts.value)
+        failure = events.Failure(
+            inbox_id=request.inbox_id, reason=type(exc).__name__, attempts=attempts.value
+        )
         return events.failed(failure, eid)
 
     if result.retryable and attempts.value < settings.max_tries:

@@ -22,8 +22,7 @@ DEFAULT_DIR = Path.home() / ".local" / "state" / "inboxcheck" / "redis"
 
 
 def reachable(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S,
-                                  socket_timeout=PROBE_TIMEOUT_S)
+    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -38,22 +37,39 @@ def start_if_needed(url: str, directory: str | None) -> subprocess.Popen[bytes] 
         return None
     parsed = urlparse(url)
     if parsed.scheme != "redis" or parsed.hostname not in LOOPBACK_HOSTS:
-        log.warning("redis_unreachable", redis_url_host=parsed.hostname,
-                    note="not a local URL, so no local redis-server is started; waiting for it")
+        log.warning(
+            "redis_unreachable",
+            redis_url_host=parsed.hostname,
+            note="not a local URL, so no local redis-server is started; waiting for it",
+        )
         return None
     binary = shutil.which("redis-server")
     if binary is None:
-        log.error("redis_server_missing",
-                  note="no Redis answers and redis-server is not installed: apt-get install redis-server")
+        log.error(
+            "redis_server_missing",
+            note="no Redis answers and redis-server is not installed: apt-get install redis-server",
+        )
         return None
     port = parsed.port or DEFAULT_REDIS_PORT
     data_dir = Path(directory) if directory else DEFAULT_DIR
     data_dir.mkdir(parents=True, exist_ok=True)
     # Append-only file: queued jobs survive a restart of this development Redis too.
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
     while not reachable(url):
@@ -62,7 +78,12 @@ def start_if_needed(url: str, directory: str | None) -> subprocess.Popen[bytes] 
             process.kill()
             return None
         time.sleep(START_POLL_S)
-    log.warning("local_redis_started", port=port, pid=process.pid, dir=str(data_dir),
-                note="no Redis answered at INBOXCHECK_REDIS_URL, so this worker started a local "
-                     "redis-server; it stops with the worker. Set INBOXCHECK_REDIS_URL for a real one.")
+    log.warning(
+        "local_redis_started",
+        port=port,
+        pid=process.pid,
+        dir=str(data_dir),
+        note="no Redis answered at INBOXCHECK_REDIS_URL, so this worker started a local "
+        "redis-server; it stops with the worker. Set INBOXCHECK_REDIS_URL for a real one.",
+    )
     return process

@@ -36,21 +36,33 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.checks = Counter("inboxcheck_checks", "Finished jobs by outcome (valid, invalid, "
-                              "rejected, failed) and error code.", ["outcome", "error_code"], registry=r)
-        self.check_duration = Histogram("inboxcheck_check_duration_seconds",
-                                        "Duration of each protocol's steps (step=total: the "
-                                        "whole protocol).", ["protocol", "step"],
-                                        buckets=STEP_BUCKETS, registry=r)
+        self.checks = Counter(
+            "inboxcheck_checks",
+            "Finished jobs by outcome (valid, invalid, rejected, failed) and error code.",
+            ["outcome", "error_code"],
+            registry=r,
+        )
+        self.check_duration = Histogram(
+            "inboxcheck_check_duration_seconds",
+            "Duration of each protocol's steps (step=total: the whole protocol).",
+            ["protocol", "step"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
         self.in_flight = Gauge("inboxcheck_jobs_in_flight", "Jobs this worker is running.", registry=r)
         self.queue_depth = Gauge("inboxcheck_queue_depth", "Jobs waiting in the queue.", registry=r)
-        self.events = Counter("inboxcheck_events_written", "Events appended to the stream, by type.",
-                              ["type"], registry=r)
-        self.inboxes = Gauge("inboxcheck_registered_inboxes", "Registered inboxes by health.",
-                             ["health"], registry=r)
-        self.pacing_waits = Counter("inboxcheck_pacing_deferrals",
-                                    "Jobs handed back because a host was full or backed off.",
-                                    ["why"], registry=r)
+        self.events = Counter(
+            "inboxcheck_events_written", "Events appended to the stream, by type.", ["type"], registry=r
+        )
+        self.inboxes = Gauge(
+            "inboxcheck_registered_inboxes", "Registered inboxes by health.", ["health"], registry=r
+        )
+        self.pacing_waits = Counter(
+            "inboxcheck_pacing_deferrals",
+            "Jobs handed back because a host was full or backed off.",
+            ["why"],
+            registry=r,
+        )
         # Labelled children by label values: labels() checks and sorts its arguments and takes a
         # lock on every call, ~10 calls per event; the children never change once made.
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -66,17 +78,20 @@ class Metrics:
         """Count a terminal event and its steps' timings."""
         data = event.get("data") or {}
         self._child(self.events, str(event.get("type", "unknown"))).inc()
-        self._child(self.checks, str(data.get("status", "unknown")),
-                    str(data.get("error_code") or NO_ERROR)).inc()
+        self._child(
+            self.checks, str(data.get("status", "unknown")), str(data.get("error_code") or NO_ERROR)
+        ).inc()
         for protocol in ("smtp", "imap"):
             part = data.get(protocol)
             if not isinstance(part, dict):
                 continue
             for step in part.get("steps") or []:
                 self._child(self.check_duration, protocol, str(step.get("step"))).observe(
-                    float(step.get("ms", 0)) / MS_PER_S)
+                    float(step.get("ms", 0)) / MS_PER_S
+                )
             self._child(self.check_duration, protocol, "total").observe(
-                float(part.get("duration_ms", 0)) / MS_PER_S)
+                float(part.get("duration_ms", 0)) / MS_PER_S
+            )
 
     def event_written(self, event_type: str) -> None:
         self._child(self.events, event_type).inc()
@@ -93,14 +108,17 @@ def serve(metrics: Metrics, host: str, port: int) -> Any:
     return server
 
 
-async def refresh_forever(metrics: Metrics, read_queue_depth: Callable[[], Awaitable[int]],
-                          read_health_counts: Callable[[], Awaitable[dict[str, int]]],
-                          every_s: float) -> None:
+async def refresh_forever(
+    metrics: Metrics,
+    read_queue_depth: Callable[[], Awaitable[int]],
+    read_health_counts: Callable[[], Awaitable[dict[str, int]]],
+    every_s: float,
+) -> None:
     """Keep the Redis-backed gauges fresh; a Redis outage only leaves them stale."""
     while True:
         try:
             metrics.queue_depth.set(await read_queue_depth())
             metrics.set_inboxes(await read_health_counts())
-        except Exception as exc:  # noqa: BLE001 - a gauge must never take the worker down
+        except Exception as exc:
             log.warning("metrics_refresh_failed", error=type(exc).__name__)
         await asyncio.sleep(every_s)

@@ -17,8 +17,9 @@ import structlog
 from arq.connections import create_pool
 from redis.exceptions import RedisError
 
-from worker.runtime import local_redis
+from worker.logs import install_safe_exception_handler
 from worker.messages import envelope as serialization
+from worker.runtime import local_redis
 from worker.runtime.arq_settings import (
     InboxWorker,
     check_settings,
@@ -26,7 +27,6 @@ from worker.runtime.arq_settings import (
     redis_settings,
     worker_kwargs,
 )
-from worker.logs import install_safe_exception_handler
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -43,9 +43,12 @@ class Supervisor:
         self.worker: InboxWorker | None = None
 
     def request_stop(self, signum: int) -> None:
-        log.info("worker_stopping", signal=signal.Signals(signum).name,
-                 in_flight=len(self.worker.tasks) if self.worker else 0,
-                 grace_s=self.settings.shutdown_grace)
+        log.info(
+            "worker_stopping",
+            signal=signal.Signals(signum).name,
+            in_flight=len(self.worker.tasks) if self.worker else 0,
+            grace_s=self.settings.shutdown_grace,
+        )
         self.stopping.set()
         if self.worker is not None:
             self.worker.allow_pick_jobs = False  # stop taking jobs at once
@@ -59,10 +62,12 @@ class Supervisor:
         while not self.stopping.is_set():
             try:
                 pool = await create_pool(
-                    redis_settings(self.settings), job_serializer=serialization.serialize,
+                    redis_settings(self.settings),
+                    job_serializer=serialization.serialize,
                     job_deserializer=serialization.deserialize_job,
-                    default_queue_name=self.settings.queue_name)
-            except (OSError, RedisError, asyncio.TimeoutError) as exc:
+                    default_queue_name=self.settings.queue_name,
+                )
+            except (TimeoutError, OSError, RedisError) as exc:
                 log.warning("redis_unreachable", error=type(exc).__name__, retry_in_s=delay)
                 await self._pause(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_delay)
@@ -88,8 +93,9 @@ class Supervisor:
             worker.allow_pick_jobs = False
             await self._drain(worker)
         elif main.done() and not main.cancelled() and main.exception() is not None:
-            log.warning("redis_connection_lost", error=type(main.exception()).__name__,
-                        in_flight=len(worker.tasks))
+            log.warning(
+                "redis_connection_lost", error=type(main.exception()).__name__, in_flight=len(worker.tasks)
+            )
         # close(): cancels what is still running (arq puts it back in the queue) and the main loop.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await worker.close()
