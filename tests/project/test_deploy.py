@@ -20,7 +20,7 @@ from worker.cli.main import build_parser
 from worker.rechecks.settings import OpsSettings
 from worker.settings import ENV_PREFIX
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROGRAM = "inboxcheck"
 HANDLERS = {"worker": worker_cmd.run, "health": health_cmd.run}

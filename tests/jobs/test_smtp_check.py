@@ -12,7 +12,7 @@ import pytest
 from jobs.errors import ErrorCode, Reason
 from jobs.resolutions import resolution
 from jobs.smtp_check import check_smtp
-from tests.checks import CLOSED_PORT, LOOPBACK, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from tests.jobs.checks import CLOSED_PORT, LOOPBACK, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, SmtpScript, close_on_accept, silent
 from tests.servers.smtp import SmtpServer

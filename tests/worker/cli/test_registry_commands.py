@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.servers.redis import RedisServer
-from tests.worker_support import scan_for
+from tests.worker.support import scan_for
 from worker.messages.sealing import generate_key
 
 PASSWORD = "Registry-Secret-77"

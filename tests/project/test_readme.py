@@ -9,7 +9,7 @@ import pytest
 from worker.rechecks.settings import OpsSettings
 from worker.settings import ENV_PREFIX, Settings
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", [*Settings.model_fields, *OpsSettings.model_fields])

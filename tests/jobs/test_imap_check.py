@@ -12,7 +12,7 @@ import pytest
 
 from jobs.errors import ErrorCode, Reason
 from jobs.imap_check import check_imap
-from tests.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, ImapScript, close_on_accept, silent

@@ -10,7 +10,6 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
-from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from worker.messages import envelope as serialization
 from worker.messages import events, keys, payload
 from worker.messages.sealing import Sealer, generate_key
@@ -94,12 +93,12 @@ async def test_first_checks_are_spread(redis: Redis, sealer: Sealer) -> None:
 
 
 async def test_many_workers_enqueue_each_due_inbox_once(
-    redis: Redis, sealer: Sealer, ops_redis_server: Any
+    redis: Redis, sealer: Sealer, shared_redis: Any
 ) -> None:
     reg = registry(redis, sealer)
     for n in range(INBOXES):
         await reg.register(request(n), EVERY_S, spread_s=0, now=NOW)
-    clients = [Redis.from_url(ops_redis_server.url) for _ in range(WORKERS)]
+    clients = [Redis.from_url(shared_redis.url) for _ in range(WORKERS)]
     try:
         batches = await asyncio.gather(
             *(

@@ -19,7 +19,7 @@ from tests.servers.dovecot import Dovecot
 from tests.servers.fakes import FakeServer, silent
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
-from tests.worker_support import WorkerProcess, closed_port, scan_for, wait_for_events, worker_env
+from tests.worker.support import WorkerProcess, closed_port, scan_for, wait_for_events, worker_env
 from worker.messages import keys
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import generate_key

@@ -15,10 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
-from tests.ops_support import ConnectionCounter, counting_proxy
 from tests.servers.ports import LOOPBACK
 from tests.servers.tcp import ThreadedTcpServer
-from tests.worker_support import WorkerProcess, worker_env
+from tests.worker.support import ConnectionCounter, WorkerProcess, counting_proxy, worker_env
 from worker.messages import events, keys
 from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.inbox_health import Health

@@ -8,7 +8,6 @@ import urllib.request
 
 from redis.asyncio import Redis
 
-from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from tests.servers.ports import LOOPBACK
 from worker.messages import keys
 from worker.runtime.metrics import Metrics, refresh_forever, serve

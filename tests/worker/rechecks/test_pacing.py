@@ -9,7 +9,6 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from tests.ops_support import ops_redis_server, redis  # noqa: F401 - fixtures
 from worker.messages import events, keys, stream
 from worker.rechecks.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
 

@@ -1,0 +1,81 @@
+"""One inbox, both protocols at once: one verdict, and a failure of one never hides the other."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+
+from jobs.errors import ErrorCode, Reason
+from jobs.validate import validate_inbox
+from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from tests.servers.dovecot import Account, Dovecot
+from tests.servers.fakes import FakeServer, silent
+from tests.servers.smtp import SmtpServer
+
+
+def both(smtp: SmtpServer, dovecot: Dovecot, user: Account, **fields: object):
+    base = {
+        "email": user.email,
+        "smtp_password": user.password,
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "imap_port": dovecot.imaps_port,
+    }
+    return request(**{**base, **fields})
+
+
+async def test_valid_inbox_gets_a_limit_for_its_age(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, account_age_days=20), options(ca_file))
+    assert (result.status, result.error_code, result.resolution) == ("valid", None, None)
+    assert (result.smtp.status, result.imap.status) == ("ok", "ok")
+    assert (result.recommended_range.low, result.recommended_range.high) == (50, 80)
+    assert 50 <= result.recommended_daily_limit <= 80
+    assert result.max_daily_limit == 100_000
+
+
+async def test_smtp_failure_leads_and_does_not_hide_imap(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: "something else"})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, imap_port=CLOSED_PORT), options(ca_file))
+    assert result.status == "invalid" and result.recommended_daily_limit == 0
+    assert (result.error_code, result.reason) == (ErrorCode.AUTH_FAILED, Reason.INVALID_CREDENTIALS)
+    assert (result.imap.error_code, result.imap.reason) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.CONNECTION_REFUSED,
+    )
+    assert result.resolution and "password" in result.resolution
+
+
+async def test_imap_failure_alone_decides_the_verdict(
+    smtp_server: Callable[..., SmtpServer], dovecot: Dovecot, imap_user: Account, ca_file: str
+) -> None:
+    smtp = smtp_server(users={imap_user.email: imap_user.password})
+    result = await validate_inbox(both(smtp, dovecot, imap_user, imap_password="wrong"), options(ca_file))
+    assert result.smtp.status == "ok"
+    assert (result.status, result.error_code, result.reason) == (
+        "invalid",
+        ErrorCode.AUTH_FAILED,
+        Reason.INVALID_CREDENTIALS,
+    )
+
+
+async def test_protocols_run_concurrently(fake_server: Callable[..., FakeServer], ca_file: str) -> None:
+    server = fake_server(silent)
+    started = time.monotonic()
+    result = await validate_inbox(request(smtp_port=server.port, imap_port=server.port), options(ca_file))
+    assert (result.smtp.error_code, result.imap.error_code) == (ErrorCode.TIMEOUT, ErrorCode.TIMEOUT)
+    assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
+
+
+async def test_log_lines_carry_the_inbox_id(ca_file: str) -> None:
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await validate_inbox(request(inbox_id="inbox-42"), options(ca_file))
+    checked = [line for line in logs if line["event"] == "protocol_checked"]
+    assert {line["protocol"] for line in checked} == {"smtp", "imap"}
+    assert all(line["inbox_id"] == "inbox-42" for line in checked)

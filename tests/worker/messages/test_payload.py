@@ -1,0 +1,87 @@
+"""The job's payload and envelope: keyed job ids, sealing rules, and bytes that cannot be a job."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.worker.support import (
+    KEY,
+    PASSWORD,
+    make_settings,
+    request,
+    request_fields,
+)
+from worker.messages import envelope as serialization
+from worker.messages import payload
+from worker.messages.producer import enqueue_validation
+from worker.messages.sealing import Sealer, generate_key
+
+
+def test_job_id_is_keyed_and_ignores_nothing() -> None:
+    sealer = Sealer(KEY)
+    one = request(port=1)
+    assert payload.job_id_for(one, sealer) != payload.job_id_for(
+        request(port=1, smtp_password="other"), sealer
+    )
+    assert payload.job_id_for(one, sealer) != payload.job_id_for(one, Sealer(generate_key()))
+    assert payload.job_id_for(one, None) == payload.job_id_for(request(port=1, smtp_password="x"), None)
+    assert payload.job_id_for(one, sealer) != payload.job_id_for(request("inbox-2", port=1), sealer)
+    assert payload.job_id_for(one, sealer, "queue-a") != payload.job_id_for(one, sealer, "queue-b")
+
+
+async def test_producer_without_key_refuses_plaintext(shared_redis, aredis) -> None:
+    settings = make_settings(shared_redis, secret_key=None)
+    with pytest.raises(payload.PlaintextRefused, match="INBOXCHECK_SECRET_KEY"):
+        await enqueue_validation(aredis, request("refused"), settings=settings)
+    assert not await aredis.zcard(settings.queue_name)
+    assert PASSWORD.encode() not in b"".join(
+        [
+            await aredis.get(k) or b""
+            async for k in aredis.scan_iter("arq:job:*")
+            if await aredis.type(k) == b"string"
+        ]
+    )
+
+
+def test_deserializer_never_raises() -> None:
+    for raw in (b"", b"null", b"[]", b'"x"', b"{", b"\xff" * 10, b"1e999999", b'{"f":1}'):
+        job = serialization.deserialize_job(raw)
+        assert job["f"] == serialization.FUNCTION_NAME and "unreadable" in job["k"]
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null"])
+def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> None:
+    from cryptography.fernet import Fernet
+
+    from worker.messages.sealing import SealError
+
+    token = Fernet(KEY).encrypt(body).decode()  # right key, wrong shape: a buggy producer
+    with pytest.raises(SealError):
+        Sealer(KEY).open(token, "inbox-1")
+    fields = {k: v for k, v in request_fields("inbox-1", 25).items() if k != "smtp_password"}
+    with pytest.raises(payload.PayloadRejected) as rejected:  # a rejected event, not a crash
+        payload.decode(
+            {"v": payload.PAYLOAD_VERSION, "request": fields, "credentials": {"sealed": token}},
+            Sealer(KEY),
+            allow_plaintext=False,
+        )
+    assert rejected.value.reason.value == "SEALED_CREDENTIALS"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x00\xffgarbage",
+        b"[1]",
+        b'{"f": "validate_inbox", "a": [], "et": 123}',
+        b'{"f": "nope", "et": 1700000000000}',
+        b"x" * (serialization.MAX_JOB_BYTES + 1),
+    ],
+)
+def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: bytes) -> None:
+    from worker.runtime.job import event_id
+
+    first, later = serialization.deserialize_job(raw), serialization.deserialize_job(raw)
+    assert "unreadable" in first["k"]
+    assert event_id("job-1", first["et"]) == event_id("job-1", later["et"])
+    assert first["et"] != serialization.deserialize_job(raw + b" ")["et"] or b"et" in raw
