@@ -21,22 +21,18 @@ async def noop_job(ctx: dict[str, Any], payload: Any = None, **_: Any) -> None:
 
 
 async def run_noop() -> None:
-    from arq.connections import create_pool
     from arq.worker import func
 
-    from worker.messages import envelope as serialization
-    from worker.runtime.arq_settings import ARQ_MAX_TRIES_BACKSTOP, InboxWorker, redis_settings, worker_kwargs
+    from worker.messages import envelope
+    from worker.runtime import redis_pool
+    from worker.runtime.arq_settings import ARQ_MAX_TRIES_BACKSTOP, worker_kwargs
+    from worker.runtime.inbox_worker import InboxWorker
     from worker.settings import get_settings
 
     settings = get_settings()
-    pool = await create_pool(
-        redis_settings(settings),
-        job_serializer=serialization.serialize,
-        job_deserializer=serialization.deserialize_job,
-        default_queue_name=settings.queue_name,
-    )
+    pool = await redis_pool.connect(settings)
     kwargs = worker_kwargs(settings)
-    kwargs["functions"] = [func(noop_job, name=serialization.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)]
+    kwargs["functions"] = [func(noop_job, name=envelope.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)]
     worker = InboxWorker(**kwargs, redis_pool=pool, handle_signals=False)
     main_task = asyncio.ensure_future(worker.main())
     stop = asyncio.Event()

@@ -29,14 +29,22 @@ _PLAINTEXT_PEER = (
     "record layer failure",
 )
 
-# asyncio's TLS transport (CPython 3.11+) zero-fills a read buffer of SSLProtocol.max_size
-# (256 KiB) for every connection, and a check holds two: about 512 KiB of resident memory per
-# in-flight check, the bulk of the worker's RSS at a few hundred checks at once. A TLS record
-# carries at most 16 KiB of plaintext, so reads of 16 KiB lose nothing (a longer reply takes
-# more reads); the buffer is only the size of each SSLObject.read(), not a limit on any message.
+# A TLS record carries at most 16 KiB of plaintext, so reads of this size lose nothing (a longer
+# reply takes more reads); it sizes each SSLObject.read(), it limits no message.
 TLS_READ_BUFFER = 16 * 1024
-if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
-    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+def use_small_tls_read_buffers() -> None:
+    """Make asyncio's TLS transports read into TLS_READ_BUFFER-sized buffers, process-wide.
+
+    asyncio's SSLProtocol zero-fills a read buffer of `max_size` (256 KiB) for every TLS
+    connection, and a check holds two: most of a worker's memory at a few hundred checks at once.
+    A class attribute of asyncio's, so this changes every TLS connection of the process: called
+    where the worker and the CLI start, never on import, so a service that imports the engine
+    keeps its asyncio as it was. Guarded by tests/worker/runtime/test_patched_internals.py.
+    """
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 @lru_cache(maxsize=8)

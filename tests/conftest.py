@@ -7,6 +7,7 @@ cleans them up. Every server binds an OS-assigned port on 127.0.0.1.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
 import ssl
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +24,14 @@ from tests.servers.smtp import SmtpMode, SmtpServer
 
 _account_numbers = itertools.count(1)
 _Server = TypeVar("_Server")
+
+
+@pytest.fixture(autouse=True)
+def _no_inboxcheck_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test builds takes its settings from the test, never from the shell running the suite."""
+    for name in list(os.environ):
+        if name.startswith("INBOXCHECK_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""Every setting, read from INBOXCHECK_* environment variables."""
+"""Every setting, read from INBOXCHECK_* environment variables into one Settings object.
+
+A worker and every command take all they use from that object, so a worker built in a test runs
+with exactly the settings the test gave it."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ from pydantic import Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
+from worker.rechecks.settings import Duration, RecheckSettings
 
 ENV_PREFIX = "INBOXCHECK_"
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, RecheckSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # The check
@@ -50,6 +54,13 @@ class Settings(BaseSettings):
     # Reconnecting after Redis drops: first wait and the cap of the doubling backoff.
     reconnect_delay: float = Field(default=0.5, gt=0)
     reconnect_max_delay: float = Field(default=10.0, gt=0)
+
+    # Metrics (Prometheus text format); 0 turns the endpoint off.
+    metrics_port: int = Field(default=9108, ge=0, le=65_535)
+    # Loopback by default; containers set 0.0.0.0 so the cluster can scrape them.
+    metrics_host: str = "127.0.0.1"
+    # Queue depth and inboxes-by-health are read from Redis this often.
+    metrics_refresh: Duration = Field(default=15.0, gt=0)
 
     def check_options(self) -> CheckOptions:
         return CheckOptions(

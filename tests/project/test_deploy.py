@@ -17,8 +17,7 @@ import yaml
 from worker.cli import liveness as health_cmd
 from worker.cli import worker as worker_cmd
 from worker.cli.main import build_parser
-from worker.rechecks.settings import OpsSettings
-from worker.settings import ENV_PREFIX
+from worker.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -120,4 +119,4 @@ def test_systemd_unit_runs_the_worker() -> None:
 
 @pytest.mark.parametrize("name", ["INBOXCHECK_METRICS_PORT", "INBOXCHECK_METRICS_HOST"])
 def test_deploy_settings_are_real_settings(name: str) -> None:
-    assert name.removeprefix(ENV_PREFIX).lower() in OpsSettings.model_fields
+    assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields

@@ -30,7 +30,9 @@ from tests.servers.tcp import ThreadedTcpServer
 from worker.messages import keys
 from worker.messages.producer import envelope
 from worker.messages.sealing import generate_key
-from worker.runtime.arq_settings import InboxWorker, redis_settings, worker_kwargs
+from worker.runtime import redis_pool
+from worker.runtime.arq_settings import worker_kwargs
+from worker.runtime.inbox_worker import InboxWorker
 from worker.settings import Settings
 
 PASSWORD = "unit-s3cret-Pa55"
@@ -190,10 +192,19 @@ def request(inbox_id: str = "inbox-1", port: int | None = None, **extra: Any) ->
     return parse_request(request_fields(inbox_id, port, **extra))
 
 
-async def burst(settings: Settings) -> None:
-    worker = InboxWorker(
-        **worker_kwargs(settings), redis_settings=redis_settings(settings), burst=True, handle_signals=False
+async def in_process_worker(settings: Settings, **options: Any) -> InboxWorker:
+    """The worker `inboxcheck worker` runs (its pool, its settings), built in this process."""
+    return InboxWorker(
+        **worker_kwargs(settings),
+        redis_pool=await redis_pool.connect(settings),
+        handle_signals=False,
+        **options,
     )
+
+
+async def burst(settings: Settings) -> None:
+    """Run a worker until the queue is empty: arq's burst mode, no sleeps needed."""
+    worker = await in_process_worker(settings, burst=True)
     try:
         await worker.main()
     finally:

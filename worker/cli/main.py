@@ -11,6 +11,7 @@ import sys
 from redis.exceptions import RedisError
 
 from jobs.request import RequestError
+from jobs.tls import use_small_tls_read_buffers
 from worker.cli import enqueue as enqueue_cmd
 from worker.cli import events as events_cmd
 from worker.cli import keygen as keygen_cmd
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_small_tls_read_buffers()  # this process's own asyncio: see jobs.tls
     try:
         if not getattr(args, "needs_settings", True):
             return args.handler(args, None)

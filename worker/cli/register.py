@@ -10,7 +10,7 @@ from typing import Any
 from jobs.request import parse_request
 from worker.cli import client
 from worker.rechecks.registry import Registry, for_settings
-from worker.rechecks.settings import get_ops_settings, parse_duration
+from worker.rechecks.settings import parse_duration
 from worker.settings import Settings
 
 
@@ -26,17 +26,16 @@ def duration(text: str) -> float:
 
 async def _register(args: argparse.Namespace, settings: Settings) -> int:
     request = parse_request(client.read_source(args.request))
-    ops = get_ops_settings()
-    every = args.every if args.every is not None else ops.recheck_every
+    every = args.every if args.every is not None else settings.recheck_every
     async with client.connect(settings) as redis:
         registry: Registry = for_settings(redis, settings)
-        row = await registry.register(request, every, spread_s=ops.recheck_spread)
+        row = await registry.register(request, every, spread_s=settings.recheck_spread)
     if args.json:
         print(json.dumps(row.as_dict()))
     else:
         print(
             f"registered {row.inbox_id}: rechecked every {every:g} s, first check within "
-            f"{min(ops.recheck_spread, every):g} s"
+            f"{min(settings.recheck_spread, every):g} s"
         )
     return client.EXIT_VALID
 

@@ -23,13 +23,13 @@ from redis.asyncio import Redis
 from jobs.errors import Reason
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
+from jobs.time_units import SECONDS_PER_MINUTE
 from worker.messages import envelope as serialization
 from worker.messages import events as event_types
 from worker.messages.sealing import sealer_for
 from worker.rechecks.inbox_health import CERT_EXPIRING, HealthPolicy
 from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
 from worker.rechecks.registry import Registry, is_recheck
-from worker.rechecks.settings import OpsSettings, get_ops_settings
 from worker.runtime.metrics import Metrics, refresh_forever, serve
 from worker.settings import Settings
 
@@ -37,7 +37,6 @@ log = structlog.get_logger("inboxcheck.recheck")
 
 OPS_KEY = "inboxcheck_ops"
 CRON_NAME = serialization.RECHECK_CRON_FUNCTION
-SECONDS_PER_MINUTE = 60
 # Left between the end of the slot wait plus the check's own deadline and arq's job timeout,
 # for writing the event (the same reserve tasks keeps).
 EMIT_MARGIN_S = 4.0
@@ -53,7 +52,6 @@ INBOX_THROTTLE_REASONS = frozenset({Reason.TOO_MANY_CONNECTIONS})
 @dataclass
 class Ops:
     settings: Settings
-    ops: OpsSettings
     registry: Registry
     pacer: Pacer
     metrics: Metrics
@@ -66,26 +64,23 @@ def _ops(ctx: dict[str, Any]) -> Ops:
     return ctx[OPS_KEY]
 
 
-def health_policy(ops: OpsSettings) -> HealthPolicy:
+def health_policy(settings: Settings) -> HealthPolicy:
     return HealthPolicy(
-        interval_s=ops.recheck_every,
-        failing_after=ops.failing_after,
-        backoff_max_s=ops.failing_backoff_max,
-        cert_warning_days=ops.cert_warning_days,
-        jitter_fraction=ops.recheck_jitter,
+        interval_s=settings.recheck_every,
+        failing_after=settings.failing_after,
+        backoff_max_s=settings.failing_backoff_max,
+        cert_warning_days=settings.cert_warning_days,
+        jitter_fraction=settings.recheck_jitter,
     )
 
 
-def slot_wait_s(settings: Settings, ops: OpsSettings) -> float:
+def slot_wait_s(settings: Settings) -> float:
     """How long a job may wait for host slots and still finish its check before arq's timeout."""
     room = settings.job_timeout - settings.check_timeout - EMIT_MARGIN_S
-    return max(min(ops.pacing_wait, room), 0.0)
+    return max(min(settings.pacing_wait, room), 0.0)
 
 
-def build(
-    redis: Redis, settings: Settings, ops: OpsSettings | None = None, metrics: Metrics | None = None
-) -> Ops:
-    ops = ops or get_ops_settings()
+def build(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> Ops:
     registry = Registry(
         redis,
         queue_name=settings.queue_name,
@@ -93,14 +88,16 @@ def build(
         allow_plaintext=settings.allow_plaintext_credentials,
     )
     # A lease outlives the whole job, so a live check never loses its slot to expiry.
-    pacer = Pacer(redis, ops.pacing_policy(lease_s=settings.job_timeout))
-    return Ops(settings, ops, registry, pacer, metrics or Metrics(), health_policy(ops))
+    pacer = Pacer(redis, settings.pacing_policy(lease_s=settings.job_timeout))
+    return Ops(settings, registry, pacer, metrics or Metrics(), health_policy(settings))
 
 
-def cron_job(ops: OpsSettings) -> CronJob:
+def cron_job(settings: Settings) -> CronJob:
     """Every recheck_tick seconds (every minute by default); unique, so one worker runs each."""
     seconds = (
-        0 if ops.recheck_tick >= SECONDS_PER_MINUTE else set(range(0, SECONDS_PER_MINUTE, ops.recheck_tick))
+        0
+        if settings.recheck_tick >= SECONDS_PER_MINUTE
+        else set(range(0, SECONDS_PER_MINUTE, settings.recheck_tick))
     )
     return cron(enqueue_due_rechecks, name=CRON_NAME, second=seconds, unique=True, run_at_startup=False)
 
@@ -108,7 +105,7 @@ def cron_job(ops: OpsSettings) -> CronJob:
 async def enqueue_due_rechecks(ctx: dict[str, Any]) -> int:
     ops = _ops(ctx)
     job_ids = await ops.registry.enqueue_due(
-        claim_ttl_s=ops.ops.recheck_claim_ttl, batch=ops.ops.recheck_batch
+        claim_ttl_s=ops.settings.recheck_claim_ttl, batch=ops.settings.recheck_batch
     )
     return len(job_ids)
 
@@ -117,18 +114,18 @@ async def startup(ctx: dict[str, Any], settings: Settings) -> None:
     """Metrics endpoint and gauges; called from the worker's on_startup."""
     ops = build(ctx["redis"], settings)
     ctx[OPS_KEY] = ops
-    if ops.ops.metrics_port:
+    if ops.settings.metrics_port:
         try:
-            ops.server = serve(ops.metrics, ops.ops.metrics_host, ops.ops.metrics_port)
+            ops.server = serve(ops.metrics, ops.settings.metrics_host, ops.settings.metrics_port)
         except OSError as exc:
             # Another worker on this machine has the port: it still works, just unscraped.
-            log.warning("metrics_port_busy", port=ops.ops.metrics_port, error=type(exc).__name__)
+            log.warning("metrics_port_busy", port=ops.settings.metrics_port, error=type(exc).__name__)
     ops.refresher = asyncio.ensure_future(
         refresh_forever(
             ops.metrics,
             lambda: ctx["redis"].zcard(settings.queue_name),
             ops.registry.health_counts,
-            ops.ops.metrics_refresh,
+            ops.settings.metrics_refresh,
         )
     )
 
@@ -178,7 +175,7 @@ async def paced(
         async with ops.pacer.check(
             request.inbox_id,
             hosts,
-            slot_wait_s(ops.settings, ops.ops),
+            slot_wait_s(ops.settings),
             done_key=done_key,
             attempts_key=attempts_key,
             attempts_ttl_s=attempts_ttl_s,

@@ -1,22 +1,17 @@
-"""Settings for rechecks, pacing and metrics (INBOXCHECK_* like worker.settings).
-
-A class of their own so the worker's core settings stay small; both read the same environment.
-"""
+"""The settings of rechecks and pacing: a group of fields that worker.settings.Settings
+takes in, so one Settings object (read from INBOXCHECK_* variables) carries everything a worker uses."""
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, Field
 
+from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
 from worker.rechecks.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
-from worker.settings import ENV_PREFIX, SettingsError, describe
 
-SECONDS_PER_MINUTE = 60
-UNIT_SECONDS = {"s": 1, "m": SECONDS_PER_MINUTE, "h": 3_600, "d": 86_400}
+UNIT_SECONDS = {"s": 1, "m": SECONDS_PER_MINUTE, "h": SECONDS_PER_HOUR, "d": SECONDS_PER_DAY}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
@@ -33,11 +28,11 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class OpsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+class RecheckSettings(BaseModel):
+    """Rechecks and pacing (the README's settings table says what each does)."""
 
     # Rechecks
-    recheck_every: Duration = Field(default=6 * 3_600.0, ge=1)
+    recheck_every: Duration = Field(default=6.0 * SECONDS_PER_HOUR, ge=1)
     # How often the cron looks for due inboxes; a divisor of 60 below a minute (tests use 1).
     recheck_tick: int = Field(default=60, ge=1, le=60)
     # A newly registered inbox's first check lands at a random point this far ahead (capped by
@@ -50,7 +45,7 @@ class OpsSettings(BaseSettings):
     # A claimed inbox whose recheck never reported (job lost) is claimed again after this.
     recheck_claim_ttl: Duration = Field(default=1_800.0, ge=1)
     failing_after: int = Field(default=3, ge=1, le=100)
-    failing_backoff_max: Duration = Field(default=7 * 86_400.0, ge=1)
+    failing_backoff_max: Duration = Field(default=7.0 * SECONDS_PER_DAY, ge=1)
     cert_warning_days: int = Field(default=14, ge=0, le=365)
 
     # Pacing
@@ -61,13 +56,6 @@ class OpsSettings(BaseSettings):
     # by what the job timeout leaves after the check's own deadline.
     pacing_wait: Duration = Field(default=10.0, ge=0)
 
-    # Metrics (Prometheus text format); 0 turns the endpoint off.
-    metrics_port: int = Field(default=9108, ge=0, le=65_535)
-    # Loopback by default; containers set 0.0.0.0 so the cluster can scrape them.
-    metrics_host: str = "127.0.0.1"
-    # Queue depth and inboxes-by-health are read from Redis this often.
-    metrics_refresh: Duration = Field(default=15.0, gt=0)
-
     def pacing_policy(self, lease_s: float) -> PacingPolicy:
         limits = {**DEFAULT_HOST_LIMITS, **{h.lower(): n for h, n in self.host_limits.items()}}
         return PacingPolicy(
@@ -76,11 +64,3 @@ class OpsSettings(BaseSettings):
             lease_s=lease_s,
             backoff_s=self.host_backoff,
         )
-
-
-@lru_cache(maxsize=1)
-def get_ops_settings() -> OpsSettings:
-    try:
-        return OpsSettings()
-    except ValidationError as exc:
-        raise SettingsError(describe(exc)) from None

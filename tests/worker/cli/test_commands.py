@@ -13,6 +13,7 @@ from tests.worker.support import (
     burst,
     cli_env,
     closed_port,
+    in_process_worker,
     make_settings,
     request_fields,
     run_cli,
@@ -20,7 +21,6 @@ from tests.worker.support import (
 from worker.cli import main as cli
 from worker.messages import keys
 from worker.messages.sealing import Sealer
-from worker.runtime.arq_settings import InboxWorker, redis_settings, worker_kwargs
 
 
 def test_schema_and_keygen(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,9 +124,7 @@ async def test_health_checks_this_hosts_own_worker(shared_redis, aredis) -> None
 
     settings = make_settings(shared_redis, health_check_interval=5)
     assert await health_cmd.alive(settings) is None  # no worker yet
-    worker = InboxWorker(
-        **worker_kwargs(settings), redis_settings=redis_settings(settings), handle_signals=False
-    )
+    worker = await in_process_worker(settings)
     main = asyncio.ensure_future(worker.main())
     key = keys.worker_alive_key(socket.gethostname(), os.getpid())
     try:

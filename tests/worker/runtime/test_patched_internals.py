@@ -1,0 +1,103 @@
+"""The third-party internals inboxcheck changes, pinned: when arq, redis-py or asyncio change the
+code a patch was written against, these fail and say what to re-check before the pins move.
+
+Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim),
+worker/runtime/redis_pool.py (redis-py's pool checkout), jobs/tls.py (asyncio's TLS read buffer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from arq.worker import Worker
+from redis.asyncio.connection import ConnectionPool
+
+from tests.servers.redis import RedisServer
+from tests.worker.support import REPO, make_settings
+from worker.runtime import redis_pool
+
+# What each patched function's source hashed to when its patch was written (first 16 hex digits
+# of the SHA-256 of inspect.getsource), and what to re-check if it changes.
+PATCHED: list[tuple[Callable[..., Any], str, str]] = [
+    (
+        Worker.start_jobs,
+        "b45797cfa40bed7f",
+        "InboxWorker.start_jobs and CLAIM_JOB in worker/runtime/inbox_worker.py repeat arq's claim "
+        "(in-progress key, queue score, semaphore and job counter bookkeeping)",
+    ),
+    (
+        Worker._release_sem_dec_counter_on_complete,
+        "0ed101482e942c33",
+        "InboxWorker.start_jobs relies on this callback to undo its job counter and semaphore",
+    ),
+    (
+        ConnectionPool.get_connection,
+        "4876bc7de473dbc8",
+        "ConcurrentConnectionPool.get_connection in worker/runtime/redis_pool.py replaces it; "
+        "check whether redis-py still locks across ensure_connection (redis/redis-py#3692)",
+    ),
+    (
+        ConnectionPool.get_available_connection,
+        "5b55e7823cc6806d",
+        "ConcurrentConnectionPool relies on it taking a connection synchronously",
+    ),
+    (
+        ConnectionPool.ensure_connection,
+        "e2790e7163da5032",
+        "ConcurrentConnectionPool calls it outside any lock",
+    ),
+]
+
+
+@pytest.mark.parametrize("function, digest, recheck", PATCHED, ids=lambda v: getattr(v, "__qualname__", ""))
+def test_patched_functions_are_the_ones_the_patches_were_written_against(
+    function: Callable[..., Any], digest: str, recheck: str
+) -> None:
+    found = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+    assert found == digest, (
+        f"{function.__module__}.{function.__qualname__} changed upstream: {recheck}; "
+        f"then update its digest here to {found} and the pins in pyproject.toml"
+    )
+
+
+async def test_arq_worker_still_has_the_state_inbox_worker_keeps() -> None:
+    async def job(ctx: dict[str, Any]) -> None: ...
+
+    worker = Worker(functions=[job], redis_pool=object(), handle_signals=False)  # type: ignore[arg-type]
+    for name in ("sem", "job_counter", "tasks", "in_progress_timeout_s", "queue_name", "_last_health_check"):
+        assert hasattr(worker, name), f"arq's Worker has no {name}: re-check InboxWorker"
+    assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"], (
+        "arq's Worker.run_job changed its signature: re-check InboxWorker.start_jobs"
+    )
+
+
+async def test_the_workers_pool_is_built_concurrent(shared_redis: RedisServer) -> None:
+    client = await redis_pool.connect(make_settings(shared_redis))
+    try:
+        assert type(client.connection_pool) is redis_pool.ConcurrentConnectionPool
+        assert await client.ping()
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
+def test_importing_the_engine_leaves_asyncio_alone_and_starting_sets_the_buffer() -> None:
+    code = (
+        "import asyncio.sslproto as p, jobs.validate, worker.runtime.job, worker.cli.main as m\n"
+        "before = p.SSLProtocol.max_size\n"
+        "from jobs.tls import use_small_tls_read_buffers, TLS_READ_BUFFER\n"
+        "use_small_tls_read_buffers()\n"
+        "print(before, p.SSLProtocol.max_size, TLS_READ_BUFFER)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    before, after, wanted = map(int, out.stdout.split())
+    # Importing changed nothing; a smaller default (or none) would mean asyncio changed underneath.
+    assert before > wanted, (
+        "asyncio's SSLProtocol.max_size is gone, small, or set on import: re-check jobs/tls.py"
+    )
+    assert after == wanted

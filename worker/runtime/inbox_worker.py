@@ -1,0 +1,119 @@
+"""InboxWorker: arq's Worker with the three changes this job needs, and nothing else of arq's
+internals touched. Each change is guarded by tests/worker/runtime/test_patched_internals.py,
+which fails with what to re-check when arq changes the code it replaces.
+
+- `start_jobs`: arq claims each job with WATCH / EXISTS / ZSCORE / MULTI PSETEX EXEC, four round
+  trips per job, one job after another in the poll loop, so jobs start no faster than one per few
+  loop iterations whatever max_jobs says. Here the same claim is one atomic script per job
+  (CLAIM_JOB), every job of a poll in one pipelined round trip, with arq's own bookkeeping
+  (semaphore, job counter, tasks) kept exactly as arq keeps it.
+- The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
+- A per-process liveness key written with arq's health record (`inboxcheck health`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import Any
+
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+from redis.exceptions import NoScriptError
+
+from jobs.time_units import MS_PER_S
+from worker.messages import keys
+
+# A crashed worker's in-progress lock must outlast the longest run of the job it held (so no
+# second worker starts it while the first still runs), and not much more (so the job is handed
+# back soon). The job itself cannot outrun job_timeout.
+IN_PROGRESS_MARGIN_S = 2.0
+# A worker's liveness key outlives this many health-check intervals: one slow poll is not death.
+LIVENESS_TTL_FACTOR = 3
+
+# KEYS[1] the job's in-progress key, KEYS[2] the queue. ARGV: job id, now (ms), lock ms.
+# arq's own claim, atomically: not running elsewhere, still queued, due; then take the lock.
+# Returns the job's score, or nothing when it is not this worker's to run.
+CLAIM_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+
+
+class InboxWorker(Worker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
+        self._claim_sha: str | None = None
+
+    async def record_health(self) -> None:
+        """arq's health record, plus this process's own liveness key (what `inboxcheck health`
+        checks for this host): written from the same poll loop, so a hung worker lets it expire
+        even while other workers keep the queue's key alive."""
+        before = self._last_health_check
+        await super().record_health()
+        if self._last_health_check != before:  # arq wrote its record this round
+            ttl_ms = int(self.health_check_interval * LIVENESS_TTL_FACTOR * MS_PER_S)
+            await self.pool.psetex(
+                keys.worker_alive_key(socket.gethostname(), os.getpid()), ttl_ms, self.queue_name
+            )
+
+    async def close(self) -> None:
+        """arq deletes its health key when it closes: so does this process with its own."""
+        if getattr(self, "_pool", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.delete(keys.worker_alive_key(socket.gethostname(), os.getpid()))
+        await super().close()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
+        batch = [job_id.decode() for job_id in job_ids[: max(self.max_jobs - self.job_counter, 0)]]
+        if not batch:
+            return
+        for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
+            await self.sem.acquire()
+        self.job_counter += len(batch)
+        try:
+            scores = await self._claim(batch)
+        except BaseException:
+            self.job_counter -= len(batch)
+            for _ in batch:
+                self.sem.release()
+            raise
+        for job_id, score in zip(batch, scores, strict=True):
+            if score is None:  # running elsewhere, finished, or deferred meanwhile: as arq skips it
+                self.job_counter -= 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def _claim(self, batch: list[str]) -> list[Any]:
+        """CLAIM_JOB for every job of the batch in one pipelined round trip, by EVALSHA; the
+        script is loaded once, and again only if Redis lost it (a restart, SCRIPT FLUSH), in
+        which case no claim of the batch ran."""
+        now, lock_ms = timestamp_ms(), int(self.in_progress_timeout_s * MS_PER_S)
+        for _ in range(2):
+            if self._claim_sha is None:
+                self._claim_sha = await self.pool.script_load(CLAIM_JOB)
+            try:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    for job_id in batch:
+                        pipe.evalsha(
+                            self._claim_sha,
+                            2,
+                            keys.in_progress_key(job_id),
+                            self.queue_name,
+                            job_id,
+                            now,
+                            lock_ms,
+                        )
+                    return list(await pipe.execute())
+            except NoScriptError:
+                self._claim_sha = None
+        raise NoScriptError("CLAIM_JOB could not be loaded")
