@@ -11,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol, cast
 
 from aioimaplib import aioimaplib
 
-Response = aioimaplib.Response
+
+
+class Response(Protocol):
+    """What aioimaplib answers a command with (the library ships no types)."""
+
+    result: str  # OK, NO or BAD
+    lines: list[bytes]
 
 
 class GreetingRefused(ConnectionError):
@@ -30,7 +37,7 @@ class ProtocolViolation(ConnectionError):
     """The server sent something aioimaplib could not place; the session was dropped."""
 
 
-class _Protocol(aioimaplib.IMAP4ClientProtocol):
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.greeted: asyncio.Future[None] = loop.create_future()
@@ -84,7 +91,7 @@ class ImapSession:
     async def greeting(self) -> None:
         await self.protocol.greeted
 
-    async def _run(self, coro: Any) -> Any:
+    async def _run(self, coro: Awaitable[Any]) -> Response:
         """Await a command, failing at once if the server hangs up instead of answering."""
         task = asyncio.ensure_future(coro)
         try:
@@ -98,7 +105,7 @@ class ImapSession:
                     f"the server's reply broke the IMAP protocol ({self.protocol.violation})"
                 )
             raise ConnectionResetError("server closed the connection")
-        return task.result()
+        return cast(Response, task.result())
 
     async def starttls(self, context: ssl.SSLContext, host: str) -> Response:
         command = aioimaplib.Command("STARTTLS", self.protocol.new_tag(), loop=self.loop)

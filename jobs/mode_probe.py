@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from jobs import net
 from jobs.errors import Reason, check_error
@@ -42,17 +42,17 @@ async def speaks_implicit_tls(addresses: list[net.AddrInfo], host: str, where: s
 
 
 async def greeting_or_mismatch(
-    greeting: Awaitable[T], addresses: list[net.AddrInfo], host: str, where: str
+    greeting: Coroutine[Any, Any, T], addresses: list[net.AddrInfo], host: str, where: str
 ) -> T:
     """Await `greeting`; if it is late and the port turns out to speak implicit TLS, fail fast."""
-    task = asyncio.ensure_future(greeting)
+    task = asyncio.create_task(greeting)
     probe: asyncio.Task[bool] | None = None
     try:
         done, _ = await asyncio.wait({task}, timeout=PROBE_AFTER_S)
         if task in done:
             return task.result()
         probe = asyncio.create_task(speaks_implicit_tls(addresses, host, where))
-        waiting: set[asyncio.Future] = {task, probe}
+        waiting: set[asyncio.Task[Any]] = {task, probe}
         while not task.done():
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if probe in done:

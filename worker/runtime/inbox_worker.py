@@ -97,7 +97,7 @@ class InboxWorker(Worker):
         """CLAIM_JOB for every job of the batch in one pipelined round trip, by EVALSHA; the
         script is loaded once, and again only if Redis lost it (a restart, SCRIPT FLUSH), in
         which case no claim of the batch ran."""
-        now, lock_ms = timestamp_ms(), int(self.in_progress_timeout_s * MS_PER_S)
+        now, lock_ms = str(timestamp_ms()), str(int(self.in_progress_timeout_s * MS_PER_S))
         for _ in range(2):
             if self._claim_sha is None:
                 self._claim_sha = await self.pool.script_load(CLAIM_JOB)
