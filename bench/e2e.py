@@ -2,9 +2,9 @@
 
 One worker process (bench.e2e_worker: `inboxcheck worker`'s run_worker, or the no-op variant)
 with INBOXCHECK_MAX_JOBS=C against a local redis-server. The bench enqueues N requests with
-the project's producer (worker.producer.enqueue_validation, credentials sealed with a fresh
-key as in production) and waits until N events are on the events stream (no-op: until N arq
-results exist). Worker CPU = utime+stime from /proc/<pid>/stat over that window; peak RSS =
+the project's producer (worker.messages.producer.enqueue_validation, credentials sealed with a
+fresh key as in production) and waits until N events are on the events stream (no-op: until N
+arq results exist). Worker CPU = utime+stime from /proc/<pid>/stat over that window; peak RSS =
 VmHWM of the worker after clear_refs reset it at the window's start.
 """
 
@@ -57,7 +57,7 @@ def run(
     try:
         from worker.messages.producer import enqueue_validation  # noqa: F401
         from worker.messages.sealing import generate_key
-    except ImportError as exc:  # worker/ still being built
+    except ImportError as exc:  # the runner skips the e2e rows and runs the rest
         raise NotAvailable(f"worker/ not importable: {exc}") from None
     tag = uuid.uuid4().hex[:8]
     key = generate_key()

@@ -3,7 +3,8 @@
 Real jobs: exactly what `inboxcheck worker` runs (worker.cli.main main(["worker"])), configured through
 INBOXCHECK_* variables. With --noop: the same arq worker settings (worker_kwargs) with the job
 function swapped for one that does nothing -- the queue's own ceiling.
---loop uvloop / --ssl-max-size apply the bench-side candidates for the memory fix.
+--loop uvloop installs uvloop first; --ssl-max-size sets another TLS read buffer size, as
+the memory rows do (bench.scenario.apply_ssl_max_size).
 """
 
 from __future__ import annotations

@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 proxy.stop()
 
-        # memory at C=mem_c: as shipped, and with the candidate fixes
+        # memory at C=mem_c: as shipped, with --fix-ssl-max-size's TLS buffer, and on uvloop
         mem_rows: dict[str, dict] = {}
         if not args.no_mem:
             proxy, sp, ip = bench.proxy(args.mem_rtt)
