@@ -55,7 +55,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.no_pacing:
-        from worker import recheck
+        from worker.rechecks import hooks as recheck
 
         async def unpaced(ops, request, check, **_):
             # No lock, slots or done-mark read (Pacer.check); the append still writes one event.

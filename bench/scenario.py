@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging("json", "WARNING")
     except Exception:
         pass
+    if args.kind == "inproc":
+        from jobs.tls import use_small_tls_read_buffers
+
+        use_small_tls_read_buffers()  # as the worker and the CLI run the engine
     apply_ssl_max_size(args.ssl_max_size)
     if args.kind == "naive":
         out = run_naive(args.n, args.smtp_port, args.imap_port, args.ca)
