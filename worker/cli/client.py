@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.messages import events
+from worker.runtime import local_redis
 from worker.settings import Settings
 
 EXIT_VALID = 0
@@ -45,7 +46,9 @@ def where(url: str) -> str:
 
 @asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    # A development Redis the worker started is password-protected; its password is in its folder.
+    url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
+    client: Redis = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
         try:
             await client.ping()

@@ -116,13 +116,13 @@ def _run(main: Any) -> None:
 def run_worker(settings: Settings) -> int:
     check_settings(settings)
     quiet_arq_job_lines()
-    local = None
-    if settings.start_local_redis:
-        local = local_redis.start_if_needed(settings.redis_url, settings.local_redis_dir)
+    url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
+    local = local_redis.start_if_needed(url, settings.local_redis_dir) if settings.start_local_redis else None
+    if local is not None:
+        url = local.url
     try:
-        _run(Supervisor(settings).run())
+        _run(Supervisor(settings.model_copy(update={"redis_url": url})).run())
     finally:
         if local is not None:
-            local.terminate()
-            local.wait()
+            local.stop()
     return 0
