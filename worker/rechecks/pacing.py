@@ -3,7 +3,8 @@ inbox at a time, and a pause for a host that said "try again later".
 
 The per-host semaphore is a sorted set of lease ids scored by their expiry (Redis server time,
 so workers' clocks do not matter). Acquiring drops expired leases first, so the slots of a
-worker that crashed come back once its leases expire, without anyone cleaning up.
+worker that crashed come back once its leases expire, without anyone cleaning up. The scripts
+that take and give back leases and the inbox lock are in worker.messages.scripts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import structlog
 from redis.asyncio import Redis
 
 from jobs.time_units import MS_PER_S
-from worker.messages import keys
+from worker.messages import keys, scripts
 
 log = structlog.get_logger("inboxcheck.pacing")
 
@@ -41,111 +42,10 @@ DEFAULT_HOST_LIMIT = 10
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.5
 
-# KEYS[1] lease zset, KEYS[2] backoff key. ARGV: lease id, count, cap, lease ms.
-# Returns 1 when acquired, 0 when full, -pttl while the host is backed off.
-_ACQUIRE = """
-local pause = redis.call('PTTL', KEYS[2])
-if pause > 0 then return -pause end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local count = tonumber(ARGV[2])
-if redis.call('ZCARD', KEYS[1]) + count > tonumber(ARGV[3]) then return 0 end
-local expires = now + tonumber(ARGV[4])
-for i = 1, count do
-  redis.call('ZADD', KEYS[1], expires, ARGV[1] .. ':' .. i)
-end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 1
-"""
-# KEYS[1] lease zset. ARGV: lease id, count.
-_RELEASE = """
-for i = 1, tonumber(ARGV[2]) do
-  redis.call('ZREM', KEYS[1], ARGV[1] .. ':' .. i)
-end
-return 1
-"""
-# KEYS[1] backoff key. ARGV: pause ms. Only ever lengthens a pause.
-_BACKOFF = """
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-end
-return 1
-"""
-
-# KEYS[1] inbox lock, KEYS[2] inbox backoff. ARGV: our token, lock ms.
-# Returns 1 when locked, 0 when another check holds it, -pttl while the inbox is backed off.
-_LOCK = """
-local pause = redis.call('PTTL', KEYS[2])
-if pause > 0 then return -pause end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-# KEYS[1] inbox lock. ARGV: our token. Deletes the lock only while it is still ours.
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-
-# One check's start in one round trip (it was four: done mark GET, lock script, one slot script
-# per host, attempt INCR/PEXPIRE), atomically, in the order the separate calls made:
-# KEYS[1] the job's done mark, KEYS[2] inbox lock, KEYS[3] inbox backoff, KEYS[4] attempt
-# counter, then per host (sorted): lease zset, backoff key.
-# ARGV[1] token (lock value and lease id), ARGV[2] lease/lock ms, ARGV[3] attempt counter ms,
-# then per host: count, cap.
-# Returns {0, attempts} when the lock and every slot are taken and the attempt counted;
-# {1, event} when the job already wrote its event (nothing taken); {2, pttl} while the inbox is
-# backed off; {3} when another check holds the inbox; {4} with the inbox locked but a host full or
-# backed off (nothing else taken: the caller waits for the hosts the polling way).
-_BEGIN = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {1, existing} end
-local pause = redis.call('PTTL', KEYS[3])
-if pause > 0 then return {2, pause} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local hosts = (#KEYS - 4) / 2
-for i = 1, hosts do
-  local slots = KEYS[3 + 2 * i]
-  if redis.call('PTTL', KEYS[4 + 2 * i]) > 0 then return {4} end
-  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-  if redis.call('ZCARD', slots) + tonumber(ARGV[2 + 2 * i]) > tonumber(ARGV[3 + 2 * i]) then
-    return {4}
-  end
-end
-local expires = now + tonumber(ARGV[2])
-for i = 1, hosts do
-  local slots = KEYS[3 + 2 * i]
-  for j = 1, tonumber(ARGV[2 + 2 * i]) do
-    redis.call('ZADD', slots, expires, ARGV[1] .. ':' .. j)
-  end
-  redis.call('PEXPIRE', slots, tonumber(ARGV[2]))
-end
-local attempts = redis.call('INCR', KEYS[4])
-redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[3]))
-return {0, attempts}
-"""
-
-# The end of a check in one round trip (was one release per host and the unlock): KEYS[1] inbox
-# lock, then each host's lease zset. ARGV[1] token, then each host's count. Releases our leases,
-# then deletes the lock only while it is still ours.
-_FINISH = """
-for i = 2, #KEYS do
-  for j = 1, tonumber(ARGV[i]) do
-    redis.call('ZREM', KEYS[i], ARGV[1] .. ':' .. j)
-  end
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
 
 class Held:
-    """What a check still holds after it ran, when its caller releases it later: the FINISH
-    script's keys and arguments (`pending`), or None once released."""
+    """What a check still holds after it ran, when its caller releases it later: the RELEASE
+    script's keys and arguments (`pending`, see worker.messages.scripts), or None once released."""
 
     __slots__ = ("pending",)
 
@@ -197,22 +97,16 @@ class Pacer:
     def __init__(self, redis: Redis, policy: PacingPolicy) -> None:
         self.redis = redis
         self.policy = policy
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
-        self._backoff = redis.register_script(_BACKOFF)
-        self._unlock = redis.register_script(_UNLOCK)
-        self._lock = redis.register_script(_LOCK)
-        self._begin = redis.register_script(_BEGIN)
-        self._finish = redis.register_script(_FINISH)
+        self._scripts = scripts.of(redis)
 
     async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
         lease = uuid.uuid4().hex
         host = host.lower()
         got = int(
-            await self._acquire(
+            await self._scripts.acquire(
                 keys=[keys.pacing_slots_key(host), keys.pacing_backoff_key(host)],
-                args=[lease, count, self.policy.limit(host), int(self.policy.lease_s * MS_PER_S)],
+                args=[lease, int(self.policy.lease_s * MS_PER_S), count, self.policy.limit(host)],
             )
         )
         if got == 1:
@@ -220,7 +114,7 @@ class Pacer:
         return None, max(-got, 0) / MS_PER_S
 
     async def release(self, host: str, lease: str, count: int = 1) -> None:
-        await self._release(keys=[keys.pacing_slots_key(host.lower())], args=[lease, count])
+        await self._scripts.release(keys=[keys.pacing_slots_key(host.lower())], args=[lease, count])
 
     async def acquire(self, host: str, count: int, wait_s: float) -> str:
         """Wait up to `wait_s` for `count` slots on `host`; raise HostBusy when none came."""
@@ -264,14 +158,16 @@ class Pacer:
         limit, e.g. Gmail's 15 IMAP connections), which says nothing about the host's other
         inboxes. Returns the pause."""
         pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
-        await self._backoff(keys=[keys.inbox_backoff_key(inbox_id)], args=[int(pause * MS_PER_S)])
+        await self._scripts.back_off(keys=[keys.inbox_backoff_key(inbox_id)], args=[int(pause * MS_PER_S)])
         log.warning("inbox_backed_off", inbox_id=inbox_id, pause_s=pause)
         return pause
 
     async def back_off(self, host: str, seconds: float | None) -> float:
         """Pause new checks on `host` (the provider said "try again later"); returns the pause."""
         pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
-        await self._backoff(keys=[keys.pacing_backoff_key(host.lower())], args=[int(pause * MS_PER_S)])
+        await self._scripts.back_off(
+            keys=[keys.pacing_backoff_key(host.lower())], args=[int(pause * MS_PER_S)]
+        )
         log.warning("host_backed_off", host=host, pause_s=pause)
         return pause
 
@@ -280,29 +176,6 @@ class Pacer:
         seconds, micros = await self.redis.time()  # the clock the leases were scored with
         now_ms = seconds * MS_PER_S + micros // MS_PER_S
         return int(await self.redis.zcount(keys.pacing_slots_key(host.lower()), now_ms, "+inf"))
-
-    @asynccontextmanager
-    async def inbox(self, inbox_id: str) -> AsyncIterator[None]:
-        """At most one check per inbox at a time: two logins at once look like an attack."""
-        token = uuid.uuid4().hex
-        key = keys.inbox_lock_key(inbox_id)
-        got = int(
-            await self._lock(
-                keys=[key, keys.inbox_backoff_key(inbox_id)],
-                args=[token, int(self.policy.lease_s * MS_PER_S)],
-            )
-        )
-        if got != 1:
-            raise InboxBusy(inbox_id, max(-got, 0) / MS_PER_S)
-        try:
-            yield
-        finally:
-            # Only our own lock: after an expiry another check may hold it now.
-            await self._release_lock(key, token)
-
-    async def _release_lock(self, key: str, token: str) -> None:
-        # Compare-and-delete in one atomic script (was WATCH / GET / MULTI DEL EXEC: 3 round trips).
-        await self._unlock(keys=[key], args=[token])
 
     @asynccontextmanager
     async def check(
@@ -316,8 +189,9 @@ class Pacer:
         attempts_ttl_s: float,
         held: Held | None = None,
     ) -> AsyncIterator[int | None]:
-        """`inbox()` and `hosts()` together, plus the job's done mark and its attempt count, in one
-        round trip at the start and one at the end when the hosts have room (the usual case).
+        """One check per inbox at a time (two logins at once look like an attack) and `hosts()`,
+        plus the job's done mark and its attempt count, in one round trip at the start and one at
+        the end when the hosts have room (the usual case).
 
         Yields the attempt count, or None when a host was full or backed off: then the slots were
         waited for as `hosts()` does, and the caller counts the attempt itself. Raises AlreadyDone
@@ -338,7 +212,7 @@ class Pacer:
         for host in ordered:
             host_keys += [keys.pacing_slots_key(host), keys.pacing_backoff_key(host)]
             host_args += [counts[host], self.policy.limit(host)]
-        reply = await self._begin(
+        reply = await self._scripts.begin(
             keys=[done_key, lock_key, keys.inbox_backoff_key(inbox_id), attempts_key, *host_keys],
             args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), *host_args],
         )
@@ -351,7 +225,7 @@ class Pacer:
             raise InboxBusy(inbox_id)
         if status == 0:
             pending = (
-                [lock_key, *(keys.pacing_slots_key(h) for h in ordered)],
+                [*(keys.pacing_slots_key(h) for h in ordered), lock_key],
                 [token, *(counts[h] for h in ordered)],
             )
             try:
@@ -369,8 +243,8 @@ class Pacer:
             async with self.hosts(hosts, wait_s):
                 yield None
         finally:
-            await self._release_lock(lock_key, token)
+            await self.finish(([lock_key], [token]))
 
     async def finish(self, pending: tuple[list[str], list[Any]]) -> None:
         """Release what `check` left in `Held.pending`: the host leases, then our inbox lock."""
-        await self._finish(keys=pending[0], args=pending[1])
+        await self._scripts.release(keys=pending[0], args=pending[1])

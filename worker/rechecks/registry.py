@@ -24,7 +24,7 @@ from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S
-from worker.messages import events, keys, payload, producer, stream
+from worker.messages import events, keys, payload, producer, scripts, stream
 from worker.messages.sealing import Sealer
 from worker.rechecks.inbox_health import (
     CERT_EXPIRING,
@@ -44,17 +44,6 @@ log = structlog.get_logger("inboxcheck.registry")
 HEALTH_EVENT_NAMESPACE = uuid.UUID("0f7d2a4e-8c51-4b8e-b7a2-6d3c1e9f4a21")
 # Inbox ids hashed into job ids: job ids stay short and never carry an email address.
 JOB_ID_HASH_CHARS = 24
-
-# KEYS[1] due set. ARGV: now ms, claim ms, limit. Returns [id, slot, id, slot, ...].
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for i = 1, #due, 2 do
-  redis.call('ZADD', KEYS[1], 'XX', until_ms, due[i])
-end
-return due
-"""
-
 
 # Registering without a key and without permission for plaintext raises this (the same rule
 # and error as the producer's, from worker.payload.encode).
@@ -118,7 +107,7 @@ class Registry:
         self.queue_name = queue_name
         self.sealer = sealer
         self.allow_plaintext = allow_plaintext
-        self._claim = redis.register_script(_CLAIM)
+        self._claim = scripts.of(redis).claim_due
 
     async def register(
         self, request: ValidationRequest, every_s: float, *, spread_s: float, now: float | None = None

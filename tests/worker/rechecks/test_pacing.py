@@ -18,6 +18,18 @@ HOLDERS = 100
 HOLD_S = 0.01
 WAIT_S = 20.0
 SHORT_LEASE_S = 0.3
+OTHER = "imap.example"
+DONE, ATTEMPTS = "test:done", "test:attempts"
+
+
+def check(
+    p: Pacer,
+    hosts: list[str],
+    inbox: str = "inbox-1",
+    wait_s: float = 0.0,
+    held: Held | None = None,
+):
+    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60, held=held)
 
 
 def pacer(redis: Redis, *, lease_s: float = 30.0, cap: int = CAP) -> Pacer:
@@ -88,13 +100,13 @@ async def test_back_off_pauses_the_host(redis: Redis) -> None:
 
 async def test_one_check_per_inbox(redis: Redis) -> None:
     p = pacer(redis)
-    async with p.inbox("inbox-1"):
+    async with check(p, []):
         with pytest.raises(InboxBusy):
-            async with p.inbox("inbox-1"):
+            async with check(p, []):
                 pass
-        async with p.inbox("inbox-2"):
+        async with check(p, [], inbox="inbox-2"):
             pass
-    async with p.inbox("inbox-1"):
+    async with check(p, []):
         pass
 
 
@@ -103,27 +115,15 @@ async def test_back_off_inbox_pauses_that_inbox_only(redis: Redis) -> None:
     p = pacer(redis)
     await p.back_off_inbox("inbox-1", 300)
     with pytest.raises(InboxBusy) as raised:
-        async with p.inbox("inbox-1"):
+        async with check(p, [HOST]):
             pass
     assert 299 <= raised.value.retry_in_s <= 300
-    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))  # a paused inbox takes no lock
-    async with p.inbox("inbox-2"), p.hosts([HOST], 0):
+    # a paused inbox takes no lock, no slot and no attempt
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
+    assert await p.in_use(HOST) == 0
+    async with check(p, [HOST], inbox="inbox-2"):
         assert await p.in_use(HOST) == 1
     assert not await redis.exists(keys.pacing_backoff_key(HOST))
-
-
-OTHER = "imap.example"
-DONE, ATTEMPTS = "test:done", "test:attempts"
-
-
-def check(
-    p: Pacer,
-    hosts: list[str],
-    inbox: str = "inbox-1",
-    wait_s: float = 0.0,
-    held: Held | None = None,
-):
-    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60, held=held)
 
 
 async def test_check_takes_lock_slots_and_attempt_in_one_go_and_gives_them_back(redis: Redis) -> None:
@@ -132,9 +132,6 @@ async def test_check_takes_lock_slots_and_attempt_in_one_go_and_gives_them_back(
         assert attempts == 1 and int(await redis.get(ATTEMPTS)) == 1
         assert await p.in_use(HOST) == 2 and await p.in_use(OTHER) == 1
         assert await redis.exists(keys.inbox_lock_key("inbox-1"))
-        with pytest.raises(InboxBusy):  # one check per inbox, whichever way it was taken
-            async with p.inbox("inbox-1"):
-                pass
         with pytest.raises(InboxBusy):
             async with check(p, [HOST]):
                 pass
@@ -153,16 +150,6 @@ async def test_check_of_a_done_job_takes_nothing(redis: Redis) -> None:
     assert json.loads(raised.value.event) == {"id": "e1"}
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
     assert await p.in_use(HOST) == 0
-
-
-async def test_check_of_a_paused_inbox_takes_nothing(redis: Redis) -> None:
-    p = pacer(redis)
-    await p.back_off_inbox("inbox-1", 300)
-    with pytest.raises(InboxBusy) as raised:
-        async with check(p, [HOST]):
-            pass
-    assert 299 <= raised.value.retry_in_s <= 300
-    assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
 
 
 async def test_check_on_a_full_host_waits_like_hosts_and_counts_nothing_itself(redis: Redis) -> None:
@@ -189,13 +176,16 @@ async def test_check_on_a_full_host_waits_like_hosts_and_counts_nothing_itself(r
 
 
 async def test_a_held_check_is_released_by_its_event_append_exactly_once(redis: Redis) -> None:
-    # The check's lock and slots ride on the append's round trip: both happen, once.
+    # The check's lock and slots ride on the append's round trip: both happen, once, and the
+    # append gives back exactly what the check's start took.
     p = pacer(redis)
     held = Held()
-    async with check(p, [HOST, OTHER], held=held):
+    async with check(p, [HOST, OTHER, HOST], held=held):
         pass
+    others_lease, _ = await p.try_acquire(HOST)  # another check's slot on the same host
+    assert others_lease is not None
     assert held.pending is not None  # still held: the append releases it
-    assert await p.in_use(HOST) == 1 and await redis.exists(keys.inbox_lock_key("inbox-1"))
+    assert await p.in_use(HOST) == 3 and await redis.exists(keys.inbox_lock_key("inbox-1"))
     event = events.failed(events.Failure(inbox_id="inbox-1", reason="X", attempts=1), "e1")
     for _ in range(2):  # a replay appends nothing and releases nothing of anyone else's
         written = await stream.append_once(
@@ -209,6 +199,46 @@ async def test_a_held_check_is_released_by_its_event_append_exactly_once(redis: 
         )
         assert written["id"] == "e1"
     assert await redis.xlen("test:events") == 1
+    assert await p.in_use(HOST) == 1 and await p.in_use(OTHER) == 0
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+    await p.release(HOST, others_lease)
+    assert await p.in_use(HOST) == 0
+
+
+@pytest.mark.parametrize("release_by", ["append", "finish"])
+async def test_a_late_release_leaves_the_next_checks_lock_and_slots(redis: Redis, release_by: str) -> None:
+    # A check that outlived its lease: by the time it gives back what it held, the next check of
+    # the inbox holds the lock and the same host's slots. Whichever way the late one releases,
+    # what the next one took stays.
+    p = pacer(redis, lease_s=SHORT_LEASE_S)
+    late = Held()
+    async with check(p, [HOST, OTHER], held=late):
+        pass
+    await asyncio.sleep(SHORT_LEASE_S * 1.5)
+    assert await p.in_use(HOST) == 0 and not await redis.exists(keys.inbox_lock_key("inbox-1"))
+    nxt = Held()
+    async with check(p, [HOST, OTHER], held=nxt):
+        pass
+    lock = await redis.get(keys.inbox_lock_key("inbox-1"))
+    assert lock is not None
+    assert late.pending is not None
+    if release_by == "append":
+        event = events.failed(events.Failure(inbox_id="inbox-1", reason="X", attempts=1), "e1")
+        await stream.append_once(
+            redis,
+            stream="test:events",
+            maxlen=100,
+            done_key=DONE,
+            done_ttl_s=60,
+            event=event,
+            release=late.pending,
+        )
+    else:
+        await p.finish(late.pending)
+    assert await redis.get(keys.inbox_lock_key("inbox-1")) == lock
+    assert await p.in_use(HOST) == 1 and await p.in_use(OTHER) == 1
+    assert nxt.pending is not None
+    await p.finish(nxt.pending)
     assert await p.in_use(HOST) == 0 and await p.in_use(OTHER) == 0
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
 

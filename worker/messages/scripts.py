@@ -1,0 +1,218 @@
+"""Every Redis Lua script inboxcheck runs, registered once per client and run by EVALSHA.
+
+Lua has no includes, so each script is composed here from shared fragments (local functions put
+ahead of its body): the lease rules and the inbox lock's release are written once, whichever
+script applies them. arq's own job claim is not here: it belongs with the arq patch.
+
+Leases (keys.pacing_slots_key): a sorted set per host, one member per connection a check may open,
+`<token>:<n>`, scored by its expiry in Redis server time. Expired members are dropped before
+counting, so the slots of a worker that died come back without anyone cleaning up.
+Inbox lock (keys.inbox_lock_key): a string holding the token of the one check running for the
+inbox; it expires with that check's leases.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+def _compose(*parts: str) -> str:
+    """One script text: the fragments it uses, in order, then its body."""
+    return "\n".join(part.strip("\n") for part in parts) + "\n"
+
+
+# Redis server time: one clock for every worker, whatever their own clocks say.
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# take_leases: every host's leases or none, so a check never holds one host while it waits for
+# another. `hosts`: {zset, backoff, count, cap} each. Returns true when taken; otherwise false and
+# a backed-off host's pause (ms), or 0 when a host's live leases plus these would pass its cap.
+# release_leases: the `count` leases `token` took on `zset`; a lease already expired is a no-op.
+# Needs _NOW_MS.
+_LEASES = """
+local function lease_id(token, n)
+  return token .. ':' .. n
+end
+
+local function take_leases(token, hosts, lease_ms)
+  local now = now_ms()
+  for _, host in ipairs(hosts) do
+    local pause = redis.call('PTTL', host.backoff)
+    if pause > 0 then return false, pause end
+    redis.call('ZREMRANGEBYSCORE', host.zset, '-inf', now)
+    if redis.call('ZCARD', host.zset) + host.count > host.cap then return false, 0 end
+  end
+  for _, host in ipairs(hosts) do
+    for n = 1, host.count do
+      redis.call('ZADD', host.zset, now + lease_ms, lease_id(token, n))
+    end
+    redis.call('PEXPIRE', host.zset, lease_ms)
+  end
+  return true
+end
+
+local function release_leases(token, zset, count)
+  for n = 1, count do
+    redis.call('ZREM', zset, lease_id(token, n))
+  end
+end
+"""
+
+# The hosts of a take, from KEYS[k] on (per host: lease zset, backoff key) and ARGV[a] on (per
+# host: count, cap), both running to the end.
+_HOSTS_AT = """
+local function hosts_at(k, a)
+  local hosts = {}
+  for i = k, #KEYS, 2 do
+    local j = a + i - k
+    hosts[#hosts + 1] = {
+      zset = KEYS[i], backoff = KEYS[i + 1], count = tonumber(ARGV[j]), cap = tonumber(ARGV[j + 1])
+    }
+  end
+  return hosts
+end
+"""
+
+# What a holder gives back, from KEYS[k] on and ARGV[a] on, both running to the end: ARGV[a] the
+# token, then one lease count per key from KEYS[k]; a key beyond those is the inbox lock, deleted
+# only while it still holds the token (after an expiry it may be another check's). Nothing when
+# ARGV has no token at `a`. Needs _LEASES.
+_RELEASE_HELD = """
+local function release_held(k, a)
+  local token = ARGV[a]
+  if not token then return end
+  local zsets = #ARGV - a
+  for i = 0, zsets - 1 do
+    release_leases(token, KEYS[k + i], tonumber(ARGV[a + 1 + i]))
+  end
+  local lock = KEYS[k + zsets]
+  if lock and redis.call('GET', lock) == token then redis.call('DEL', lock) end
+end
+"""
+
+# KEYS: per host, its lease zset and backoff key. ARGV[1] lease id, ARGV[2] lease ms, then per
+# host: count, cap. Returns 1 when taken, 0 when a host is full, -pttl while one is backed off.
+# Atomic: counting the live leases and adding ours must not interleave with another worker's.
+ACQUIRE = _compose(
+    _NOW_MS,
+    _LEASES,
+    _HOSTS_AT,
+    """
+local taken, pause = take_leases(ARGV[1], hosts_at(1, 3), tonumber(ARGV[2]))
+if taken then return 1 end
+return -pause
+""",
+)
+
+# KEYS: lease zsets, then optionally the inbox lock. ARGV[1] the token (lease id, lock value), then
+# one lease count per zset. Returns 1. Atomic: the lock is deleted only if the value just read is
+# ours, with no other check taking it in between.
+RELEASE = _compose(
+    _LEASES,
+    _RELEASE_HELD,
+    """
+release_held(1, 1)
+return 1
+""",
+)
+
+# KEYS[1] a host's or an inbox's backoff key. ARGV[1] pause ms. Returns 1. Only ever lengthens a
+# pause; atomic, so a shorter pause set at the same time cannot cut a longer one short.
+BACKOFF = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+# A check's start: KEYS[1] the job's done mark, KEYS[2] inbox lock, KEYS[3] inbox backoff, KEYS[4]
+# attempt counter, then per host (sorted): lease zset, backoff key. ARGV[1] token (lock value and
+# lease id), ARGV[2] lock and lease ms, ARGV[3] attempt counter ms, then per host: count, cap.
+# Returns {0, attempts} with the lock and every lease taken and the attempt counted; nothing taken
+# for {1, event} (the job already wrote its event), {2, pttl} (the inbox is backed off) or {3}
+# (another check holds the inbox); {4} with only the lock taken (a host is full or backed off: the
+# caller waits for the hosts with ACQUIRE). Atomic: the check starts or is refused on one view of
+# the mark, the lock and the hosts, and never holds part of what it asked for.
+BEGIN = _compose(
+    _NOW_MS,
+    _LEASES,
+    _HOSTS_AT,
+    """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {1, existing} end
+local pause = redis.call('PTTL', KEYS[3])
+if pause > 0 then return {2, pause} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
+if not take_leases(ARGV[1], hosts_at(5, 4), tonumber(ARGV[2])) then return {4} end
+local attempts = redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[3]))
+return {0, attempts}
+""",
+)
+
+# A job's terminal event: KEYS[1] the job's done mark, KEYS[2] the stream, then optionally RELEASE's
+# KEYS (what the check still holds). ARGV[1] maxlen, ARGV[2] mark ms, ARGV[3] event JSON, ARGV[4] n,
+# then the stream entry's n field/value strings, then (with RELEASE's KEYS) RELEASE's ARGV.
+# Returns the event already written, or nil when this call appended it; what the check held is
+# released either way. Atomic: nothing runs between reading the mark, the XADD and setting the
+# mark, so a job that runs again (after a crash, or racing a run whose lock expired) appends
+# nothing. MAXLEN ~ trims whole macro nodes, far cheaper than an exact trim.
+APPEND_ONCE = _compose(
+    _LEASES,
+    _RELEASE_HELD,
+    """
+local n = tonumber(ARGV[4])
+release_held(3, 5 + n)
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5, 4 + n))
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return false
+""",
+)
+
+# KEYS[1] the due set. ARGV[1] now ms, ARGV[2] claim ms, ARGV[3] limit. Returns [id, slot, ...]:
+# each due inbox and the score it was due at. Atomic: the due inboxes are read and pushed forward
+# in one step, so however many workers tick at once, each due inbox is claimed once.
+CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', until_ms, due[i])
+end
+return due
+"""
+
+
+class Scripts:
+    """Every script above, registered on one client: calls go by EVALSHA, and redis-py loads a
+    script the server does not know yet (a restart, another server) and retries. To run one in a
+    pipeline, pass `client=pipe`. Get them with `of(redis)` rather than building another set."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.acquire: AsyncScript = redis.register_script(ACQUIRE)
+        self.release: AsyncScript = redis.register_script(RELEASE)
+        self.back_off: AsyncScript = redis.register_script(BACKOFF)
+        self.begin: AsyncScript = redis.register_script(BEGIN)
+        self.append_once: AsyncScript = redis.register_script(APPEND_ONCE)
+        self.claim_due: AsyncScript = redis.register_script(CLAIM_DUE)
+
+
+# Kept on the client itself, so the scripts live exactly as long as it does: a dict keyed by the
+# client would keep every client alive through the scripts' reference back to it.
+_ATTRIBUTE = "_inboxcheck_scripts"
+
+
+def of(redis: Redis) -> Scripts:
+    """The scripts registered on `redis`, registered on the first call for that client."""
+    registered: Scripts | None = getattr(redis, _ATTRIBUTE, None)
+    if registered is None:
+        registered = Scripts(redis)
+        setattr(redis, _ATTRIBUTE, registered)
+    return registered
