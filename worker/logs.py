@@ -35,7 +35,15 @@ def install_safe_exception_handler() -> None:
     asyncio.get_running_loop().set_exception_handler(_safe_exception_handler)
 
 
+# Libraries that log what a server sent (aioimaplib: every line it does not expect, at INFO) or
+# what was sent to it (raw traffic at DEBUG, the AUTH exchange included): a hostile server must not
+# be able to fill the log, and nothing of a conversation belongs there.
+WIRE_LOGGERS = ("aioimaplib", "aiosmtplib")
+
+
 def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
+    """structlog for inboxcheck's own lines, and the standard library's records (arq, redis-py)
+    rendered by the same processors, so every line of the process has one format."""
     if log_format == "auto":
         log_format = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
@@ -43,20 +51,28 @@ def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_secrets,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            drop_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # The protocol libraries log raw traffic at DEBUG, and raw traffic holds the AUTH exchange.
-    for name in ("aioimaplib", "aiosmtplib", "arq"):
-        logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.INFO))
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("arq").setLevel(max(logging.getLevelName(level), logging.INFO))

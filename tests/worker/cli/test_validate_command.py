@@ -3,6 +3,7 @@ environment, and a silent server, with nothing secret anywhere in the output."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.jobs.checks import LOOPBACK, TIMEOUT_SLACK_S
+from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
+from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, silent
 from tests.servers.smtp import SmtpServer
@@ -151,3 +153,49 @@ def test_cli_silent_server_is_timeout_within_limit_plus_one_second(
     # The interpreter's start-up is inside this figure too, so it is a fair upper bound.
     assert elapsed < limit + TIMEOUT_SLACK_S + INTERPRETER_START_S
     assert data["smtp"]["duration_ms"] < (limit + TIMEOUT_SLACK_S) * 1000
+
+
+JUNK_LINES = 5_000
+
+
+async def _imap_flooding_untagged_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # Junk after each tagged answer, when the client has no command pending: lines it ignores.
+    junk = b"* junk the client does not expect\r\n" * JUNK_LINES
+    writer.write(b"* OK IMAP4rev1 ready\r\n")
+    await writer.drain()
+    while line := await reader.readline():
+        tag = line.split(b" ", 1)[0]
+        if b"CAPABILITY" in line.upper():
+            writer.write(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n" + junk)
+        else:
+            writer.write(tag + b" NO [AUTHENTICATIONFAILED] no\r\n" + junk)
+        await writer.drain()
+
+
+def test_a_server_flooding_the_client_cannot_flood_the_log(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str, tmp_path: Path
+) -> None:
+    imap = fake_server(_imap_flooding_untagged_lines, ssl_context=pki.valid.ssl_context)
+    fields = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "ann@example.com",
+        "smtp_password": "pw-never-logged",
+        "smtp_host": LOOPBACK,
+        "smtp_port": CLOSED_PORT,
+        "imap_host": LOOPBACK,
+        "imap_port": imap.port,
+    }
+    result = run_cli(
+        "validate",
+        "--request",
+        write_request(tmp_path, **fields),
+        "--json",
+        "--ca-file",
+        ca_file,
+        env={"INBOXCHECK_LOG_LEVEL": "INFO"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["data"]["imap"]["reason"] == "INVALID_CREDENTIALS"
+    lines = result.stderr.splitlines()
+    assert len(lines) < JUNK_LINES // 100
+    assert all(json.loads(line) for line in lines)  # every line structured, none a library's raw text
