@@ -10,8 +10,11 @@ MASK = "***"
 
 def _forms(secret: str) -> set[str]:
     raw = secret.encode()
-    # Servers that echo a bad AUTH line echo it base64-encoded, so those forms count too.
-    return {secret, base64.b64encode(raw).decode(), base64.b64encode(raw).decode().rstrip("=")}
+    encoded = base64.b64encode(raw).decode()
+    # Servers echo what they were sent: an SMTP AUTH line base64-encoded, an IMAP LOGIN argument
+    # as an IMAP quoted string (RFC 3501: a backslash before each '"' and '\\').
+    quoted = secret.replace("\\", "\\\\").replace('"', '\\"')
+    return {secret, encoded, encoded.rstrip("="), quoted}
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

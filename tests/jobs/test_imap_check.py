@@ -325,3 +325,26 @@ async def test_preauthenticated_session_is_a_protocol_error_not_a_crash(
         Reason.PROTOCOL_ERROR,
         "login",
     )
+
+
+async def _echoes_the_login_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"* OK [CAPABILITY IMAP4rev1] echoing server\r\n")
+    while line := await reader.readline():
+        tag, _, command = line.decode().rstrip("\r\n").partition(" ")
+        if command.upper().startswith("CAPABILITY"):
+            writer.write(f"* CAPABILITY IMAP4rev1\r\n{tag} OK done\r\n".encode())
+        else:
+            writer.write(f"{tag} NO [AUTHENTICATIONFAILED] rejected: {command}\r\n".encode())
+    writer.close()
+
+
+async def test_an_echo_of_the_quoted_password_is_scrubbed(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    secret = 'Quote"and\\Backslash-7'  # sent as an IMAP quoted string: "Quote\"and\\Backslash-7"
+    server = fake_server(_echoes_the_login_line, ssl_context=pki.valid.ssl_context)
+    result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
+    assert result.reason is Reason.INVALID_CREDENTIALS
+    assert "LOGIN" in (result.reply_text or "") and "***" in (result.reply_text or "")
+    dumped = result.model_dump_json()
+    assert "Backslash-7" not in dumped and "Quote" not in (result.reply_text or "")
