@@ -11,6 +11,8 @@ from typing import Any
 from jobs.request import RequestError, ValidationRequest, parse_request
 
 CSV_SUFFIXES = {".csv"}
+HEADER_LINE = 1
+REQUEST_FIELDS = frozenset(ValidationRequest.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,12 @@ def read_rows(path: Path, text: str) -> Rows:
                 _parse(number, line, rows)
         return rows
     reader = csv.DictReader(io.StringIO(text))
+    header_problems = _header_problems(reader.fieldnames or [])
+    if header_problems:
+        # Without a usable header every row would be misread; its cells may be passwords, so
+        # columns are named by position, never by what the first line holds.
+        rows.bad.append(BadRow(HEADER_LINE, header_problems))
+        return rows
     for record in reader:
         # Empty cells mean "not given" (the preset or default applies), not an empty string.
         fields = {
@@ -62,3 +70,13 @@ def read_rows(path: Path, text: str) -> Rows:
         if fields:
             _parse(reader.line_num, fields, rows)
     return rows
+
+
+def _header_problems(names: list[str]) -> list[str]:
+    known = [name.strip() in REQUEST_FIELDS for name in names]
+    if not any(known):
+        return [
+            "header: the first line names no request field; it must name the columns "
+            "(inbox_type, email, smtp_password, ...)"
+        ]
+    return [f"column {number}: is not a request field" for number, ok in enumerate(known, start=1) if not ok]

@@ -146,3 +146,27 @@ async def test_health_checks_this_hosts_own_worker(shared_redis, aredis) -> None
         await worker.close()
         main.cancel()
     assert not await aredis.exists(key)
+
+
+@pytest.mark.parametrize(
+    "header, problem",
+    [
+        ("", "line 1: header: the first line names no request field"),  # no header row at all
+        ("inbox_id,inbox_type,email,smtp_host,smtp_port,imap_host,imap_port,pasword\n", "line 1: column 8:"),
+    ],
+    ids=["headerless", "misspelt-column"],
+)
+async def test_a_csv_without_a_usable_header_is_refused_naming_columns_by_position(
+    shared_redis, aredis, tmp_path: Path, header: str, problem: str
+) -> None:
+    settings = make_settings(shared_redis)
+    port = closed_port()
+    csv_file = tmp_path / "inboxes.csv"
+    csv_file.write_text(
+        header + f"a,CUSTOM_SMTP,a@example.com,127.0.0.1,{port},127.0.0.1,{port},{PASSWORD}\n"
+    )
+    result = run_cli("enqueue", "--requests", str(csv_file), "--wait", "0", env=cli_env(settings))
+    assert result.returncode == 2
+    assert problem in result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    assert await aredis.zcard(settings.queue_name) == 0
