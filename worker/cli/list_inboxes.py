@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.cli import client
+from worker.cli.terminal_text import plain
 from worker.rechecks.registry import InboxRow, for_settings
 from worker.settings import Settings
 
@@ -30,11 +31,11 @@ def table(rows: list[InboxRow]) -> Table:
         error = f"{row.error_code} / {row.reason}" if row.error_code else "-"
         style = HEALTH_STYLE.get(row.health, "")
         out.add_row(
-            row.inbox_id,
-            f"[{style}]{row.health}[/]" if style else row.health,
+            plain(row.inbox_id),
+            plain(row.health, style),
             _when(row.last_checked_at),
             _when(row.next_check_at),
-            error,
+            plain(error),
         )
     return out
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from jobs.result import ProtocolResult, ValidationResult
+from worker.cli.terminal_text import plain
 
 
 def _protocol_table(part: ProtocolResult) -> Table:
@@ -20,11 +22,18 @@ def _protocol_table(part: ProtocolResult) -> Table:
 
 def render(result: ValidationResult, console: Console) -> None:
     for part in (result.smtp, result.imap):
-        verdict = "[green]ok[/]" if part.status == "ok" else f"[red]{part.error_code}[/] ({part.reason})"
-        console.print(
-            f"[bold]{part.protocol.upper()}[/] {part.host}:{part.port} ({part.security}): {verdict}",
-            highlight=False,
+        verdict = (
+            Text("ok", style="green")
+            if part.status == "ok"
+            else Text.assemble((str(part.error_code), "red"), f" ({part.reason})")
         )
+        heading = Text.assemble(
+            (part.protocol.upper(), "bold"),
+            " ",
+            plain(f"{part.host}:{part.port} ({part.security}): "),
+            verdict,
+        )
+        console.print(heading, highlight=False)
         console.print(_protocol_table(part))
         if part.tls is not None and part.tls.version:
             expiry = (
@@ -32,15 +41,15 @@ def render(result: ValidationResult, console: Console) -> None:
                 if part.tls.cert_not_after
                 else ""
             )
-            console.print(f"  TLS: {part.tls.version} {part.tls.cipher}{expiry}")
+            console.print(plain(f"  TLS: {part.tls.version} {part.tls.cipher}{expiry}"), highlight=False)
         if part.status == "failed":
-            console.print(f"  {part.detail}", markup=False, highlight=False)
+            console.print(plain(f"  {part.detail}"), highlight=False)
             if part.reply_text:
                 code = part.reply_code or part.reply_status or ""
-                console.print(f"  server said: {code} {part.reply_text}", markup=False, highlight=False)
+                console.print(plain(f"  server said: {code} {part.reply_text}"), highlight=False)
         console.print()
     if result.status == "valid":
-        console.print(f"[bold green]VALID[/] {result.inbox_id}")
+        console.print(Text.assemble(("VALID", "bold green"), " ", plain(result.inbox_id)), highlight=False)
         console.print(
             f"Recommended daily limit: {result.recommended_daily_limit} "
             f"(range {result.recommended_range.low}-{result.recommended_range.high}, "
@@ -48,5 +57,12 @@ def render(result: ValidationResult, console: Console) -> None:
         )
     else:
         retry = " (transient: worth retrying later)" if result.retryable else ""
-        console.print(f"[bold red]INVALID[/] {result.inbox_id}: {result.error_code} / {result.reason}{retry}")
-        console.print(f"What to do: {result.resolution}", markup=False, highlight=False)
+        console.print(
+            Text.assemble(
+                ("INVALID", "bold red"),
+                " ",
+                plain(f"{result.inbox_id}: {result.error_code} / {result.reason}{retry}"),
+            ),
+            highlight=False,
+        )
+        console.print(plain(f"What to do: {result.resolution}"), highlight=False)

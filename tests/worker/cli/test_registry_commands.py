@@ -63,3 +63,23 @@ def test_register_list_unregister(redis_server: RedisServer, tmp_path: Path) -> 
     assert json.loads(inboxcheck(redis_server, key, "list", "--json").stdout) == []
     missing = inboxcheck(redis_server, key, "unregister", "inbox-7")
     assert missing.returncode != 0 and "not registered" in missing.stderr
+
+
+def test_an_inbox_id_with_markup_is_listed_as_written(redis_server: RedisServer, tmp_path: Path) -> None:
+    key = generate_key()
+    request = tmp_path / "inbox.json"
+    markup_id = "evil[/]"  # rich reads "[/]" as a closing tag
+    request.write_text(
+        json.dumps(
+            {
+                "inbox_id": markup_id,
+                "inbox_type": "GOOGLE_WORKSPACE",
+                "email": "ann@corp.example",
+                "smtp_password": PASSWORD,
+            }
+        )
+    )
+    assert inboxcheck(redis_server, key, "register", "--request", str(request)).returncode == 0
+    listed = inboxcheck(redis_server, key, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert markup_id in listed.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
-from tests.servers.fakes import FakeServer, silent
+from tests.servers.fakes import FakeServer, SmtpScript, silent
 from tests.servers.smtp import SmtpServer
 
 # A generous bound on starting Python and importing the CLI on a loaded 2-core machine.
@@ -199,3 +199,24 @@ def test_a_server_flooding_the_client_cannot_flood_the_log(
     lines = result.stderr.splitlines()
     assert len(lines) < JUNK_LINES // 100
     assert all(json.loads(line) for line in lines)  # every line structured, none a library's raw text
+
+
+def test_the_report_shows_a_servers_escape_sequences_without_obeying_them(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str, tmp_path: Path
+) -> None:
+    hostile = "535 5.7.8 \x1b]0;owned\x07\x1b[2J bad credentials"
+    smtp = fake_server(SmtpScript(starttls_context=pki.valid.ssl_context, auth_reply=hostile))
+    fields = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "ann@example.com",
+        "smtp_password": "pw",
+        "smtp_host": LOOPBACK,
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "imap_host": LOOPBACK,
+        "imap_port": CLOSED_PORT,
+    }
+    result = run_cli("validate", "--request", write_request(tmp_path, **fields), "--ca-file", ca_file)
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;owned\\x07" in result.stdout
