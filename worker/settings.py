@@ -43,6 +43,8 @@ class Settings(BaseSettings, RecheckSettings):
     secret_key: SecretStr | None = None
     allow_plaintext_credentials: bool = False
     health_check_interval: int = Field(default=10, ge=1)
+    # The worker renews this file's time every health_check_interval: `inboxcheck health --liveness`.
+    heartbeat_file: str | None = None
     poll_delay: float = Field(default=0.05, gt=0)
     # How long a finished job's result (the event) is kept: the idempotency freshness window.
     keep_result: float = Field(default=900.0, gt=0)

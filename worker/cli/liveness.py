@@ -1,6 +1,10 @@
 """`inboxcheck health`: exit 0 while a worker on this host is alive, 1 when none is.
 
-By default it reads the liveness keys of this host's worker processes (keys.worker_alive_key,
+`--liveness` asks only whether this host's worker loop runs, from its heartbeat
+file (worker.runtime.heartbeat), without Redis: the question a liveness probe should ask, since a
+worker riding out a Redis outage must not be restarted for it.
+
+By default (a readiness probe) it reads the liveness keys of this host's worker processes (keys.worker_alive_key,
 hostname = the pod's name in Kubernetes, the container's in compose): each worker rewrites its
 own key with arq's health record every INBOXCHECK_HEALTH_CHECK_INTERVAL seconds and lets it
 expire after three intervals, so a hung worker fails its own probe and is restarted even while
@@ -22,6 +26,7 @@ from redis.exceptions import RedisError
 from worker.cli import client
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, where
 from worker.messages import keys
+from worker.runtime import heartbeat
 from worker.settings import Settings
 
 SCAN_COUNT = 100
@@ -48,6 +53,15 @@ async def alive(settings: Settings, *, any_worker: bool = False, hostname: str |
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.liveness:
+        path = heartbeat.heartbeat_path(settings)
+        if not heartbeat.is_alive(settings):
+            age = heartbeat.age_s(path)
+            seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
+            print(f"inboxcheck: not alive: {seen} ({path})", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"alive: heartbeat {heartbeat.age_s(path) or 0:.1f} s ago")
+        return EXIT_VALID
     any_worker = bool(getattr(args, "any", False))
     try:
         line = asyncio.run(alive(settings, any_worker=any_worker))
@@ -66,7 +80,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("health", help="exit 0 when a worker on this host is alive, else 1")
-    parser.add_argument(
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
         "--any", action="store_true", help="any worker on the queue, on any host (the fleet), not this host's"
+    )
+    scope.add_argument(
+        "--liveness",
+        action="store_true",
+        help="only whether this host's worker loop runs (its heartbeat file), without Redis",
     )
     parser.set_defaults(handler=run)

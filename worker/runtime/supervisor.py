@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from worker.logs import install_safe_exception_handler
-from worker.runtime import local_redis, redis_pool
+from worker.runtime import heartbeat, local_redis, redis_pool
 from worker.runtime.arq_settings import check_settings, quiet_arq_job_lines, worker_kwargs
 from worker.runtime.inbox_worker import InboxWorker
 from worker.settings import Settings
@@ -52,6 +52,18 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
+        heartbeat_task = asyncio.ensure_future(
+            heartbeat.beat_forever(
+                heartbeat.heartbeat_path(self.settings), self.settings.health_check_interval
+            )
+        )
+        try:
+            await self._supervise()
+        finally:
+            heartbeat_task.cancel()
+        log.info("worker_stopped")
+
+    async def _supervise(self) -> None:
         delay = self.settings.reconnect_delay
         while not self.stopping.is_set():
             try:
@@ -63,7 +75,6 @@ class Supervisor:
                 continue
             delay = self.settings.reconnect_delay
             await self._run_one(pool)
-        log.info("worker_stopped")
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -115,6 +126,7 @@ def _run(main: Any) -> None:
 
 def run_worker(settings: Settings) -> int:
     check_settings(settings)
+    heartbeat.check_writable(heartbeat.heartbeat_path(settings))
     quiet_arq_job_lines()
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
     local = local_redis.start_if_needed(url, settings.local_redis_dir) if settings.start_local_redis else None

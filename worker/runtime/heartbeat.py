@@ -1,0 +1,67 @@
+"""The worker's heartbeat: a file whose modification time its event loop renews.
+
+Liveness asks "is this process's loop still turning?", which needs no Redis: a worker riding out a
+Redis outage is alive and must not be restarted for it (Redis reachability is readiness, checked
+by `inboxcheck health`). `inboxcheck health --liveness` reads this file's age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from worker.settings import Settings, SettingsError
+
+# A heartbeat older than this many intervals means the loop stopped: one slow turn is not death.
+STALE_AFTER_INTERVALS = 3
+PRIVATE_FILE_MODE = 0o600
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """INBOXCHECK_HEARTBEAT_FILE, else a per-user file in the runtime or temporary folder."""
+    if settings.heartbeat_file:
+        return Path(settings.heartbeat_file)
+    folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(folder) / f"inboxcheck-worker-{os.getuid()}.heartbeat"
+
+
+def beat(path: Path) -> None:
+    # O_NOFOLLOW: in a shared folder such as /tmp, a planted symlink must not redirect the write.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: Path) -> None:
+    """Beat once, at start-up, so an unwritable path stops the worker with a clear message."""
+    try:
+        beat(path)
+    except OSError as exc:
+        raise SettingsError(
+            f"INBOXCHECK_HEARTBEAT_FILE: cannot write the worker's heartbeat {path}: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+async def beat_forever(path: Path, every_s: float) -> None:
+    while True:
+        beat(path)  # a local file's time: microseconds, not worth a thread
+        await asyncio.sleep(every_s)
+
+
+def age_s(path: Path) -> float | None:
+    """Seconds since the last beat, or None when there has been none."""
+    try:
+        return max(time.time() - path.stat().st_mtime, 0.0)
+    except OSError:
+        return None
+
+
+def is_alive(settings: Settings) -> bool:
+    age = age_s(heartbeat_path(settings))
+    return age is not None and age <= settings.health_check_interval * STALE_AFTER_INTERVALS
