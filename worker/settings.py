@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
 
 ENV_PREFIX = "INBOXCHECK_"
@@ -61,7 +62,7 @@ class Settings(BaseSettings):
         )
 
 
-class SettingsError(ValueError):
+class SettingsError(InboxcheckError, ValueError):
     """Settings that cannot be used, named by their environment variables."""
 
 
