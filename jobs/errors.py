@@ -31,7 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    # jobs.steps imports this module; the annotation alone needs Step.
+    from jobs.steps import Step
 
 
 class ErrorCode(StrEnum):
@@ -136,7 +140,7 @@ class CheckError(Exception):
         reason: Reason,
         detail: str,
         *,
-        step: str | None = None,
+        step: Step | None = None,
         reply: Reply | None = None,
         retry_after_s: float | None = None,
     ) -> None:

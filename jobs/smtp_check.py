@@ -17,7 +17,7 @@ from jobs.redact import scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
-from jobs.steps import StepLog, Translator
+from jobs.steps import Step, StepLog, Translator
 from jobs.tls import client_context, tls_info
 
 # One mechanism only, the first of these the server offers: aiosmtplib's login() would try each
@@ -31,7 +31,7 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
 
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
-    def translate(exc: BaseException, step: str) -> CheckError | None:
+    def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             reply = _reply(exc, secrets)
             return check_error(classify_smtp_auth(reply), f"{where} refused AUTH", reply=reply)
@@ -42,7 +42,7 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
             )
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             reply = _reply(exc, secrets)
-            if step == "starttls":
+            if step is Step.STARTTLS:
                 return check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS", reply=reply)
             reason = Reason.SERVICE_UNAVAILABLE if exc.code == 421 else Reason.PROTOCOL_ERROR
             return check_error(reason, f"{where} answered {exc.code} during {step}", reply=reply)
@@ -78,9 +78,9 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
         sock: socket.socket | None = None
         smtp: aiosmtplib.SMTP | None = None
         try:
-            async with steps.step("dns"):
+            async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port)
-            async with steps.step("connect"):
+            async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where)
             smtp = aiosmtplib.SMTP(
                 hostname=host,
@@ -95,22 +95,22 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             if security is Security.SSL:
                 # aiosmtplib runs the handshake and reads the greeting in one call, each under
                 # its own step_timeout, and says which one stalled; this outer limit is a backstop.
-                async with steps.step("tls", timeout=2 * options.step_timeout):
+                async with steps.step(Step.TLS, timeout=2 * options.step_timeout):
                     await smtp.connect()
             else:
-                async with steps.step("greeting"):
+                async with steps.step(Step.GREETING):
                     await greeting_or_mismatch(smtp.connect(), addresses, host, where)
-            async with steps.step("ehlo"):
+            async with steps.step(Step.EHLO):
                 await smtp.ehlo()
             if security is Security.STARTTLS:
-                async with steps.step("starttls"):
+                async with steps.step(Step.STARTTLS):
                     if not smtp.supports_extension("starttls"):
                         raise check_error(
                             Reason.STARTTLS_UNAVAILABLE,
                             f"{where} does not offer STARTTLS; the password was not sent in clear",
                         )
                     await smtp.starttls(server_hostname=host, tls_context=context)
-                async with steps.step("ehlo_tls"):
+                async with steps.step(Step.EHLO_TLS):
                     await smtp.ehlo()
             outcome.tls = tls_info(smtp.get_transport_info("ssl_object"))
             if security is Security.NONE and not request.allow_insecure_auth:
@@ -118,12 +118,12 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     Reason.TLS_REQUIRED,
                     f"{where} was reached without TLS; AUTH was not attempted because "
                     "allow_insecure_auth is not set",
-                    step="auth",
+                    step=Step.AUTH,
                 )
-            async with steps.step("auth"):
+            async with steps.step(Step.AUTH):
                 await _authenticate(smtp, username, password, outcome, where)
             with contextlib.suppress(Exception):
-                async with steps.step("quit", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
+                async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
         finally:
             if smtp is not None:
