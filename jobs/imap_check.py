@@ -10,7 +10,7 @@ from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
-from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
 from jobs.request import Security, ValidationRequest
@@ -57,7 +57,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
-    async def body(outcome: Outcome) -> None:
+    async def body(findings: Findings) -> None:
         sock: socket.socket | None = None
         session: ImapSession | None = None
         try:
@@ -90,14 +90,14 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                             f"{where} refused STARTTLS",
                             reply=_reply(response, secrets),
                         )
-            outcome.tls = tls_info(session.ssl_object())
+            findings.tls = tls_info(session.ssl_object())
             async with steps.step(Step.LOGIN):
                 if "LOGINDISABLED" in session.capabilities:
                     raise check_error(
                         Reason.AUTH_MECHANISM_UNSUPPORTED,
                         f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
                     )
-                outcome.auth_mechanism = "LOGIN"
+                findings.auth_mechanism = "LOGIN"
                 response = await session.login(username, password)
                 if response.result != "OK":
                     reply = _reply(response, secrets)

@@ -22,7 +22,7 @@ from jobs.tls import ssl_error
 log = structlog.get_logger("inboxcheck.check")
 
 
-class Outcome:
+class Findings:
     """What a check body learned on its way, kept even when it fails half way."""
 
     def __init__(self) -> None:
@@ -65,15 +65,15 @@ async def run_check(
     options: CheckOptions,
     secrets: tuple[str, ...],
     steps: StepLog,
-    body: Callable[[Outcome], Awaitable[None]],
+    body: Callable[[Findings], Awaitable[None]],
 ) -> ProtocolResult:
     """Run `body` under the check's hard deadline and turn how it ended into a ProtocolResult."""
-    outcome = Outcome()
+    findings = Findings()
     started = time.perf_counter()
     error: CheckError | None = None
     try:
         async with asyncio.timeout(options.check_timeout):
-            await body(outcome)
+            await body(findings)
     except CheckError as exc:
         error = exc
     except TimeoutError:
@@ -102,8 +102,8 @@ async def run_check(
         port=endpoint.port,
         security=endpoint.security,
         steps=steps.timings,
-        tls=outcome.tls,
-        auth_mechanism=outcome.auth_mechanism,
+        tls=findings.tls,
+        auth_mechanism=findings.auth_mechanism,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     if error is not None:

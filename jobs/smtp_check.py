@@ -12,7 +12,7 @@ from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
-from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.request import Security, ValidationRequest
@@ -74,7 +74,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
-    async def body(outcome: Outcome) -> None:
+    async def body(findings: Findings) -> None:
         sock: socket.socket | None = None
         smtp: aiosmtplib.SMTP | None = None
         try:
@@ -112,7 +112,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     await smtp.starttls(server_hostname=host, tls_context=context)
                 async with steps.step(Step.EHLO_TLS):
                     await smtp.ehlo()
-            outcome.tls = tls_info(smtp.get_transport_info("ssl_object"))
+            findings.tls = tls_info(smtp.get_transport_info("ssl_object"))
             if security is Security.NONE and not request.allow_insecure_auth:
                 raise check_error(
                     Reason.TLS_REQUIRED,
@@ -121,7 +121,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     step=Step.AUTH,
                 )
             async with steps.step(Step.AUTH):
-                await _authenticate(smtp, username, password, outcome, where)
+                await _authenticate(smtp, username, password, findings, where)
             with contextlib.suppress(Exception):
                 async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
@@ -135,7 +135,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
 
 
 async def _authenticate(
-    smtp: aiosmtplib.SMTP, username: str, password: str, outcome: Outcome, where: str
+    smtp: aiosmtplib.SMTP, username: str, password: str, findings: Findings, where: str
 ) -> None:
     offered = smtp.server_auth_methods
     mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
@@ -145,7 +145,7 @@ async def _authenticate(
             Reason.AUTH_MECHANISM_UNSUPPORTED,
             f"{where} offers no password mechanism this check uses (offered: {listed})",
         )
-    outcome.auth_mechanism = mechanism.upper()
+    findings.auth_mechanism = mechanism.upper()
     if mechanism == "plain":
         await smtp.auth_plain(username, password)
     else:
