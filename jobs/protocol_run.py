@@ -17,6 +17,7 @@ from jobs.redact import scrub
 from jobs.request import Endpoint
 from jobs.result import ProtocolResult, TlsInfo
 from jobs.steps import TIMEOUT_REASONS, Step, StepLog
+from jobs.time_units import MS_PER_S
 from jobs.tls import ssl_error
 
 log = structlog.get_logger("inboxcheck.check")
@@ -104,7 +105,7 @@ async def run_check(
         steps=steps.timings,
         tls=findings.tls,
         auth_mechanism=findings.auth_mechanism,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        duration_ms=round((time.perf_counter() - started) * MS_PER_S, 2),
     )
     if error is not None:
         reply = error.reply

@@ -11,6 +11,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from jobs.errors import CheckError, Reason, check_error
+from jobs.time_units import MS_PER_S
 
 
 class Step(StrEnum):
@@ -90,5 +91,5 @@ class StepLog:
             # Not chained: a library's error text may quote what was sent, credentials included.
             raise error from None
         finally:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            elapsed_ms = round((time.perf_counter() - started) * MS_PER_S, 2)
             self.timings.append(StepTiming(step=name, ms=elapsed_ms, ok=ok))
