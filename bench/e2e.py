@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.scenario import machine_busy_s, reset_peak, rss_kb, summary
 from bench.servers import LOOPBACK, user
+from jobs.time_units import MS_PER_S
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_LIMIT_S = 600
@@ -163,7 +164,8 @@ async def _drive(
         deadline = time.monotonic() + WAIT_LIMIT_S
         while await done_count(ids) < count:
             if popen.poll() is not None:
-                raise RuntimeError("worker exited:\n" + log.read_text()[-3000:])
+                # The run is over: blocking the loop to read the log delays nothing.
+                raise RuntimeError("worker exited:\n" + log.read_text()[-3000:])  # noqa: ASYNC240
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {await done_count(ids)} of {count} done after {WAIT_LIMIT_S}s")
             await asyncio.sleep(POLL_S)
@@ -179,7 +181,7 @@ async def _drive(
         peak_reset = reset_peak(pid)
         profiler = None
         if os.environ.get("BENCH_PROFILE"):  # py-spy collapsed stacks of the worker over the window
-            profiler = subprocess.Popen(
+            profiler = subprocess.Popen(  # noqa: ASYNC220 -- started once, before the clock runs
                 [
                     "py-spy",
                     "record",
@@ -217,7 +219,7 @@ async def _drive(
                 if not str(data.get("inbox_id", event.get("subject", ""))).startswith(f"{tag}-run-"):
                     continue
                 if data.get("duration_ms") is not None:
-                    times.append(data["duration_ms"] / 1000)
+                    times.append(data["duration_ms"] / MS_PER_S)
                 if data.get("status") != "valid":
                     key = f"{event.get('type')} {data.get('error_code')}/{data.get('reason')}"
                     failures[key] = failures.get(key, 0) + 1

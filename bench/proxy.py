@@ -28,6 +28,8 @@ import signal
 import socket
 from typing import Any
 
+from jobs.time_units import MS_PER_S
+
 LOOPBACK = "127.0.0.1"
 _EOF = object()
 _CLOSE = object()
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             uvloop.install()
         except ImportError:
             pass
-    asyncio.run(serve(args.delay_ms / 1000, mappings))  # type: ignore[arg-type]
+    asyncio.run(serve(args.delay_ms / MS_PER_S, mappings))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

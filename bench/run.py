@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import servers
-from tests.servers.certs import PKI
-from tests.servers.ports import free_port
-from tests.servers.wait import wait_until
+# Below the path set-up above, so `python bench/run.py` finds the project too.
+from bench import servers  # noqa: E402
+from jobs.time_units import MS_PER_S  # noqa: E402
+from tests.servers.certs import PKI  # noqa: E402
+from tests.servers.ports import free_port  # noqa: E402
+from tests.servers.wait import wait_until  # noqa: E402
 
 # Per-in-flight-check memory target and the other ratios from issue 5.
 TARGET_E2E_VS_RAW = 0.9
@@ -162,9 +164,9 @@ class Bench:
         result["label"] = label
         result["rtt_ms"] = rtt
         result["rate"] = n / result["wall_s"]
-        result["cpu_ms"] = 1000 * result["cpu_s"] / n if result.get("cpu_s") is not None else None
+        result["cpu_ms"] = MS_PER_S * result["cpu_s"] / n if result.get("cpu_s") is not None else None
         result["srv_ms"] = (
-            (1000 * max(0.0, busy - (result.get("cpu_s") or 0)) / n) if busy is not None else None
+            (MS_PER_S * max(0.0, busy - (result.get("cpu_s") or 0)) / n) if busy is not None else None
         )
         inflight = result.get("peak_inflight") or 1
         if result.get("rss_peak_kb") is not None:
@@ -238,9 +240,11 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         extrap = " *" if r["kind"] == "naive" else ""
         print(
-            f"{r['label'] + extrap:<28} {r['rtt_ms']:>5g} {r.get('n_total', r['n']):>5} {r.get('c') or '-':>4} "
+            f"{r['label'] + extrap:<28} {r['rtt_ms']:>5g} {r.get('n_total', r['n']):>5} "
+            f"{r.get('c') or '-':>4} "
             f"{r['rate']:>9.1f} {fmt(r.get('median_s'), '9.3f')} {fmt(r.get('p99_s'), '7.3f')} "
-            f"{fmt(r.get('rss_peak_kb') and r['rss_peak_kb'] / 1024, '11.1f')} {fmt(r.get('kb_per_check'), '11.0f')} "
+            f"{fmt(r.get('rss_peak_kb') and r['rss_peak_kb'] / 1024, '11.1f')} "
+            f"{fmt(r.get('kb_per_check'), '11.0f')} "
             f"{fmt(r.get('cpu_ms'), '10.2f')} {fmt(r.get('srv_ms'), '10.2f')} {r['fails']:>4}"
         )
     print(
@@ -399,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         worker_loop = "uvloop"
     except ImportError:
         worker_loop = "asyncio"
+    ssl_max_size = args.ssl_max_size or "as shipped (16 KiB, jobs.tls; raw: 256 KiB)"
     print(
         f"inboxcheck benchmark: {os.cpu_count()} cores, loop={args.loop} (e2e worker: {worker_loop}, "
-        f"as worker.runtime.supervisor ships), ssl max_size={'as shipped (16 KiB, jobs.tls; raw: 256 KiB)' if not args.ssl_max_size else args.ssl_max_size}, "
+        f"as worker.runtime.supervisor ships), ssl max_size={ssl_max_size}, "
         f"wall {time.monotonic() - started:.0f}s"
     )
     print_table(bench.rows)

@@ -3,13 +3,39 @@
 Like aiosmtplib's hierarchy, each exception also inherits the builtin it means (TimeoutError,
 ConnectionError, PermissionError), so callers that only know the builtins still do the right
 thing, and each carries the server's reply when there was one.
+
+Two separate trees. A CheckError is a verdict on an inbox and ends up in its result; an
+InboxcheckError is a problem with what a person gave or set up, which the command line prints as
+one line with exit 2. The CLI catches InboxcheckError alone, so a new such error only has to
+derive from it (worker/ defines most of them; jobs/ never imports worker/).
+
+    Exception                      builtin base       error code / where defined
+    ├── CheckError                                    a verdict, kept in the result
+    │   ├── CheckTimeout           TimeoutError       TIMEOUT
+    │   ├── HostNotFound           ConnectionError    HOST_NOT_FOUND
+    │   ├── CheckConnectionError   ConnectionError    CONNECTION_FAILED
+    │   ├── TlsError               -                  SSL_ERROR
+    │   └── AuthFailed             PermissionError    AUTH_FAILED
+    └── InboxcheckError                               for a person: the CLI prints it, exit 2
+        ├── RequestError           ValueError         jobs.request
+        ├── SettingsError          ValueError         worker.settings
+        ├── ClientError            -                  worker.cli.client
+        ├── PlaintextRefused       -                  worker.messages.payload (RegistryError)
+        ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)
+        ├── SecretKeyError         ValueError         worker.messages.sealing
+        ├── SealError              -                  worker.messages.sealing
+        └── ResultError            ValueError         worker.messages.envelope
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    # jobs.steps imports this module; the annotation alone needs Step.
+    from jobs.steps import Step
 
 
 class ErrorCode(StrEnum):
@@ -98,6 +124,12 @@ class Reply:
         return self.code is not None and 400 <= self.code < 500
 
 
+class InboxcheckError(Exception):
+    """A problem a person caused or has to act on (a bad request, unusable settings or key,
+    Redis out of reach). Its message is written for people and never carries a secret or an
+    input value, so it can be printed as it is."""
+
+
 class CheckError(Exception):
     """A protocol check failed at `step` for `reason`."""
 
@@ -108,7 +140,7 @@ class CheckError(Exception):
         reason: Reason,
         detail: str,
         *,
-        step: str | None = None,
+        step: Step | None = None,
         reply: Reply | None = None,
         retry_after_s: float | None = None,
     ) -> None:

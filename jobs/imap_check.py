@@ -10,12 +10,12 @@ from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
-from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
-from jobs.steps import StepLog, Translator
+from jobs.steps import Step, StepLog, Translator
 from jobs.tls import client_context, tls_info
 
 
@@ -25,7 +25,7 @@ def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
 
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
-    def translate(exc: BaseException, step: str) -> CheckError | None:
+    def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, GreetingRefused):
             reply = Reply(status="BYE", text=scrub(exc.line, secrets))
             reason = Reason.SERVICE_UNAVAILABLE
@@ -57,27 +57,27 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
-    async def body(outcome: Outcome) -> None:
+    async def body(findings: Findings) -> None:
         sock: socket.socket | None = None
         session: ImapSession | None = None
         try:
-            async with steps.step("dns"):
+            async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port)
-            async with steps.step("connect"):
+            async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where)
             session = ImapSession()
             if security is Security.SSL:
-                async with steps.step("tls"):
+                async with steps.step(Step.TLS):
                     await session.open(sock, context, host)
                     sock = None
-                async with steps.step("greeting"):
+                async with steps.step(Step.GREETING):
                     await session.greeting()
             else:
                 await session.open(sock, None, host)
                 sock = None
-                async with steps.step("greeting"):
+                async with steps.step(Step.GREETING):
                     await greeting_or_mismatch(session.greeting(), addresses, host, where)
-                async with steps.step("starttls"):
+                async with steps.step(Step.STARTTLS):
                     if "STARTTLS" not in session.capabilities:
                         raise check_error(
                             Reason.STARTTLS_UNAVAILABLE,
@@ -90,14 +90,14 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                             f"{where} refused STARTTLS",
                             reply=_reply(response, secrets),
                         )
-            outcome.tls = tls_info(session.ssl_object())
-            async with steps.step("login"):
+            findings.tls = tls_info(session.ssl_object())
+            async with steps.step(Step.LOGIN):
                 if "LOGINDISABLED" in session.capabilities:
                     raise check_error(
                         Reason.AUTH_MECHANISM_UNSUPPORTED,
                         f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
                     )
-                outcome.auth_mechanism = "LOGIN"
+                findings.auth_mechanism = "LOGIN"
                 response = await session.login(username, password)
                 if response.result != "OK":
                     reply = _reply(response, secrets)
@@ -107,7 +107,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         reply=reply,
                         retry_after_s=suggested_backoff_s(reply.text),
                     )
-            async with steps.step("examine"):
+            async with steps.step(Step.EXAMINE):
                 response = await session.examine("INBOX")
                 if response.result != "OK":
                     raise check_error(
@@ -116,7 +116,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         reply=_reply(response, secrets),
                     )
             with contextlib.suppress(Exception):
-                async with steps.step("logout", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
+                async with steps.step(Step.LOGOUT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await session.logout()
         finally:
             if session is not None:

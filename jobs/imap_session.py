@@ -17,7 +17,6 @@ from typing import Any, Protocol, cast
 from aioimaplib import aioimaplib
 
 
-
 class Response(Protocol):
     """What aioimaplib answers a command with (the library ships no types)."""
 

@@ -16,13 +16,14 @@ from jobs.options import CheckOptions
 from jobs.redact import scrub
 from jobs.request import Endpoint
 from jobs.result import ProtocolResult, TlsInfo
-from jobs.steps import TIMEOUT_REASONS, StepLog
+from jobs.steps import TIMEOUT_REASONS, Step, StepLog
+from jobs.time_units import MS_PER_S
 from jobs.tls import ssl_error
 
 log = structlog.get_logger("inboxcheck.check")
 
 
-class Outcome:
+class Findings:
     """What a check body learned on its way, kept even when it fails half way."""
 
     def __init__(self) -> None:
@@ -40,10 +41,10 @@ def find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-TLS_STEPS = frozenset({"tls", "starttls"})
+TLS_STEPS = frozenset({Step.TLS, Step.STARTTLS})
 
 
-def transport_error(exc: BaseException, where: str, step: str) -> CheckError | None:
+def transport_error(exc: BaseException, where: str, step: Step) -> CheckError | None:
     """The CheckError for socket- and TLS-level failures common to both protocols."""
     ssl_exc = find_ssl_error(exc)
     if ssl_exc is not None:
@@ -65,29 +66,29 @@ async def run_check(
     options: CheckOptions,
     secrets: tuple[str, ...],
     steps: StepLog,
-    body: Callable[[Outcome], Awaitable[None]],
+    body: Callable[[Findings], Awaitable[None]],
 ) -> ProtocolResult:
     """Run `body` under the check's hard deadline and turn how it ended into a ProtocolResult."""
-    outcome = Outcome()
+    findings = Findings()
     started = time.perf_counter()
     error: CheckError | None = None
     try:
         async with asyncio.timeout(options.check_timeout):
-            await body(outcome)
+            await body(findings)
     except CheckError as exc:
         error = exc
     except TimeoutError:
-        step = steps.current or "connect"
+        step = steps.current or Step.CONNECT
         error = check_error(
             TIMEOUT_REASONS.get(step, Reason.RESPONSE_TIMEOUT),
             f"the whole {protocol.upper()} check ran past its {options.check_timeout:g}s deadline",
             step=step,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         # Something no translator foresaw (a library's own error on a reply it could not place):
         # still a verdict for this protocol, never a crash that hides the other one. Only the
         # type is kept, since library texts may quote what was sent.
-        step = steps.current or "connect"
+        step = steps.current or Step.CONNECT
         log.warning("unexpected_check_error", protocol=protocol, step=step, error=type(exc).__name__)
         error = check_error(
             Reason.PROTOCOL_ERROR,
@@ -102,9 +103,9 @@ async def run_check(
         port=endpoint.port,
         security=endpoint.security,
         steps=steps.timings,
-        tls=outcome.tls,
-        auth_mechanism=outcome.auth_mechanism,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        tls=findings.tls,
+        auth_mechanism=findings.auth_mechanism,
+        duration_ms=round((time.perf_counter() - started) * MS_PER_S, 2),
     )
     if error is not None:
         reply = error.reply

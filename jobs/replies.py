@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from jobs.errors import Reason, Reply
+from jobs.time_units import MS_PER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def enhanced_code(text: str) -> str | None:
 def suggested_backoff_s(text: str) -> float | None:
     """Microsoft's IMAP throttling reply names how long to wait."""
     match = _BACKOFF.search(text)
-    return int(match.group(1)) / 1000 if match else None
+    return int(match.group(1)) / MS_PER_S if match else None
 
 
 def classify_smtp_auth(reply: Reply) -> Reason:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from jobs.errors import InboxcheckError
 from jobs.presets import COLDSEND_NATIVE, PRESETS, SMTP_IMPLICIT_TLS_PORT, InboxType
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -163,7 +164,7 @@ class FieldProblem:
         return f"{self.field}: {self.problem}"
 
 
-class RequestError(ValueError):
+class RequestError(InboxcheckError, ValueError):
     """A request that cannot be used, with one problem per bad field. Never echoes input values."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:

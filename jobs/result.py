@@ -10,16 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from jobs.errors import ErrorCode, Reason
 from jobs.presets import InboxType
 from jobs.request import Security
+from jobs.steps import Step, StepTiming
 
 SCHEMA_VERSION = 1
-
-
-class StepTiming(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    step: str
-    ms: float
-    ok: bool
 
 
 class TlsInfo(BaseModel):
@@ -42,7 +35,7 @@ class ProtocolResult(BaseModel):
     error_code: ErrorCode | None = None
     reason: Reason | None = None
     detail: str | None = None
-    failed_step: str | None = None
+    failed_step: Step | None = None
     reply_code: int | None = None
     reply_status: str | None = None
     enhanced_status_code: str | None = None

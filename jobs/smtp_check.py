@@ -12,12 +12,12 @@ from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
-from jobs.protocol_run import Outcome, run_check, transport_error
+from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
-from jobs.steps import StepLog, Translator
+from jobs.steps import Step, StepLog, Translator
 from jobs.tls import client_context, tls_info
 
 # One mechanism only, the first of these the server offers: aiosmtplib's login() would try each
@@ -31,7 +31,7 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
 
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
-    def translate(exc: BaseException, step: str) -> CheckError | None:
+    def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             reply = _reply(exc, secrets)
             return check_error(classify_smtp_auth(reply), f"{where} refused AUTH", reply=reply)
@@ -42,7 +42,7 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
             )
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             reply = _reply(exc, secrets)
-            if step == "starttls":
+            if step is Step.STARTTLS:
                 return check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS", reply=reply)
             reason = Reason.SERVICE_UNAVAILABLE if exc.code == 421 else Reason.PROTOCOL_ERROR
             return check_error(reason, f"{where} answered {exc.code} during {step}", reply=reply)
@@ -74,13 +74,13 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
-    async def body(outcome: Outcome) -> None:
+    async def body(findings: Findings) -> None:
         sock: socket.socket | None = None
         smtp: aiosmtplib.SMTP | None = None
         try:
-            async with steps.step("dns"):
+            async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port)
-            async with steps.step("connect"):
+            async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where)
             smtp = aiosmtplib.SMTP(
                 hostname=host,
@@ -95,35 +95,35 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             if security is Security.SSL:
                 # aiosmtplib runs the handshake and reads the greeting in one call, each under
                 # its own step_timeout, and says which one stalled; this outer limit is a backstop.
-                async with steps.step("tls", timeout=2 * options.step_timeout):
+                async with steps.step(Step.TLS, timeout=2 * options.step_timeout):
                     await smtp.connect()
             else:
-                async with steps.step("greeting"):
+                async with steps.step(Step.GREETING):
                     await greeting_or_mismatch(smtp.connect(), addresses, host, where)
-            async with steps.step("ehlo"):
+            async with steps.step(Step.EHLO):
                 await smtp.ehlo()
             if security is Security.STARTTLS:
-                async with steps.step("starttls"):
+                async with steps.step(Step.STARTTLS):
                     if not smtp.supports_extension("starttls"):
                         raise check_error(
                             Reason.STARTTLS_UNAVAILABLE,
                             f"{where} does not offer STARTTLS; the password was not sent in clear",
                         )
                     await smtp.starttls(server_hostname=host, tls_context=context)
-                async with steps.step("ehlo_tls"):
+                async with steps.step(Step.EHLO_TLS):
                     await smtp.ehlo()
-            outcome.tls = tls_info(smtp.get_transport_info("ssl_object"))
+            findings.tls = tls_info(smtp.get_transport_info("ssl_object"))
             if security is Security.NONE and not request.allow_insecure_auth:
                 raise check_error(
                     Reason.TLS_REQUIRED,
                     f"{where} was reached without TLS; AUTH was not attempted because "
                     "allow_insecure_auth is not set",
-                    step="auth",
+                    step=Step.AUTH,
                 )
-            async with steps.step("auth"):
-                await _authenticate(smtp, username, password, outcome, where)
+            async with steps.step(Step.AUTH):
+                await _authenticate(smtp, username, password, findings, where)
             with contextlib.suppress(Exception):
-                async with steps.step("quit", timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
+                async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
         finally:
             if smtp is not None:
@@ -135,7 +135,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
 
 
 async def _authenticate(
-    smtp: aiosmtplib.SMTP, username: str, password: str, outcome: Outcome, where: str
+    smtp: aiosmtplib.SMTP, username: str, password: str, findings: Findings, where: str
 ) -> None:
     offered = smtp.server_auth_methods
     mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
@@ -145,7 +145,7 @@ async def _authenticate(
             Reason.AUTH_MECHANISM_UNSUPPORTED,
             f"{where} offers no password mechanism this check uses (offered: {listed})",
         )
-    outcome.auth_mechanism = mechanism.upper()
+    findings.auth_mechanism = mechanism.upper()
     if mechanism == "plain":
         await smtp.auth_plain(username, password)
     else:

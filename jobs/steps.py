@@ -1,4 +1,4 @@
-"""Per-step time limits and timings for one protocol check."""
+"""The steps of a protocol check, their time limits, and how long each took."""
 
 from __future__ import annotations
 
@@ -6,20 +6,52 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
 
 from jobs.errors import CheckError, Reason, check_error
-from jobs.result import StepTiming
+from jobs.time_units import MS_PER_S
+
+
+class Step(StrEnum):
+    """A step of the SMTP or IMAP check. The values are what results and events carry."""
+
+    DNS = "dns"
+    CONNECT = "connect"
+    GREETING = "greeting"
+    TLS = "tls"
+    STARTTLS = "starttls"
+    # SMTP
+    EHLO = "ehlo"
+    EHLO_TLS = "ehlo_tls"
+    AUTH = "auth"
+    QUIT = "quit"
+    # IMAP
+    LOGIN = "login"
+    EXAMINE = "examine"
+    LOGOUT = "logout"
+
+
+# Next to Step rather than in jobs.result: jobs.result imports this module, so it cannot import back.
+class StepTiming(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    step: Step
+    ms: float
+    ok: bool
+
 
 # What a silence at each step most likely means; any other step is a server gone quiet.
-TIMEOUT_REASONS: dict[str, Reason] = {
-    "dns": Reason.DNS_UNAVAILABLE,
-    "connect": Reason.CONNECT_TIMEOUT,
-    "greeting": Reason.NO_GREETING,
-    "tls": Reason.TLS_HANDSHAKE_TIMEOUT,
-    "starttls": Reason.TLS_HANDSHAKE_TIMEOUT,
+TIMEOUT_REASONS: dict[Step, Reason] = {
+    Step.DNS: Reason.DNS_UNAVAILABLE,
+    Step.CONNECT: Reason.CONNECT_TIMEOUT,
+    Step.GREETING: Reason.NO_GREETING,
+    Step.TLS: Reason.TLS_HANDSHAKE_TIMEOUT,
+    Step.STARTTLS: Reason.TLS_HANDSHAKE_TIMEOUT,
 }
 
-Translator = Callable[[BaseException, str], CheckError | None]
+Translator = Callable[[BaseException, Step], CheckError | None]
 
 
 class StepLog:
@@ -30,10 +62,11 @@ class StepLog:
         self.step_timeout = step_timeout
         self.translate = translate
         self.timings: list[StepTiming] = []
-        self.current: str | None = None
+        self.current: Step | None = None
 
     @asynccontextmanager
-    async def step(self, name: str, timeout: float | None = None) -> AsyncIterator[None]:
+    # The limit is this step's own, applied below with asyncio.timeout and named in its error.
+    async def step(self, name: Step, timeout: float | None = None) -> AsyncIterator[None]:  # noqa: ASYNC109
         self.current = name
         started = time.perf_counter()
         ok = False
@@ -58,5 +91,5 @@ class StepLog:
             # Not chained: a library's error text may quote what was sent, credentials included.
             raise error from None
         finally:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            elapsed_ms = round((time.perf_counter() - started) * MS_PER_S, 2)
             self.timings.append(StepTiming(step=name, ms=elapsed_ms, ok=ok))

@@ -15,6 +15,7 @@ from jobs.request import ValidationRequest
 from jobs.resolutions import resolution
 from jobs.result import ProtocolResult, RecommendedRange, ValidationResult
 from jobs.smtp_check import check_smtp
+from jobs.time_units import MS_PER_S
 
 log = structlog.get_logger("inboxcheck.check")
 
@@ -35,7 +36,7 @@ async def validate_inbox(request: ValidationRequest, options: CheckOptions) -> V
                 failed_step=part.failed_step,
                 duration_ms=part.duration_ms,
             )
-    return summarise(request, smtp, imap, checked_at, round((time.perf_counter() - started) * 1000, 2))
+    return summarise(request, smtp, imap, checked_at, round((time.perf_counter() - started) * MS_PER_S, 2))
 
 
 def summarise(

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
 from worker.rechecks.settings import Duration, RecheckSettings
 
@@ -74,7 +75,7 @@ class Settings(BaseSettings, RecheckSettings):
         )
 
 
-class SettingsError(ValueError):
+class SettingsError(InboxcheckError, ValueError):
     """Settings that cannot be used, named by their environment variables."""
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from jobs.errors import InboxcheckError
 from worker.messages import events
 from worker.runtime import local_redis
 from worker.settings import Settings
@@ -24,7 +25,7 @@ EXIT_PENDING = 3
 CONNECT_TIMEOUT_S = 5.0
 
 
-class ClientError(Exception):
+class ClientError(InboxcheckError):
     """A problem to report in one line and exit 2 (bad input, Redis unreachable)."""
 
 

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from jobs.request import parse_request
+from jobs.time_units import SECONDS_PER_DAY
 from worker.cli import client
 from worker.cli.bulk_file import read_rows
 from worker.messages import producer
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # Waiting for events of a bulk enqueue can reasonably take hours, not more than a day.
-MAX_WAIT_S = 86_400.0
+MAX_WAIT_S = float(SECONDS_PER_DAY)
 
 
 def wait_seconds(text: str) -> float:

@@ -10,7 +10,7 @@ import sys
 
 from redis.exceptions import RedisError
 
-from jobs.request import RequestError
+from jobs.errors import InboxcheckError
 from jobs.tls import use_small_tls_read_buffers
 from worker.cli import enqueue as enqueue_cmd
 from worker.cli import events as events_cmd
@@ -22,19 +22,12 @@ from worker.cli import schema as schema_cmd
 from worker.cli import unregister as unregister_cmd
 from worker.cli import validate as validate_cmd
 from worker.cli import worker as worker_cmd
-from worker.cli.client import ClientError
 from worker.cli.validate import PASSWORD_ENV
 from worker.logs import configure_logging
-from worker.messages.envelope import ResultError
-from worker.messages.payload import PlaintextRefused
-from worker.messages.sealing import SecretKeyError
-from worker.settings import SettingsError, get_settings
+from worker.settings import get_settings
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-# The project's own errors: their messages are written for people and never carry a secret.
-EXPECTED_ERRORS = (RequestError, SettingsError, ClientError, PlaintextRefused, SecretKeyError, ResultError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         quiet = args.command != "worker" and "log_level" not in settings.model_fields_set
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         return args.handler(args, settings)
-    except EXPECTED_ERRORS as exc:
+    except InboxcheckError as exc:
+        # Written for people and never carrying a secret (jobs.errors): printed as it is.
         print(f"inboxcheck: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as exc:

@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+from jobs.errors import InboxcheckError
+
 # The function name producers put in the envelope ("f"): the only one the worker runs.
 FUNCTION_NAME = "validate_inbox"
 # arq's cron enqueues its tick as a job too (no arguments): the recheck scheduler (worker.rechecks.hooks).
@@ -34,7 +36,7 @@ def serialize(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=_unserialisable).encode()
 
 
-class ResultError(ValueError):
+class ResultError(InboxcheckError, ValueError):
     """A job result in Redis that is not one this project wrote."""
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.errors import Reason
+from jobs.errors import InboxcheckError, Reason
 from jobs.request import RequestError, ValidationRequest, parse_request
 from worker.messages.sealing import Sealer, SealError
 
@@ -53,7 +53,7 @@ class JobPayload(BaseModel):
     credentials: SealedCredentials | PlainCredentials
 
 
-class PayloadRejected(Exception):
+class PayloadRejected(InboxcheckError):
     """A payload that cannot become a request. The message is safe to log and to publish."""
 
     def __init__(
@@ -80,7 +80,7 @@ def request_fields(request: ValidationRequest) -> dict[str, Any]:
     return fields
 
 
-class PlaintextRefused(Exception):
+class PlaintextRefused(InboxcheckError):
     """Credentials would go to Redis in plaintext, and plaintext was not explicitly allowed."""
 
 

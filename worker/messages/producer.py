@@ -15,14 +15,14 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
-from jobs.time_units import MS_PER_S
+from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from worker.messages import envelope as serialization
 from worker.messages import keys, payload
 from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
 
 # A job not started within a day is dropped by arq (its key expires): same as arq's default.
-JOB_EXPIRES_MS = 86_400_000
+JOB_EXPIRES_MS = SECONDS_PER_DAY * MS_PER_S
 # How often a waiting producer looks for results: a GET per job, cheap.
 RESULT_POLL_S = 0.1
 
@@ -82,7 +82,7 @@ async def results(redis: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]
         return {}
     found: dict[str, dict[str, Any]] = {}
     raws = await redis.mget([keys.result_key(job_id) for job_id in job_ids])
-    for job_id, raw in zip(job_ids, raws):
+    for job_id, raw in zip(job_ids, raws, strict=True):
         if raw:
             result = serialization.deserialize_result(raw)
             if result.get("s") and isinstance(result.get("r"), dict):
@@ -90,7 +90,8 @@ async def results(redis: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]
     return found
 
 
-async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> dict[str, Any] | None:
+# `timeout` is a poll deadline, not a cancellation scope, and callers pass it by that name.
+async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
     """The job's event, or None when it has not arrived within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

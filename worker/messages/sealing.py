@@ -14,15 +14,17 @@ import json
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
+from jobs.errors import InboxcheckError
+
 # Separates the job-id HMAC key from the encryption key, though both come from one setting.
 _JOB_ID_CONTEXT = b"inboxcheck job id v1"
 
 
-class SecretKeyError(ValueError):
+class SecretKeyError(InboxcheckError, ValueError):
     """INBOXCHECK_SECRET_KEY cannot be used. Never carries the key."""
 
 
-class SealError(Exception):
+class SealError(InboxcheckError):
     """A sealed value that cannot be opened. Never carries the token or the key."""
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from jobs.time_units import MS_PER_S
+from jobs.time_units import MS_PER_S, US_PER_MS
 from worker.messages import keys, scripts
 
 log = structlog.get_logger("inboxcheck.pacing")
@@ -174,7 +174,7 @@ class Pacer:
     async def in_use(self, host: str) -> int:
         """Live leases on `host` (expired ones do not count)."""
         seconds, micros = await self.redis.time()  # the clock the leases were scored with
-        now_ms = seconds * MS_PER_S + micros // MS_PER_S
+        now_ms = seconds * MS_PER_S + micros // US_PER_MS
         return int(await self.redis.zcount(keys.pacing_slots_key(host.lower()), now_ms, "+inf"))
 
     @asynccontextmanager

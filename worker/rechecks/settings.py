@@ -8,10 +8,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE
+from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE, UNIT_SECONDS
 from worker.rechecks.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
 
-UNIT_SECONDS = {"s": 1, "m": SECONDS_PER_MINUTE, "h": SECONDS_PER_HOUR, "d": SECONDS_PER_DAY}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
@@ -33,8 +32,8 @@ class RecheckSettings(BaseModel):
 
     # Rechecks
     recheck_every: Duration = Field(default=6.0 * SECONDS_PER_HOUR, ge=1)
-    # How often the cron looks for due inboxes; a divisor of 60 below a minute (tests use 1).
-    recheck_tick: int = Field(default=60, ge=1, le=60)
+    # How often the cron looks for due inboxes; a divisor of a minute (tests use 1).
+    recheck_tick: int = Field(default=SECONDS_PER_MINUTE, ge=1, le=SECONDS_PER_MINUTE)
     # A newly registered inbox's first check lands at a random point this far ahead (capped by
     # its interval): a thousand registered at once are spread over it instead of one second.
     recheck_spread: Duration = Field(default=300.0, ge=0)

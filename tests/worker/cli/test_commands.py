@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from jobs.errors import InboxcheckError, Reason
+from jobs.request import FieldProblem, RequestError
 from tests.worker.support import (
     PASSWORD,
     burst,
@@ -19,8 +21,13 @@ from tests.worker.support import (
     run_cli,
 )
 from worker.cli import main as cli
+from worker.cli.client import ClientError
 from worker.messages import keys
-from worker.messages.sealing import Sealer
+from worker.messages.envelope import ResultError
+from worker.messages.payload import PayloadRejected, PlaintextRefused
+from worker.messages.sealing import Sealer, SealError, SecretKeyError
+from worker.rechecks.registry import RegistryError
+from worker.settings import SettingsError
 
 
 def test_schema_and_keygen(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,6 +102,39 @@ async def test_enqueue_without_key_exits_2_naming_it(shared_redis, aredis, tmp_p
     assert not await aredis.zcard(settings.queue_name)
     bad_key = run_cli("enqueue", "--request", str(req), env={**env, "INBOXCHECK_SECRET_KEY": "nope"})
     assert bad_key.returncode == 2 and "INBOXCHECK_SECRET_KEY: is not a Fernet key" in bad_key.stderr
+
+
+class NewUserError(InboxcheckError):
+    """Stands for any user-facing error added later: deriving from the base is all it takes."""
+
+
+USER_FACING_ERRORS = [
+    RequestError([FieldProblem("email", "must be an email address such as name@example.com")]),
+    SettingsError("invalid settings: INBOXCHECK_JOB_TIMEOUT: must be greater than 0"),
+    ClientError("cannot reach Redis at 127.0.0.1:1 (INBOXCHECK_REDIS_URL)"),
+    PlaintextRefused("INBOXCHECK_SECRET_KEY is not set"),
+    RegistryError("INBOXCHECK_SECRET_KEY is not set (registry)"),
+    PayloadRejected(Reason.MALFORMED_PAYLOAD, "the job payload is not a JSON object"),
+    SecretKeyError("INBOXCHECK_SECRET_KEY: is empty"),
+    SealError("the sealed credentials cannot be opened with this worker's key"),
+    ResultError("a job result in Redis is not JSON"),
+    NewUserError("something a person can fix"),
+]
+
+
+@pytest.mark.parametrize("error", USER_FACING_ERRORS, ids=lambda e: type(e).__name__)
+def test_a_user_facing_error_exits_2_with_its_message_only(
+    error: InboxcheckError, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert isinstance(error, InboxcheckError)
+
+    def fails(_args: Any, _settings: Any) -> int:
+        raise error
+
+    monkeypatch.setattr("worker.cli.keygen.run", fails)
+    assert cli.main(["keygen"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"inboxcheck: {error}\n" and captured.out == ""
 
 
 def test_an_unexpected_value_error_prints_no_input(
