@@ -19,6 +19,7 @@ derive from it (worker/ defines most of them; jobs/ never imports worker/).
     └── InboxcheckError                               for a person: the CLI prints it, exit 2
         ├── RequestError           ValueError         jobs.request
         ├── SettingsError          ValueError         worker.settings
+        │   └── LocalRedisError    -                  worker.runtime.local_redis
         ├── ClientError            -                  worker.cli.client
         ├── PlaintextRefused       -                  worker.messages.payload (RegistryError)
         ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)

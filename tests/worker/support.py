@@ -47,14 +47,14 @@ def closed_port() -> int:
 
 
 class WorkerProcess:
-    """`python -m worker worker` as a real subprocess, its log in a file."""
+    """`python -m worker worker` as a real subprocess, its log (and heartbeat) beside it."""
 
     def __init__(self, env: dict[str, str], log_file: Path) -> None:
         self.log_file = log_file
         self._log = open(log_file, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "worker"],
-            env=env,
+            env={"INBOXCHECK_HEARTBEAT_FILE": str(log_file.with_suffix(".heartbeat")), **env},
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,15 +1,15 @@
 """`inboxcheck health`: exit 0 while a worker on this host is alive, 1 when none is.
 
-`--liveness` asks only whether this host's worker loop runs, from its heartbeat
-file (worker.runtime.heartbeat), without Redis: the question a liveness probe should ask, since a
-worker riding out a Redis outage must not be restarted for it.
+`--liveness` asks only whether this host's worker loop runs, from its heartbeat file
+(worker.runtime.heartbeat), without Redis: what a liveness probe should ask, since a worker riding
+out a Redis outage must not be restarted for it.
 
-By default (a readiness probe) it reads the liveness keys of this host's worker processes (keys.worker_alive_key,
-hostname = the pod's name in Kubernetes, the container's in compose): each worker rewrites its
-own key with arq's health record every INBOXCHECK_HEALTH_CHECK_INTERVAL seconds and lets it
-expire after three intervals, so a hung worker fails its own probe and is restarted even while
-other workers keep the queue alive. `--any` asks the fleet-wide question instead: arq's per-queue
-health key (what `arq --check` reads), alive while any worker on the queue is.
+By default (a readiness probe) it reads the liveness keys of this host's worker processes
+(keys.worker_alive_key, hostname = the pod's name in Kubernetes, the container's in compose): each
+worker rewrites its own key with arq's health record every INBOXCHECK_HEALTH_CHECK_INTERVAL seconds
+and lets it expire after three intervals, so a worker that lost Redis or hung is not ready.
+`--any` asks the fleet-wide question instead: arq's per-queue health key (what `arq --check`
+reads), alive while any worker on the queue is.
 """
 
 from __future__ import annotations
