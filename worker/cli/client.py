@@ -6,7 +6,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from redis.asyncio import Redis
@@ -63,18 +62,17 @@ async def connect(settings: Settings) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-def exit_code(event: dict[str, Any]) -> int:
+def exit_code(event: events.TerminalEvent) -> int:
     """As for `inboxcheck validate`: 0 valid, 1 invalid (or failed), 2 rejected request."""
-    if event.get("type") == events.REJECTED:
+    if isinstance(event, events.RejectedEvent):
         return EXIT_USAGE
-    data = event.get("data") or {}
-    return EXIT_VALID if data.get("status") == "valid" else EXIT_INVALID
+    return EXIT_VALID if event.data.status == "valid" else EXIT_INVALID
 
 
-def outcome(event: dict[str, Any]) -> str:
+def outcome(event: events.TerminalEvent) -> str:
     """A short label to group events by: valid, or the error code (and reason)."""
-    data = event.get("data") or {}
-    if data.get("status") == "valid":
+    data = event.data
+    if data.status == "valid":
         return "valid"
-    label = data.get("error_code") or data.get("status") or "unknown"
-    return f"{label} / {data['reason']}" if data.get("reason") else str(label)
+    label = data.error_code or data.status
+    return f"{label} / {data.reason}" if data.reason else str(label)

@@ -21,10 +21,12 @@ from rich.progress import (
 from rich.table import Table
 
 from jobs.request import parse_request
+from jobs.result import ValidationResult
 from jobs.time_units import SECONDS_PER_DAY
 from worker.cli import client
 from worker.cli.bulk_file import read_rows
 from worker.messages import producer
+from worker.messages.events import Rejection, TerminalEvent
 from worker.messages.sealing import sealer_for
 from worker.settings import Settings
 
@@ -34,23 +36,23 @@ BULK_WAIT_DEFAULT_S = 600.0
 BULK_POLL_S = 0.2
 
 
-def _print_event_human(event: dict[str, Any], console: Console) -> None:
-    data = event.get("data") or {}
-    subject = event.get("subject") or data.get("inbox_id") or "?"
-    if data.get("status") == "valid":
+def _print_event_human(event: TerminalEvent, console: Console) -> None:
+    data = event.data
+    subject = event.subject or data.inbox_id or "?"
+    if isinstance(data, ValidationResult) and data.status == "valid":
         console.print(
-            f"[bold green]VALID[/] {subject}: recommended daily limit {data.get('recommended_daily_limit')}",
+            f"[bold green]VALID[/] {subject}: recommended daily limit {data.recommended_daily_limit}",
             highlight=False,
         )
     else:
         console.print(
-            f"[bold red]{str(data.get('status', '?')).upper()}[/] {subject}: "
-            f"{client.outcome(event)} (after {data.get('attempts', 1)} attempt(s))",
+            f"[bold red]{data.status.upper()}[/] {subject}: "
+            f"{client.outcome(event)} (after {data.attempts} attempt(s))",
             highlight=False,
         )
-        if data.get("resolution"):
-            console.print(f"What to do: {data['resolution']}", markup=False, highlight=False)
-        for problem in data.get("problems") or []:
+        if data.resolution:
+            console.print(f"What to do: {data.resolution}", markup=False, highlight=False)
+        for problem in data.problems if isinstance(data, Rejection) else []:
             console.print(f"  {problem}", markup=False, highlight=False)
 
 
@@ -76,7 +78,7 @@ async def _one(args: argparse.Namespace, settings: Settings) -> int:
     return client.exit_code(event)
 
 
-def _summary(events: dict[str, dict[str, Any]], pending: int, bad: int) -> Table:
+def _summary(events: dict[str, TerminalEvent], pending: int, bad: int) -> Table:
     table = Table(title="inboxcheck enqueue: outcomes")
     table.add_column("outcome")
     table.add_column("inboxes", justify="right")
@@ -89,8 +91,8 @@ def _summary(events: dict[str, dict[str, Any]], pending: int, bad: int) -> Table
     return table
 
 
-async def _collect(redis: Any, job_ids: list[str], wait_s: float, on_event: Any) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
+async def _collect(redis: Any, job_ids: list[str], wait_s: float, on_event: Any) -> dict[str, TerminalEvent]:
+    done: dict[str, TerminalEvent] = {}
     deadline = time.monotonic() + wait_s
     while len(done) < len(job_ids):
         waiting = [job_id for job_id in job_ids if job_id not in done]

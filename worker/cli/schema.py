@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 from jobs.request import ValidationRequest
-from worker.messages.events import Event
+from worker.messages import events
 from worker.messages.payload import JobPayload
 
 SCHEMAS = {
     "request": lambda: ValidationRequest.model_json_schema(mode="validation"),
-    "event": lambda: Event.model_json_schema(mode="serialization"),
+    "event": events.json_schema,
     "payload": lambda: JobPayload.model_json_schema(mode="validation"),
 }
 

@@ -1,12 +1,19 @@
-"""Result events in a CloudEvents 1.0 envelope: what producers and consumers read."""
+"""Events in a CloudEvents 1.0 envelope: what producers and consumers read.
+
+One model per event type, each with its own data model. `Event` is their union, discriminated on
+`type`: `parse_event` reads any event back from its JSON (a stream entry), `parse_terminal_event`
+a job's own event (its done mark, its arq result). The JSON is what the models dump, so parsing
+an event and dumping it again gives the same JSON.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from jobs.result import SCHEMA_VERSION, ValidationResult
 
@@ -15,6 +22,7 @@ COMPLETED = "inbox.validation.completed"
 REJECTED = "inbox.validation.rejected"
 FAILED = "inbox.validation.failed"
 HEALTH_CHANGED = "inbox.health.changed"
+CERT_EXPIRING = "inbox.certificate.expiring"
 
 
 class Rejection(BaseModel):
@@ -43,7 +51,55 @@ class Failure(BaseModel):
     attempts: int = 1
 
 
-class Event(BaseModel):
+class Health(StrEnum):
+    """A registered inbox's health (the state machine is worker.rechecks.inbox_health); here
+    because health events publish it."""
+
+    PENDING = "pending"  # registered, never checked
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    FAILING = "failing"
+
+
+class HealthSnapshot(BaseModel):
+    """An inbox's health before or after a check, as health events carry it."""
+
+    health: Health
+    error_code: str | None
+    reason: str | None
+    consecutive_failures: int
+
+
+class ExpiringCertificate(BaseModel):
+    """A server certificate that still works but expires within the warning window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: Literal["CERT_EXPIRING"] = "CERT_EXPIRING"
+    protocol: Literal["smtp", "imap"]
+    host: str
+    days_left: int
+    not_after: datetime | None
+
+
+class HealthChange(BaseModel):
+    """The data of an inbox.health.changed event: previous and new state, never a secret."""
+
+    inbox_id: str
+    previous: HealthSnapshot
+    current: HealthSnapshot
+    check_event_id: str | None
+    warnings: list[ExpiringCertificate]
+
+
+class CertificateExpiry(HealthChange):
+    """The data of an inbox.certificate.expiring event: the same record of the check as its
+    health change, `warnings` naming the certificates."""
+
+
+class EventBase(BaseModel):
+    """The CloudEvents envelope every event shares."""
+
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     source: str = SOURCE
@@ -51,16 +107,71 @@ class Event(BaseModel):
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
-    data: ValidationResult | Rejection | Failure | dict[str, Any]
 
 
-def completed(result: ValidationResult, event_id: str | None = None) -> Event:
-    return Event(id=event_id or str(uuid.uuid4()), type=COMPLETED, subject=result.inbox_id, data=result)
+# Each `type` Literal spells out its constant above: the discriminator needs the literal itself.
+class CompletedEvent(EventBase):
+    type: Literal["inbox.validation.completed"] = COMPLETED
+    data: ValidationResult
 
 
-def rejected(rejection: Rejection, event_id: str | None = None) -> Event:
-    return Event(id=event_id or str(uuid.uuid4()), type=REJECTED, subject=rejection.inbox_id, data=rejection)
+class RejectedEvent(EventBase):
+    type: Literal["inbox.validation.rejected"] = REJECTED
+    data: Rejection
 
 
-def failed(failure: Failure, event_id: str | None = None) -> Event:
-    return Event(id=event_id or str(uuid.uuid4()), type=FAILED, subject=failure.inbox_id, data=failure)
+class FailedEvent(EventBase):
+    type: Literal["inbox.validation.failed"] = FAILED
+    data: Failure
+
+
+class HealthChangedEvent(EventBase):
+    type: Literal["inbox.health.changed"] = HEALTH_CHANGED
+    data: HealthChange
+
+
+class CertificateExpiringEvent(EventBase):
+    type: Literal["inbox.certificate.expiring"] = CERT_EXPIRING
+    data: CertificateExpiry
+
+
+# What a job ends in, exactly one per job.
+TerminalEvent = Annotated[CompletedEvent | RejectedEvent | FailedEvent, Field(discriminator="type")]
+# What the health of a registered inbox adds to the stream.
+HealthEvent = Annotated[HealthChangedEvent | CertificateExpiringEvent, Field(discriminator="type")]
+Event = Annotated[
+    CompletedEvent | RejectedEvent | FailedEvent | HealthChangedEvent | CertificateExpiringEvent,
+    Field(discriminator="type"),
+]
+
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+TERMINAL_EVENT: TypeAdapter[TerminalEvent] = TypeAdapter(TerminalEvent)
+
+
+def parse_event(raw: str | bytes) -> Event:
+    """Any event from its JSON; pydantic's ValidationError when it is none of them."""
+    return EVENT.validate_json(raw)
+
+
+def parse_terminal_event(raw: str | bytes | dict[str, Any]) -> TerminalEvent:
+    """A job's event from its JSON, or from JSON already decoded (an arq result's `r`)."""
+    if isinstance(raw, dict):
+        return TERMINAL_EVENT.validate_python(raw)
+    return TERMINAL_EVENT.validate_json(raw)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every event: one object of the union, told apart by `type`."""
+    return {"title": "Event", "type": "object", **EVENT.json_schema(mode="serialization")}
+
+
+def completed(result: ValidationResult, event_id: str | None = None) -> CompletedEvent:
+    return CompletedEvent(id=event_id or str(uuid.uuid4()), subject=result.inbox_id, data=result)
+
+
+def rejected(rejection: Rejection, event_id: str | None = None) -> RejectedEvent:
+    return RejectedEvent(id=event_id or str(uuid.uuid4()), subject=rejection.inbox_id, data=rejection)
+
+
+def failed(failure: Failure, event_id: str | None = None) -> FailedEvent:
+    return FailedEvent(id=event_id or str(uuid.uuid4()), subject=failure.inbox_id, data=failure)

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
@@ -18,6 +19,7 @@ from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from worker.messages import envelope as serialization
 from worker.messages import keys, payload
+from worker.messages.events import Event, TerminalEvent, parse_terminal_event
 from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
 
@@ -76,22 +78,30 @@ async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict
     return True
 
 
-async def results(redis: Redis, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The events of those jobs that have finished (arq's result key holds the event)."""
+async def results(redis: Redis, job_ids: list[str]) -> dict[str, TerminalEvent]:
+    """The events of those jobs that have finished (arq's result key holds the event's JSON)."""
     if not job_ids:
         return {}
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, TerminalEvent] = {}
     raws = await redis.mget([keys.result_key(job_id) for job_id in job_ids])
     for job_id, raw in zip(job_ids, raws, strict=True):
         if raw:
             result = serialization.deserialize_result(raw)
             if result.get("s") and isinstance(result.get("r"), dict):
-                found[job_id] = result["r"]
+                found[job_id] = _event_of(result["r"])
     return found
 
 
+def _event_of(value: dict[str, Any]) -> TerminalEvent:
+    try:
+        return parse_terminal_event(value)
+    except ValidationError:
+        # pydantic's message would quote the values it read; which key is wrong is enough.
+        raise serialization.ResultError("a job result in Redis is not an inboxcheck event") from None
+
+
 # `timeout` is a poll deadline, not a cancellation scope, and callers pass it by that name.
-async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
+async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> TerminalEvent | None:  # noqa: ASYNC109
     """The job's event, or None when it has not arrived within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -103,5 +113,8 @@ async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> dict[str,
         await asyncio.sleep(RESULT_POLL_S)
 
 
-def event_line(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"))
+def event_line(event: Event | dict[str, Any]) -> str:
+    """One JSON line: the job id, or an event. Events go through json.dumps like the dicts they
+    once were, so the printed text (ASCII escapes included) stays what scripts already parse."""
+    value = event if isinstance(event, dict) else event.model_dump(mode="json")
+    return json.dumps(value, separators=(",", ":"))

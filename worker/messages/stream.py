@@ -8,14 +8,13 @@ appending a second one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from redis.asyncio import Redis
 
 from jobs.time_units import MS_PER_S
 from worker.messages import scripts
-from worker.messages.events import Event
+from worker.messages.events import TerminalEvent, parse_terminal_event
 
 # Stream entry fields; consumers filter on type and inbox_id without parsing the event.
 FIELD_EVENT = "event"
@@ -23,10 +22,10 @@ FIELD_TYPE = "type"
 FIELD_INBOX_ID = "inbox_id"
 
 
-async def recorded(redis: Redis, done_key: str) -> dict[str, Any] | None:
+async def recorded(redis: Redis, done_key: str) -> TerminalEvent | None:
     """The event this job already appended, if it did."""
     raw = await redis.get(done_key)
-    return json.loads(raw) if raw else None
+    return parse_terminal_event(raw) if raw else None
 
 
 async def append_once(
@@ -36,9 +35,9 @@ async def append_once(
     maxlen: int,
     done_key: str,
     done_ttl_s: float,
-    event: Event,
+    event: TerminalEvent,
     release: tuple[list[str], list[Any]] | None = None,
-) -> dict[str, Any]:
+) -> TerminalEvent:
     """Append `event` unless this job already appended one; return the event on the stream.
     `release`: a check's lock and leases (pacing.Held.pending), released in the same script."""
     event_json = event.model_dump_json()
@@ -48,4 +47,4 @@ async def append_once(
         keys=[done_key, stream, *held_keys],
         args=[maxlen, int(done_ttl_s * MS_PER_S), event_json, len(fields), *fields, *held_args],
     )
-    return json.loads(existing or event_json)
+    return parse_terminal_event(existing) if existing else event

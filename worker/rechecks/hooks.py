@@ -27,7 +27,7 @@ from jobs.time_units import SECONDS_PER_MINUTE
 from worker.messages import envelope as serialization
 from worker.messages import events as event_types
 from worker.messages.sealing import sealer_for
-from worker.rechecks.inbox_health import CERT_EXPIRING, HealthPolicy
+from worker.rechecks.inbox_health import HealthPolicy
 from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
 from worker.rechecks.registry import Registry, is_recheck
 from worker.runtime.metrics import Metrics, refresh_forever, serve
@@ -200,7 +200,7 @@ async def paced(
 
 
 async def after_event(
-    ctx: dict[str, Any], job_id: str, event: dict[str, Any], *, written_now: bool = True
+    ctx: dict[str, Any], job_id: str, event: event_types.TerminalEvent, *, written_now: bool = True
 ) -> None:
     """Count the job's terminal event (when this run wrote it); for a recheck, apply it to the
     inbox's health (once per event, however often a crashed job is replayed)."""
@@ -209,7 +209,7 @@ async def after_event(
         return
     if written_now:
         ops.metrics.observe_event(event)
-    inbox_id = event.get("subject")
+    inbox_id = event.subject
     if not is_recheck(job_id) or not inbox_id:
         return
     transition = await ops.registry.record_check(
@@ -220,4 +220,4 @@ async def after_event(
     if transition.changed:
         ops.metrics.event_written(event_types.HEALTH_CHANGED)
     if transition.new_cert_warnings:
-        ops.metrics.event_written(CERT_EXPIRING)
+        ops.metrics.event_written(event_types.CERT_EXPIRING)

@@ -15,29 +15,29 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+
+from jobs.result import ValidationResult
+from worker.messages.events import (
+    CertificateExpiry,
+    CompletedEvent,
+    ExpiringCertificate,
+    FailedEvent,
+    Health,
+    HealthChange,
+    HealthSnapshot,
+    TerminalEvent,
+)
 
 SECONDS_PER_DAY = 86_400
-# Event types this module's transitions produce (the envelope is built in worker.rechecks.hooks).
-CERT_EXPIRING = "inbox.certificate.expiring"
 # Failing inboxes wait interval * BACKOFF_FACTOR ** (failing checks - 1) before the next check.
 BACKOFF_FACTOR = 2
-# Terminal event statuses that are not a check verdict (see worker.messages.events).
-STATUS_REJECTED = "rejected"
-STATUS_FAILED = "failed"
-PROTOCOLS = ("smtp", "imap")
 
 
-class Health(StrEnum):
-    PENDING = "pending"  # registered, never checked
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    FAILING = "failing"
+class Verdict(StrEnum):
+    """What one check says about the inbox (not jobs.protocol_run's Outcome of a protocol run)."""
 
-
-class Outcome(StrEnum):
     OK = "ok"
     TRANSIENT = "transient"
     DEFINITE = "definite"
@@ -55,28 +55,15 @@ class HealthPolicy:
     jitter_fraction: float = 0.1
 
 
-@dataclass(frozen=True, slots=True)
-class CertWarning:
-    protocol: str
-    host: str
-    days_left: int
-    not_after: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "code": "CERT_EXPIRING",
-            "protocol": self.protocol,
-            "host": self.host,
-            "days_left": self.days_left,
-            "not_after": self.not_after,
-        }
+# The wire model serves as the state machine's own record of a warning too.
+CertWarning = ExpiringCertificate
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What health needs from one terminal event (completed, rejected or failed)."""
 
-    outcome: Outcome
+    verdict: Verdict
     error_code: str | None
     reason: str | None
     checked_at: datetime
@@ -98,13 +85,13 @@ class HealthState:
     # Certificates already warned about ("protocol:not_after"), so each is announced once.
     warned_certs: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "health": self.health.value,
-            "error_code": self.error_code,
-            "reason": self.reason,
-            "consecutive_failures": self.consecutive_failures,
-        }
+    def snapshot(self) -> HealthSnapshot:
+        return HealthSnapshot(
+            health=self.health,
+            error_code=self.error_code,
+            reason=self.reason,
+            consecutive_failures=self.consecutive_failures,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,47 +109,50 @@ class Transition:
         )
 
 
-def cert_warnings(data: dict[str, Any], warning_days: int) -> tuple[CertWarning, ...]:
+def cert_warnings(result: ValidationResult, warning_days: int) -> tuple[CertWarning, ...]:
     """Certificates (SMTP and IMAP) that expire within `warning_days` but still work."""
     found = []
-    for protocol in PROTOCOLS:
-        part = data.get(protocol) or {}
-        tls = part.get("tls") or {}
-        days_left = tls.get("cert_days_left")
-        if isinstance(days_left, int) and 0 <= days_left <= warning_days:
+    for part in (result.smtp, result.imap):
+        tls = part.tls
+        if tls is not None and tls.cert_days_left is not None and 0 <= tls.cert_days_left <= warning_days:
             found.append(
-                CertWarning(protocol, str(part.get("host", "")), days_left, tls.get("cert_not_after"))
+                CertWarning(
+                    protocol=part.protocol,
+                    host=part.host,
+                    days_left=tls.cert_days_left,
+                    not_after=tls.cert_not_after,
+                )
             )
     return tuple(found)
 
 
-def observe(event: dict[str, Any], warning_days: int) -> Observation:
-    """Read a terminal event (as written to the stream) into an Observation."""
-    data = event.get("data") or {}
-    status = data.get("status")
-    checked_at = _parse_time(data.get("checked_at") or event.get("time"))
-    code, reason = data.get("error_code"), data.get("reason")
-    if status == "valid":
-        outcome = Outcome.OK
-    elif status == STATUS_FAILED:
-        outcome = Outcome.TRANSIENT  # the worker itself failed: says nothing about the inbox
-    elif status == STATUS_REJECTED:
-        outcome = Outcome.DEFINITE  # e.g. credentials sealed with a key no worker has any more
+def observe(event: TerminalEvent, warning_days: int) -> Observation:
+    """Read a job's terminal event into an Observation."""
+    if isinstance(event, CompletedEvent):
+        result = event.data
+        if result.status == "valid":
+            verdict = Verdict.OK
+        else:
+            # The engine's own verdict on the whole check (the job retries by the same flag): a
+            # top-level reason alone can misjudge a check whose SMTP and IMAP parts failed differently.
+            verdict = Verdict.TRANSIENT if result.retryable else Verdict.DEFINITE
+        return Observation(
+            verdict,
+            _plain(result.error_code),
+            _plain(result.reason),
+            result.checked_at,
+            cert_warnings(result, warning_days),
+        )
+    if isinstance(event, FailedEvent):
+        verdict = Verdict.TRANSIENT  # the worker itself failed: says nothing about the inbox
     else:
-        # The engine's own verdict on the whole check (tasks retries by the same flag): a top-level
-        # reason alone can misjudge a check whose SMTP and IMAP parts failed differently.
-        outcome = Outcome.TRANSIENT if data.get("retryable") is True else Outcome.DEFINITE
-    return Observation(outcome, code, reason, checked_at, cert_warnings(data, warning_days))
+        verdict = Verdict.DEFINITE  # rejected, e.g. credentials sealed with a key no worker has any more
+    return Observation(verdict, event.data.error_code, event.data.reason, event.time)
 
 
-def _parse_time(value: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return datetime.now(UTC)
+def _plain(value: str | None) -> str | None:
+    # The engine's codes are StrEnums; the state stores and compares plain text.
+    return None if value is None else str(value)
 
 
 def next_delay(state: HealthState, policy: HealthPolicy, rng: random.Random | None = None) -> float:
@@ -181,7 +171,7 @@ def advance(
     state: HealthState, seen: Observation, policy: HealthPolicy, now: float, rng: random.Random | None = None
 ) -> Transition:
     """Apply one check's observation to the state."""
-    if seen.outcome is Outcome.OK:
+    if seen.verdict is Verdict.OK:
         current = replace(
             state,
             health=Health.HEALTHY,
@@ -192,7 +182,7 @@ def advance(
             last_ok_at=now,
             first_ok_at=state.first_ok_at if state.first_ok_at is not None else now,
         )
-    elif seen.outcome is Outcome.TRANSIENT and state.health is Health.FAILING:
+    elif seen.verdict is Verdict.TRANSIENT and state.health is Health.FAILING:
         # A timeout says nothing new about a failing inbox: it stays failing with the verdict it
         # has (no failing -> degraded -> failing flapping, each a health.changed); only a
         # success recovers it. The backoff keeps growing.
@@ -203,7 +193,7 @@ def advance(
         )
     else:
         failures = state.consecutive_failures + 1
-        failing = seen.outcome is Outcome.DEFINITE or failures >= policy.failing_after
+        failing = seen.verdict is Verdict.DEFINITE or failures >= policy.failing_after
         health = Health.FAILING if failing else Health.DEGRADED
         current = replace(
             state,
@@ -221,7 +211,8 @@ def advance(
 
 
 def _cert_tag(warning: CertWarning) -> str:
-    return f"{warning.protocol}:{warning.not_after}"
+    # Spelled with the expiry as the event's JSON has it: the tags already stored stay valid.
+    return f"{warning.protocol}:{warning.model_dump(mode='json')['not_after']}"
 
 
 def account_age_days(
@@ -236,12 +227,21 @@ def account_age_days(
     return None
 
 
-def changed_data(inbox_id: str, transition: Transition, event_id: str | None) -> dict[str, Any]:
-    """The data of an inbox.health.changed event: previous and new state, never a secret."""
+def _change_fields(inbox_id: str, transition: Transition, event_id: str | None) -> dict[str, object]:
     return {
         "inbox_id": inbox_id,
-        "previous": transition.previous.as_dict(),
-        "current": transition.current.as_dict(),
+        "previous": transition.previous.snapshot(),
+        "current": transition.current.snapshot(),
         "check_event_id": event_id,
-        "warnings": [w.as_dict() for w in transition.new_cert_warnings],
+        "warnings": list(transition.new_cert_warnings),
     }
+
+
+def changed_data(inbox_id: str, transition: Transition, event_id: str | None) -> HealthChange:
+    """The data of an inbox.health.changed event: previous and new state, never a secret."""
+    return HealthChange.model_validate(_change_fields(inbox_id, transition, event_id))
+
+
+def expiring_data(inbox_id: str, transition: Transition, event_id: str | None) -> CertificateExpiry:
+    """The data of an inbox.certificate.expiring event: the same record as changed_data."""
+    return CertificateExpiry.model_validate(_change_fields(inbox_id, transition, event_id))

@@ -27,7 +27,6 @@ from jobs.time_units import MS_PER_S
 from worker.messages import events, keys, payload, producer, scripts, stream
 from worker.messages.sealing import Sealer
 from worker.rechecks.inbox_health import (
-    CERT_EXPIRING,
     Health,
     HealthPolicy,
     HealthState,
@@ -35,6 +34,7 @@ from worker.rechecks.inbox_health import (
     account_age_days,
     advance,
     changed_data,
+    expiring_data,
     observe,
 )
 
@@ -248,7 +248,7 @@ class Registry:
     async def record_check(
         self,
         inbox_id: str,
-        event: dict[str, Any],
+        event: events.TerminalEvent,
         policy: HealthPolicy,
         *,
         stream_name: str,
@@ -262,7 +262,7 @@ class Registry:
         """
         now = time.time() if now is None else now
         key = keys.inbox_key(inbox_id)
-        event_id = event.get("id")
+        event_id = event.id
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -270,7 +270,7 @@ class Registry:
                     state_raw, last_event, every_s = map(
                         _text, await pipe.hmget(key, ["state", "last_event_id", "every_s"])
                     )
-                    if state_raw is None or (event_id is not None and last_event == event_id):
+                    if state_raw is None or last_event == event_id:
                         await pipe.unwatch()
                         return None  # unregistered, or this event was applied already
                     # Each inbox has its own interval; the policy carries the rest.
@@ -281,7 +281,7 @@ class Registry:
                     pipe.multi()
                     pipe.hset(
                         key,
-                        mapping={"state": _state_json(transition.current), "last_event_id": event_id or ""},
+                        mapping={"state": _state_json(transition.current), "last_event_id": event_id},
                     )
                     pipe.hset(keys.INBOXES_HEALTH_KEY, inbox_id, transition.current.health.value)
                     pipe.zadd(
@@ -313,22 +313,34 @@ class Registry:
         return transition
 
 
-def health_events(inbox_id: str, transition: Transition, check_event_id: str | None) -> list[events.Event]:
+def health_events(
+    inbox_id: str, transition: Transition, check_event_id: str | None
+) -> list[events.HealthEvent]:
     """The events a transition produces: health changed, and a certificate nearing expiry."""
-    out = []
-    data = changed_data(inbox_id, transition, check_event_id)
-    for event_type, due in (
-        (events.HEALTH_CHANGED, transition.changed),
-        (CERT_EXPIRING, bool(transition.new_cert_warnings)),
-    ):
-        if due:
-            event_id = (
-                str(uuid.uuid5(HEALTH_EVENT_NAMESPACE, f"{check_event_id}:{event_type}"))
-                if check_event_id
-                else str(uuid.uuid4())
+    out: list[events.HealthEvent] = []
+    if transition.changed:
+        out.append(
+            events.HealthChangedEvent(
+                id=_health_event_id(check_event_id, events.HEALTH_CHANGED),
+                subject=inbox_id,
+                data=changed_data(inbox_id, transition, check_event_id),
             )
-            out.append(events.Event(id=event_id, type=event_type, subject=inbox_id, data=data))
+        )
+    if transition.new_cert_warnings:
+        out.append(
+            events.CertificateExpiringEvent(
+                id=_health_event_id(check_event_id, events.CERT_EXPIRING),
+                subject=inbox_id,
+                data=expiring_data(inbox_id, transition, check_event_id),
+            )
+        )
     return out
+
+
+def _health_event_id(check_event_id: str | None, event_type: str) -> str:
+    if check_event_id:
+        return str(uuid.uuid5(HEALTH_EVENT_NAMESPACE, f"{check_event_id}:{event_type}"))
+    return str(uuid.uuid4())
 
 
 def for_settings(redis: Redis, settings: Any) -> Registry:

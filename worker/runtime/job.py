@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -136,7 +135,7 @@ async def _check_and_append(
             runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"], done_key=done_key, held=held
         )
     except AlreadyDone as done:
-        return await _already_done(ctx, job_id, json.loads(done.event))
+        return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     try:
@@ -153,31 +152,36 @@ async def _check_and_append(
     except RedisError as exc:
         log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    data = written.get("data") or {}
+    data = written.data
     log.info(
         "job_finished",
-        inbox_id=written.get("subject"),
-        event_id=written.get("id"),
-        type=written.get("type"),
-        status=data.get("status"),
-        error_code=data.get("error_code"),
-        reason=data.get("reason"),
-        attempts=data.get("attempts"),
+        inbox_id=written.subject,
+        event_id=written.id,
+        type=written.type,
+        status=data.status,
+        error_code=data.error_code,
+        reason=data.reason,
+        attempts=data.attempts,
         duration_ms=round((time.perf_counter() - started) * MS_PER_S, 1),
     )
     await _after_event(ctx, job_id, written)
-    return written
+    return _arq_result(written)
 
 
-async def _already_done(ctx: dict[str, Any], job_id: str, already: dict[str, Any]) -> dict[str, Any]:
+async def _already_done(ctx: dict[str, Any], job_id: str, already: events.TerminalEvent) -> dict[str, Any]:
     # A run that crashed after writing its event: hand arq the same event, append nothing.
-    log.info("job_already_done", event_id=already.get("id"), inbox_id=already.get("subject"))
+    log.info("job_already_done", event_id=already.id, inbox_id=already.subject)
     await _after_event(ctx, job_id, already, written_now=False)
-    return already
+    return _arq_result(already)
+
+
+def _arq_result(event: events.TerminalEvent) -> dict[str, Any]:
+    # arq's result stays the event's JSON (envelope.serialize), for clients in any language.
+    return event.model_dump(mode="json")
 
 
 async def _after_event(
-    ctx: dict[str, Any], job_id: str, event: dict[str, Any], *, written_now: bool = True
+    ctx: dict[str, Any], job_id: str, event: events.TerminalEvent, *, written_now: bool = True
 ) -> None:
     """Metrics, and a recheck's health update; a Redis hiccup reruns the job, whose replay
     finds its event already written and applies the (idempotent) health update again."""

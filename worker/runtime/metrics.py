@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 from jobs.time_units import MS_PER_S
+from worker.messages.events import CompletedEvent, TerminalEvent
 
 log = structlog.get_logger("inboxcheck.metrics")
 
@@ -74,24 +75,17 @@ class Metrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def observe_event(self, event: dict[str, Any]) -> None:
+    def observe_event(self, event: TerminalEvent) -> None:
         """Count a terminal event and its steps' timings."""
-        data = event.get("data") or {}
-        self._child(self.events, str(event.get("type", "unknown"))).inc()
-        self._child(
-            self.checks, str(data.get("status", "unknown")), str(data.get("error_code") or NO_ERROR)
-        ).inc()
-        for protocol in ("smtp", "imap"):
-            part = data.get(protocol)
-            if not isinstance(part, dict):
-                continue
-            for step in part.get("steps") or []:
-                self._child(self.check_duration, protocol, str(step.get("step"))).observe(
-                    float(step.get("ms", 0)) / MS_PER_S
-                )
-            self._child(self.check_duration, protocol, "total").observe(
-                float(part.get("duration_ms", 0)) / MS_PER_S
-            )
+        data = event.data
+        self._child(self.events, event.type).inc()
+        self._child(self.checks, data.status, str(data.error_code or NO_ERROR)).inc()
+        if not isinstance(event, CompletedEvent):
+            return  # rejected and failed events ran no check: no timings
+        for protocol, part in (("smtp", event.data.smtp), ("imap", event.data.imap)):
+            for step in part.steps:
+                self._child(self.check_duration, protocol, step.step).observe(step.ms / MS_PER_S)
+            self._child(self.check_duration, protocol, "total").observe(part.duration_ms / MS_PER_S)
 
     def event_written(self, event_type: str) -> None:
         self._child(self.events, event_type).inc()

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
+from tests.worker.event_samples import completed, failed, protocol_result, rejected
+from worker.messages import events
 from worker.rechecks.inbox_health import (
     SECONDS_PER_DAY,
     Health,
     HealthPolicy,
     HealthState,
-    Outcome,
+    Verdict,
     account_age_days,
     advance,
     next_delay,
@@ -38,24 +40,15 @@ def event(
     retryable: bool = False,
     smtp_days: int | None = 200,
     imap_days: int | None = 200,
-    event_id: str = "e1",
-) -> dict[str, Any]:
-    def part(days: int | None) -> dict[str, Any]:
-        return {"host": "mail.example", "tls": {"cert_days_left": days, "cert_not_after": f"d{days}"}}
-
-    return {
-        "id": event_id,
-        "type": "inbox.validation.completed",
-        "time": "2024-01-01T00:00:00+00:00",
-        "data": {
-            "status": status,
-            "error_code": error_code,
-            "reason": reason,
-            "retryable": retryable,
-            "smtp": part(smtp_days),
-            "imap": part(imap_days),
-        },
-    }
+) -> events.CompletedEvent:
+    return completed(
+        status,
+        error_code=error_code,
+        reason=reason,
+        retryable=retryable,
+        smtp=protocol_result("smtp", days_left=smtp_days),
+        imap=protocol_result("imap", days_left=imap_days),
+    )
 
 
 OK = event()
@@ -64,10 +57,10 @@ TIMEOUT = event("invalid", error_code="TIMEOUT", reason="CONNECT_TIMEOUT", retry
 REFUSED = event("invalid", error_code="CONNECTION_FAILED", reason="CONNECTION_REFUSED", retryable=True)
 
 
-def run(events: list[dict[str, Any]], state: HealthState | None = None) -> list[Any]:
+def run(checks: list[events.TerminalEvent], state: HealthState | None = None) -> list[Any]:
     state = state or HealthState()
     out = []
-    for i, item in enumerate(events):
+    for i, item in enumerate(checks):
         transition = advance(state, observe(item, POLICY.cert_warning_days), POLICY, NOW + i)
         out.append(transition)
         state = transition.current
@@ -90,7 +83,7 @@ def test_definite_failure_fails_at_once(reason: str, code: str) -> None:
 
 @pytest.mark.parametrize("reason", ["CONNECT_TIMEOUT", "CONNECTION_REFUSED", "TOO_MANY_ATTEMPTS"])
 def test_transient_failures_degrade_then_fail_after_n_in_a_row(reason: str) -> None:
-    transient = event("invalid", error_code="X", reason=reason, retryable=True)
+    transient = event("invalid", error_code="CONNECTION_FAILED", reason=reason, retryable=True)
     steps = run([OK, transient, transient, transient])
     assert [s.current.health for s in steps] == [
         Health.HEALTHY,
@@ -131,11 +124,10 @@ def test_classified_by_the_events_retryable_not_its_top_level_reason() -> None:
     # a reason that is retryable on its own, but the engine judged the check definite (e.g.
     # IMAP timed out after SMTP rejected the password): definite
     mixed = event("invalid", error_code="TIMEOUT", reason="CONNECT_TIMEOUT", retryable=False)
-    assert observe(mixed, 14).outcome is Outcome.DEFINITE
+    assert observe(mixed, 14).verdict is Verdict.DEFINITE
     # and the other way round: the engine says try again
     throttled = event("invalid", error_code="AUTH_FAILED", reason="INVALID_CREDENTIALS", retryable=True)
-    assert observe(throttled, 14).outcome is Outcome.TRANSIENT
-    assert observe(event("invalid", error_code="X", reason="SOMETHING_NEW"), 14).outcome is Outcome.DEFINITE
+    assert observe(throttled, 14).verdict is Verdict.TRANSIENT
 
 
 def test_failing_inboxes_back_off_up_to_the_cap() -> None:
@@ -153,14 +145,10 @@ def test_jitter_spreads_delays_within_the_fraction() -> None:
 
 
 def test_rejected_is_definite_and_failed_is_transient() -> None:
-    assert (
-        observe({"data": {"status": "rejected", "error_code": "INVALID_REQUEST"}}, 14).outcome
-        is Outcome.DEFINITE
-    )
-    assert (
-        observe({"data": {"status": "failed", "error_code": "INTERNAL_ERROR"}}, 14).outcome
-        is Outcome.TRANSIENT
-    )
+    assert observe(rejected(), 14).verdict is Verdict.DEFINITE
+    assert observe(failed(), 14).verdict is Verdict.TRANSIENT
+    [failing] = run([rejected()])
+    assert (failing.current.health, failing.current.error_code) == (Health.FAILING, "INVALID_REQUEST")
 
 
 def test_certificate_expiry_warns_once_per_certificate() -> None:
@@ -169,6 +157,8 @@ def test_certificate_expiry_warns_once_per_certificate() -> None:
     assert [len(s.new_cert_warnings) for s in steps] == [0, 1, 0, 2]
     warning = steps[1].new_cert_warnings[0]
     assert (warning.protocol, warning.days_left) == ("smtp", 10)
+    # stored spelled as the event's JSON spells the expiry: tags stored before typed events still match
+    assert steps[1].current.warned_certs == ("smtp:2024-01-11T00:00:00Z",)
     assert not any(s.changed for s in steps[1:])  # a warning is not a health change
 
 

@@ -197,7 +197,7 @@ async def test_a_held_check_is_released_by_its_event_append_exactly_once(redis: 
             event=event,
             release=held.pending,
         )
-        assert written["id"] == "e1"
+        assert written.id == "e1"
     assert await redis.xlen("test:events") == 1
     assert await p.in_use(HOST) == 1 and await p.in_use(OTHER) == 0
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"))

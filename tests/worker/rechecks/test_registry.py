@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
+from tests.worker import event_samples as samples
 from worker.messages import envelope as serialization
 from worker.messages import events, keys, payload
 from worker.messages.sealing import Sealer, generate_key
@@ -52,13 +53,8 @@ def registry(redis: Redis, sealer: Sealer | None) -> Registry:
     return Registry(redis, queue_name=QUEUE, sealer=sealer)
 
 
-def completed(inbox_id: str, event_id: str, status: str = "valid", **data: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "type": events.COMPLETED,
-        "subject": inbox_id,
-        "data": {"status": status, "smtp": {}, "imap": {}, **data},
-    }
+def completed(inbox_id: str, event_id: str, status: str = "valid", **data: Any) -> events.CompletedEvent:
+    return samples.completed(status, inbox_id=inbox_id, event_id=event_id, **data)
 
 
 async def test_register_stores_sealed_credentials_only(redis: Redis, sealer: Sealer) -> None:
@@ -131,7 +127,7 @@ async def test_record_check_applies_each_event_once(redis: Redis, sealer: Sealer
     reg = registry(redis, sealer)
     await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
 
-    async def record(event: dict[str, Any], at: float) -> Any:
+    async def record(event: events.TerminalEvent, at: float) -> Any:
         return await reg.record_check("inbox-0", event, POLICY, stream_name=STREAM, maxlen=1_000, now=at)
 
     first = await record(completed("inbox-0", "e1"), NOW)
@@ -162,3 +158,44 @@ async def test_account_age_ramps_from_first_success(redis: Redis, sealer: Sealer
     [job_id] = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=10, now=later)
     job = serialization.deserialize_job((await redis.get(keys.job_key(job_id))).encode())
     assert job["a"][0]["request"]["account_age_days"] == 20
+
+
+async def test_health_events_written_by_the_registry_parse_as_their_models(
+    redis: Redis, sealer: Sealer
+) -> None:
+    reg = registry(redis, sealer)
+    await reg.register(request(), EVERY_S, spread_s=0, now=NOW)
+    expiring = samples.protocol_result("imap", days_left=5)
+    check = samples.completed(event_id="e1", imap=expiring)
+    await reg.record_check("inbox-0", check, POLICY, stream_name=STREAM, maxlen=1_000, now=NOW)
+    written = {fields["type"]: fields["event"] for _, fields in await redis.xrange(STREAM)}
+    changed = events.parse_event(written[events.HEALTH_CHANGED])
+    assert isinstance(changed, events.HealthChangedEvent)
+    assert changed.subject == "inbox-0" and changed.data.check_event_id == "e1"
+    assert (changed.data.previous.health, changed.data.current.health) == (Health.PENDING, Health.HEALTHY)
+    expiry = events.parse_event(written[events.CERT_EXPIRING])
+    assert isinstance(expiry, events.CertificateExpiringEvent)
+    [warning] = expiry.data.warnings
+    assert (warning.protocol, warning.days_left, warning.not_after) == (
+        "imap",
+        5,
+        expiring.tls.cert_not_after,
+    )
+    # the same JSON as before typed events: the consumer's fields, nothing else
+    assert json.loads(written[events.CERT_EXPIRING])["data"] == {
+        "inbox_id": "inbox-0",
+        "previous": {"health": "pending", "error_code": None, "reason": None, "consecutive_failures": 0},
+        "current": {"health": "healthy", "error_code": None, "reason": None, "consecutive_failures": 0},
+        "check_event_id": "e1",
+        "warnings": [
+            {
+                "code": "CERT_EXPIRING",
+                "protocol": "imap",
+                "host": samples.HOST,
+                "days_left": 5,
+                "not_after": "2024-01-06T00:00:00Z",
+            }
+        ],
+    }
+    for raw in written.values():
+        assert events.EVENT.dump_json(events.parse_event(raw)).decode() == raw

@@ -8,29 +8,26 @@ import urllib.request
 
 from redis.asyncio import Redis
 
+from jobs.result import StepTiming
 from tests.servers.ports import LOOPBACK
+from tests.worker.event_samples import completed, failed, protocol_result
 from worker.messages import keys
 from worker.runtime.metrics import Metrics, refresh_forever, serve
 
 QUEUE = "test:queue"
 DEADLINE_S = 5.0
 POLL_S = 0.01
-EVENT = {
-    "id": "e1",
-    "type": "inbox.validation.completed",
-    "data": {
-        "status": "invalid",
-        "error_code": "AUTH_FAILED",
-        "smtp": {
-            "duration_ms": 120.0,
-            "steps": [
-                {"step": "connect", "ms": 20.0, "ok": True},
-                {"step": "auth", "ms": 100.0, "ok": False},
-            ],
-        },
-        "imap": {"duration_ms": 30.0, "steps": [{"step": "login", "ms": 30.0, "ok": True}]},
-    },
-}
+EVENT = completed(
+    "invalid",
+    error_code="AUTH_FAILED",
+    reason="INVALID_CREDENTIALS",
+    smtp=protocol_result(
+        "smtp",
+        steps=[StepTiming(step="connect", ms=20.0, ok=True), StepTiming(step="auth", ms=100.0, ok=False)],
+        duration_ms=120.0,
+    ),
+    imap=protocol_result("imap", steps=[StepTiming(step="login", ms=30.0, ok=True)], duration_ms=30.0),
+)
 
 
 def scrape(port: int) -> str:
@@ -80,5 +77,28 @@ def test_each_worker_has_its_own_registry() -> None:
     first.event_written("inbox.health.changed")
     assert (
         second.registry.get_sample_value("inboxcheck_events_written_total", {"type": "inbox.health.changed"})
+        is None
+    )
+
+
+def test_rejected_and_failed_events_count_without_timings() -> None:
+    metrics = Metrics()
+    metrics.observe_event(failed())
+    assert (
+        metrics.registry.get_sample_value(
+            "inboxcheck_checks_total", {"outcome": "failed", "error_code": "INTERNAL_ERROR"}
+        )
+        == 1
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "inboxcheck_events_written_total", {"type": "inbox.validation.failed"}
+        )
+        == 1
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "inboxcheck_check_duration_seconds_count", {"protocol": "smtp", "step": "total"}
+        )
         is None
     )
