@@ -189,9 +189,15 @@ async def test_one_transient_failure_degrades_but_does_not_fail(
         mail["smtp_switch"]["drop"] = True  # the network drops SMTP connections for one check
         await wait_for(an_invalid, "a transient failure", worker)
         mail["smtp_switch"]["drop"] = False
-        failure = [e for e in await completed() if e["data"]["status"] == "invalid"][0]["data"]
+        failure = next(e for e in await completed() if e["data"]["status"] == "invalid")["data"]
         assert failure["retryable"] and failure["error_code"] in ("CONNECTION_FAILED", "TIMEOUT")
-        assert (await reg.get("inbox-t")).health == Health.DEGRADED
+
+        async def degraded() -> bool:
+            # the health update follows the completed event (written after it): wait for it
+            changes = of_type(await stream(client), events.HEALTH_CHANGED, "inbox-t")
+            return any(c["data"]["current"]["health"] == "degraded" for c in changes)
+
+        await wait_for(degraded, "the degraded health", worker)
         await wait_for(recovered, "a recovery", worker)
         healths = [
             (c["data"]["current"]["health"])
