@@ -55,13 +55,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.no_pacing:
-        from worker.rechecks import hooks as recheck
+        from worker.rechecks import hooks
 
         async def unpaced(ops, request, check, **_):
             # No lock, slots or done-mark read (Pacer.check); the append still writes one event.
             return await check(None)
 
-        recheck.paced = unpaced
+        hooks.paced = unpaced
     apply_ssl_max_size(args.ssl_max_size)
     if args.loop == "uvloop":
         import uvloop

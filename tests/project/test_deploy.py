@@ -14,15 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import liveness as health_cmd
-from worker.cli import worker as worker_cmd
+from worker.cli import liveness, worker
 from worker.cli.main import build_parser
 from worker.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROGRAM = "inboxcheck"
-HANDLERS = {"worker": worker_cmd.run, "health": health_cmd.run}
+HANDLERS = {"worker": worker.run, "health": liveness.run}
 
 
 def resolve(argv: list[str]) -> argparse.Namespace:

@@ -23,12 +23,12 @@ import redis
 from redis.asyncio import Redis
 
 from jobs.request import ValidationRequest, parse_request
+from jobs.time_units import MS_PER_S
 from tests.jobs.checks import CLOSED_PORT
 from tests.servers.ports import LOOPBACK
 from tests.servers.redis import RedisServer
 from tests.servers.tcp import ThreadedTcpServer
-from worker.messages import keys
-from worker.messages.producer import envelope
+from worker.messages import envelope, keys
 from worker.messages.sealing import generate_key
 from worker.runtime import redis_pool
 from worker.runtime.arq_settings import worker_kwargs
@@ -217,7 +217,7 @@ async def write_raw(aredis: Redis, settings: Settings, job_id: str, raw: bytes) 
 
 
 def raw_job(job_payload: Any) -> bytes:
-    return envelope(job_payload, int(time.time() * 1000))
+    return envelope.job_bytes(job_payload, int(time.time() * MS_PER_S))
 
 
 def run_cli(

@@ -1,6 +1,6 @@
 """The `inboxcheck` command line: parses, sets up logging, dispatches, maps errors to exit codes.
 
-Each command lives in its own `*_cmd` module.
+Each command lives in its own module of worker.cli, with an `add_parser` and a handler.
 """
 
 from __future__ import annotations
@@ -12,22 +12,26 @@ from redis.exceptions import RedisError
 
 from jobs.errors import InboxcheckError
 from jobs.tls import use_small_tls_read_buffers
-from worker.cli import enqueue as enqueue_cmd
-from worker.cli import events as events_cmd
-from worker.cli import keygen as keygen_cmd
-from worker.cli import list_inboxes as list_cmd
-from worker.cli import liveness as health_cmd
-from worker.cli import register as register_cmd
-from worker.cli import schema as schema_cmd
-from worker.cli import unregister as unregister_cmd
-from worker.cli import validate as validate_cmd
-from worker.cli import worker as worker_cmd
+from worker.cli import (
+    enqueue,
+    events,
+    keygen,
+    list_inboxes,
+    liveness,
+    register,
+    schema,
+    unregister,
+    validate,
+    worker,
+)
 from worker.cli.validate import PASSWORD_ENV
 from worker.logs import configure_logging
 from worker.settings import get_settings
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# In the order `inboxcheck --help` lists them.
+COMMANDS = (validate, worker, enqueue, events, schema, keygen, register, unregister, list_inboxes, liveness)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"{PASSWORD_ENV['imap_password']}, or a prompt; never from the command line.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    validate_cmd.add_parser(commands)
-    worker_cmd.add_parser(commands)
-    enqueue_cmd.add_parser(commands)
-    events_cmd.add_parser(commands)
-    schema_cmd.add_parser(commands)
-    keygen_cmd.add_parser(commands)
-    register_cmd.add_parser(commands)
-    unregister_cmd.add_parser(commands)
-    list_cmd.add_parser(commands)
-    health_cmd.add_parser(commands)
+    for command in COMMANDS:
+        command.add_parser(commands)
     return parser
 
 

@@ -36,6 +36,11 @@ def serialize(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=_unserialisable).encode()
 
 
+def job_bytes(job_payload: dict[str, Any], enqueue_time_ms: int) -> bytes:
+    """The bytes under arq:job:<id>: arq's job envelope, in JSON."""
+    return serialize({"t": None, "f": FUNCTION_NAME, "a": [job_payload], "k": {}, "et": enqueue_time_ms})
+
+
 class ResultError(InboxcheckError, ValueError):
     """A job result in Redis that is not one this project wrote."""
 

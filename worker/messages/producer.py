@@ -17,8 +17,7 @@ from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
-from worker.messages import envelope as serialization
-from worker.messages import keys, payload
+from worker.messages import envelope, keys, payload
 from worker.messages.events import Event, TerminalEvent, parse_terminal_event
 from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
@@ -27,13 +26,6 @@ from worker.settings import Settings, get_settings
 JOB_EXPIRES_MS = SECONDS_PER_DAY * MS_PER_S
 # How often a waiting producer looks for results: a GET per job, cheap.
 RESULT_POLL_S = 0.1
-
-
-def envelope(job_payload: dict[str, Any], enqueue_time_ms: int) -> bytes:
-    """The bytes under arq:job:<id>: arq's job envelope, in JSON."""
-    return serialization.serialize(
-        {"t": None, "f": serialization.FUNCTION_NAME, "a": [job_payload], "k": {}, "et": enqueue_time_ms}
-    )
 
 
 async def enqueue_validation(
@@ -70,7 +62,7 @@ async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict
                 return False
             now_ms = int(time.time() * MS_PER_S)
             pipe.multi()
-            pipe.psetex(job_key, JOB_EXPIRES_MS, envelope(body, now_ms))
+            pipe.psetex(job_key, JOB_EXPIRES_MS, envelope.job_bytes(body, now_ms))
             pipe.zadd(queue_name, {job_id: now_ms})
             await pipe.execute()
         except WatchError:
@@ -86,7 +78,7 @@ async def results(redis: Redis, job_ids: list[str]) -> dict[str, TerminalEvent]:
     raws = await redis.mget([keys.result_key(job_id) for job_id in job_ids])
     for job_id, raw in zip(job_ids, raws, strict=True):
         if raw:
-            result = serialization.deserialize_result(raw)
+            result = envelope.deserialize_result(raw)
             if result.get("s") and isinstance(result.get("r"), dict):
                 found[job_id] = _event_of(result["r"])
     return found
@@ -97,7 +89,7 @@ def _event_of(value: dict[str, Any]) -> TerminalEvent:
         return parse_terminal_event(value)
     except ValidationError:
         # pydantic's message would quote the values it read; which key is wrong is enough.
-        raise serialization.ResultError("a job result in Redis is not an inboxcheck event") from None
+        raise envelope.ResultError("a job result in Redis is not an inboxcheck event") from None
 
 
 # `timeout` is a poll deadline, not a cancellation scope, and callers pass it by that name.

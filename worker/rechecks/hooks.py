@@ -24,7 +24,7 @@ from jobs.errors import Reason
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.time_units import SECONDS_PER_MINUTE
-from worker.messages import envelope as serialization
+from worker.messages import envelope
 from worker.messages import events as event_types
 from worker.messages.sealing import sealer_for
 from worker.rechecks.inbox_health import HealthPolicy
@@ -36,7 +36,7 @@ from worker.settings import Settings
 log = structlog.get_logger("inboxcheck.recheck")
 
 OPS_KEY = "inboxcheck_ops"
-CRON_NAME = serialization.RECHECK_CRON_FUNCTION
+CRON_NAME = envelope.RECHECK_CRON_FUNCTION
 # Left between the end of the slot wait plus the check's own deadline and arq's job timeout,
 # for writing the event (the same reserve tasks keeps).
 EMIT_MARGIN_S = 4.0

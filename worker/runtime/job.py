@@ -21,7 +21,7 @@ from jobs.validate import validate_inbox
 from worker.messages import events, keys, stream
 from worker.messages.payload import PayloadRejected, decode
 from worker.messages.sealing import Sealer
-from worker.rechecks import hooks as recheck
+from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held
 from worker.settings import Settings
 
@@ -94,7 +94,7 @@ async def validate_inbox_job(
     done_key = keys.done_key(job_id, enqueue_ms)
     eid = event_id(job_id, enqueue_ms)
     started = time.perf_counter()
-    ops = ctx.get(recheck.OPS_KEY)
+    ops = ctx.get(hooks.OPS_KEY)
     with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=job_try):
         # Decoding touches no state, so it can come first: a paced check then reads its done mark
         # in the round trip that takes its lock and slots (Pacer.check), not in one of its own.
@@ -120,7 +120,7 @@ async def _check_and_append(
     job_try: int,
     eid: str,
     done_key: str,
-    ops: recheck.Ops | None,
+    ops: hooks.Ops | None,
     held: Held,
     started: float,
 ) -> dict[str, Any]:
@@ -186,7 +186,7 @@ async def _after_event(
     """Metrics, and a recheck's health update; a Redis hiccup reruns the job, whose replay
     finds its event already written and applies the (idempotent) health update again."""
     try:
-        await recheck.after_event(ctx, job_id, event, written_now=written_now)
+        await hooks.after_event(ctx, job_id, event, written_now=written_now)
     except RedisError as exc:
         log.warning("health_update_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
@@ -222,7 +222,7 @@ async def _run(
     job_try: int,
     eid: str,
     *,
-    ops: recheck.Ops | None = None,
+    ops: hooks.Ops | None = None,
     redis: Any = None,
     done_key: str,
     held: Held | None = None,
@@ -251,7 +251,7 @@ async def _run(
         # bug there, and leaves time to write the event before arq's job timeout would cancel.
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
         paced = (
-            recheck.paced(
+            hooks.paced(
                 ops,
                 request,
                 check,

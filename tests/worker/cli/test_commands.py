@@ -160,10 +160,10 @@ async def test_health_checks_this_hosts_own_worker(shared_redis, aredis) -> None
     import os
     import socket
 
-    from worker.cli import liveness as health_cmd
+    from worker.cli import liveness
 
     settings = make_settings(shared_redis, health_check_interval=5)
-    assert await health_cmd.alive(settings) is None  # no worker yet
+    assert await liveness.alive(settings) is None  # no worker yet
     worker = await in_process_worker(settings)
     main = asyncio.ensure_future(worker.main())
     key = keys.worker_alive_key(socket.gethostname(), os.getpid())
@@ -174,14 +174,14 @@ async def test_health_checks_this_hosts_own_worker(shared_redis, aredis) -> None
             await asyncio.sleep(0.02)
         assert await aredis.get(key) == settings.queue_name.encode()
         assert 10_000 < await aredis.pttl(key) <= 15_000  # three intervals
-        assert await health_cmd.alive(settings) == key
+        assert await liveness.alive(settings) == key
         # another pod's worker does not make this one healthy; the fleet-wide check says alive
-        assert await health_cmd.alive(settings, hostname="other-pod") is None
-        assert await health_cmd.alive(settings.model_copy(update={"queue_name": "q:other"})) is None
-        assert "j_complete=" in await health_cmd.alive(settings, any_worker=True)
+        assert await liveness.alive(settings, hostname="other-pod") is None
+        assert await liveness.alive(settings.model_copy(update={"queue_name": "q:other"})) is None
+        assert "j_complete=" in await liveness.alive(settings, any_worker=True)
         await aredis.delete(key)  # as when this worker hangs: its key expires
-        assert await health_cmd.alive(settings) is None
-        assert await health_cmd.alive(settings, any_worker=True) is not None
+        assert await liveness.alive(settings) is None
+        assert await liveness.alive(settings, any_worker=True) is not None
     finally:
         await worker.close()
         main.cancel()

@@ -12,8 +12,7 @@ from redis.asyncio import Redis
 
 from jobs.result import StepTiming
 from tests.worker import event_samples as samples
-from worker.messages import envelope as serialization
-from worker.messages import events, keys, producer
+from worker.messages import envelope, events, keys, producer
 from worker.rechecks.inbox_health import HealthPolicy, HealthState, advance, observe
 from worker.rechecks.registry import health_events
 
@@ -97,10 +96,10 @@ async def test_producer_results_parse_the_arq_result_at_the_edge(redis: Redis) -
     for job_id, r in (("good", stored), ("foreign", {"type": events.COMPLETED, "data": {}})):
         await redis.set(
             keys.result_key(job_id),
-            serialization.serialize({"t": 1, "f": "validate_inbox", "a": [], "k": {}, "s": True, "r": r}),
+            envelope.serialize({"t": 1, "f": "validate_inbox", "a": [], "k": {}, "s": True, "r": r}),
         )
     found = await producer.results(redis, ["good", "missing"])
     assert list(found) == ["good"] and found["good"] == event
     assert json.loads(producer.event_line(found["good"])) == stored
-    with pytest.raises(serialization.ResultError):
+    with pytest.raises(envelope.ResultError):
         await producer.results(redis, ["foreign"])

@@ -11,8 +11,7 @@ from tests.worker.support import (
     request,
     request_fields,
 )
-from worker.messages import envelope as serialization
-from worker.messages import payload
+from worker.messages import envelope, payload
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import Sealer, generate_key
 
@@ -45,8 +44,8 @@ async def test_producer_without_key_refuses_plaintext(shared_redis, aredis) -> N
 
 def test_deserializer_never_raises() -> None:
     for raw in (b"", b"null", b"[]", b'"x"', b"{", b"\xff" * 10, b"1e999999", b'{"f":1}'):
-        job = serialization.deserialize_job(raw)
-        assert job["f"] == serialization.FUNCTION_NAME and "unreadable" in job["k"]
+        job = envelope.deserialize_job(raw)
+        assert job["f"] == envelope.FUNCTION_NAME and "unreadable" in job["k"]
 
 
 @pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"3", b"null"])
@@ -75,13 +74,13 @@ def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> Non
         b"[1]",
         b'{"f": "validate_inbox", "a": [], "et": 123}',
         b'{"f": "nope", "et": 1700000000000}',
-        b"x" * (serialization.MAX_JOB_BYTES + 1),
+        b"x" * (envelope.MAX_JOB_BYTES + 1),
     ],
 )
 def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: bytes) -> None:
     from worker.runtime.job import event_id
 
-    first, later = serialization.deserialize_job(raw), serialization.deserialize_job(raw)
+    first, later = envelope.deserialize_job(raw), envelope.deserialize_job(raw)
     assert "unreadable" in first["k"]
     assert event_id("job-1", first["et"]) == event_id("job-1", later["et"])
-    assert first["et"] != serialization.deserialize_job(raw + b" ")["et"] or b"et" in raw
+    assert first["et"] != envelope.deserialize_job(raw + b" ")["et"] or b"et" in raw

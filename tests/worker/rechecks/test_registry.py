@@ -11,8 +11,7 @@ from redis.asyncio import Redis
 
 from jobs.request import parse_request
 from tests.worker import event_samples as samples
-from worker.messages import envelope as serialization
-from worker.messages import events, keys, payload
+from worker.messages import envelope, events, keys, payload
 from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.inbox_health import SECONDS_PER_DAY, Health, HealthPolicy
 from worker.rechecks.registry import Registry, RegistryError, is_recheck
@@ -115,7 +114,7 @@ async def test_many_workers_enqueue_each_due_inbox_once(
     lapsed = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=1_000, now=NOW + 2 + CLAIM_TTL_S)
     assert len(lapsed) == INBOXES and not set(lapsed) & set(job_ids)
     raw = await redis.get(keys.job_key(job_ids[0]))
-    job = serialization.deserialize_job(raw.encode())
+    job = envelope.deserialize_job(raw.encode())
     assert PASSWORD not in raw
     assert (
         payload.decode(job["a"][0], sealer, allow_plaintext=False).smtp_password.get_secret_value()
@@ -156,7 +155,7 @@ async def test_account_age_ramps_from_first_success(redis: Redis, sealer: Sealer
     )
     later = NOW + 20 * SECONDS_PER_DAY
     [job_id] = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=10, now=later)
-    job = serialization.deserialize_job((await redis.get(keys.job_key(job_id))).encode())
+    job = envelope.deserialize_job((await redis.get(keys.job_key(job_id))).encode())
     assert job["a"][0]["request"]["account_age_days"] == 20
 
 
