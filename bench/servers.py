@@ -191,7 +191,7 @@ def start_dovecot(root: Path, pki: PKI, concurrency: int) -> tuple[Proc, int]:
         )
         proc = Proc("dovecot", popen, log)
 
-        def probe() -> bool:
+        def probe(popen: subprocess.Popen[bytes] = popen, log: Path = log, port: int = port) -> bool:
             if popen.poll() is not None:
                 raise RuntimeError(
                     "dovecot exited:\n" + (root / "dovecot.out").read_text()[-2000:] + log.read_text()[-2000:]
@@ -199,7 +199,7 @@ def start_dovecot(root: Path, pki: PKI, concurrency: int) -> tuple[Proc, int]:
             return _port_open(port)
 
         try:
-            wait_until(probe, timeout=15, what="dovecot", details=lambda: log.read_text()[-2000:])
+            wait_until(probe, timeout=15, what="dovecot", details=lambda log=log: log.read_text()[-2000:])
             return proc, port
         except RuntimeError:
             if "in use" in log.read_text() and attempt < 4:

@@ -46,7 +46,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
     def data_received(self, d: bytes) -> None:
         try:
             super().data_received(d)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the parser raises ends the session
             # The exception's text may quote the pending command, LOGIN included: keep its type,
             # drop the rest, and end the session rather than let asyncio log it.
             self.violation = type(exc).__name__
@@ -56,7 +56,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
     async def welcome(self, command: bytes) -> None:
         try:
             await super().welcome(command)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a greeting the library refuses fails the greeting
             if not self.greeted.done():
                 line = command.decode(errors="replace")
                 self.greeted.set_exception(GreetingRefused(line) if b"OK" not in command else exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from jobs.presets import PRESETS, InboxType
 
@@ -32,7 +33,7 @@ class DailyLimit:
 
 def _band(age_days: int) -> tuple[Band, int]:
     """The band an age falls in and how many days that band lasts."""
-    for band, following in zip(BANDS, BANDS[1:]):
+    for band, following in pairwise(BANDS):
         if age_days < following.from_day:
             return band, following.from_day - band.from_day
     return BANDS[-1], LAST_BAND_RAMP_DAYS

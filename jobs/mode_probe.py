@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from jobs import net
@@ -23,10 +23,10 @@ T = TypeVar("T")
 PROBE_AFTER_S = 1.0
 
 
-async def speaks_implicit_tls(addresses: list[net.AddrInfo], host: str, where: str) -> bool:
+async def speaks_implicit_tls(addresses: Sequence[net.AddrInfo], host: str, where: str) -> bool:
     try:
         sock = await net.connect(addresses, where)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a probe that cannot connect learned nothing
         return False
     try:
         _, writer = await asyncio.open_connection(sock=sock, ssl=probe_context(), server_hostname=host)
@@ -42,7 +42,7 @@ async def speaks_implicit_tls(addresses: list[net.AddrInfo], host: str, where: s
 
 
 async def greeting_or_mismatch(
-    greeting: Coroutine[Any, Any, T], addresses: list[net.AddrInfo], host: str, where: str
+    greeting: Coroutine[Any, Any, T], addresses: Sequence[net.AddrInfo], host: str, where: str
 ) -> T:
     """Await `greeting`; if it is late and the port turns out to speak implicit TLS, fail fast."""
     task = asyncio.create_task(greeting)

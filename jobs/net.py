@@ -6,10 +6,13 @@ import asyncio
 import errno
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 from jobs.errors import CheckError, Reason, check_error
 
-AddrInfo = tuple[int, int, int, str, tuple]  # as socket.getaddrinfo returns
+# As socket.getaddrinfo returns them.
+SockAddr = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, SockAddr]
 
 
 def _literal(host: str, port: int) -> list[AddrInfo] | None:
@@ -26,7 +29,7 @@ def _literal(host: str, port: int) -> list[AddrInfo] | None:
     return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0))]
 
 
-async def resolve(host: str, port: int) -> list[AddrInfo]:
+async def resolve(host: str, port: int) -> Sequence[AddrInfo]:
     literal = _literal(host, port)
     if literal is not None:
         return literal
@@ -35,7 +38,9 @@ async def resolve(host: str, port: int) -> list[AddrInfo]:
         return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:
-            raise check_error(Reason.DNS_UNAVAILABLE, f"DNS lookup of {host} failed: {exc.strerror}")
+            raise check_error(
+                Reason.DNS_UNAVAILABLE, f"DNS lookup of {host} failed: {exc.strerror}"
+            ) from None
         raise check_error(Reason.NO_SUCH_HOST, f"{host} does not resolve: {exc.strerror}") from None
 
 
@@ -48,7 +53,7 @@ def connect_error(exc: OSError, where: str) -> CheckError:
     return check_error(Reason.CONNECTION_CLOSED, f"connection to {where} failed: {exc}")
 
 
-async def connect(addresses: list[AddrInfo], where: str) -> socket.socket:
+async def connect(addresses: Sequence[AddrInfo], where: str) -> socket.socket:
     """A connected non-blocking socket to the first address that accepts."""
     loop = asyncio.get_running_loop()
     last_error: OSError | None = None

@@ -73,7 +73,7 @@ _CERT_CACHE_SIZE = 1024
 
 @lru_cache(maxsize=_CERT_CACHE_SIZE)
 def _not_after(der: bytes) -> datetime:
-    # getpeercert() decodes the whole certificate into a dict on every call (~0.3 ms); the DER
+    # getpeercert() decodes the whole certificate into a dict on every call; the DER
     # bytes come for free, and a cache keyed by them decodes each certificate once.
     return x509.load_der_x509_certificate(der).not_valid_after_utc
 

@@ -160,5 +160,5 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
         await asyncio.wait_for(writer.wait_closed(), 2.0)
-    except (Exception, asyncio.CancelledError):  # peer gone, or stop() racing us
+    except (Exception, asyncio.CancelledError):  # noqa: BLE001 - peer gone, or stop() racing us
         writer.transport.abort()

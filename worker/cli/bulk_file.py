@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def read_rows(path: Path, text: str) -> Rows:
             for name, value in record.items()
             if name and value is not None and value.strip()
         }
-        extra = record.get(None)  # type: ignore[call-overload]
+        extra = record.get(None)
         if extra:
             rows.bad.append(BadRow(reader.line_num, ["row: has more cells than the header"]))
             continue
@@ -72,7 +73,7 @@ def read_rows(path: Path, text: str) -> Rows:
     return rows
 
 
-def _header_problems(names: list[str]) -> list[str]:
+def _header_problems(names: Sequence[str]) -> list[str]:
     known = [name.strip() in REQUEST_FIELDS for name in names]
     if not any(known):
         return [

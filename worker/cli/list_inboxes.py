@@ -42,7 +42,7 @@ def table(rows: list[InboxRow]) -> Table:
 
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with client.connect(settings) as redis:
-        rows = await for_settings(redis, settings).list()
+        rows = await for_settings(redis, settings).list_inboxes()
     if args.json:
         print(json.dumps([row.as_dict() for row in rows]))
     else:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from jobs.result import SCHEMA_VERSION, ValidationResult
 
 SOURCE = "inboxcheck"
-COMPLETED = "inbox.validation.completed"
-REJECTED = "inbox.validation.rejected"
-FAILED = "inbox.validation.failed"
-HEALTH_CHANGED = "inbox.health.changed"
-CERT_EXPIRING = "inbox.certificate.expiring"
+COMPLETED: Final = "inbox.validation.completed"
+REJECTED: Final = "inbox.validation.rejected"
+FAILED: Final = "inbox.validation.failed"
+HEALTH_CHANGED: Final = "inbox.health.changed"
+CERT_EXPIRING: Final = "inbox.certificate.expiring"
 
 
 class Rejection(BaseModel):

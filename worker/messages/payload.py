@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,7 +17,7 @@ from jobs.errors import InboxcheckError, Reason
 from jobs.request import RequestError, ValidationRequest, parse_request
 from worker.messages.sealing import Sealer, SealError
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION: Final = 1
 SECRET_FIELDS = ("smtp_password", "imap_password")
 # Inbox ids longer than the request allows are not worth repeating in a rejection.
 MAX_INBOX_ID_CHARS = 256
@@ -197,7 +197,7 @@ def decode(payload: Any, sealer: Sealer | None, *, allow_plaintext: bool) -> Val
                 "(or set INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true in development)",
                 inbox_id=inbox_id,
             )
-        secrets = dict(parsed.credentials.plain)
+        secrets = {name: value for name, value in parsed.credentials.plain.items()}
     try:
         return parse_request({**parsed.request, **secrets})
     except RequestError as exc:

@@ -1,4 +1,4 @@
-"""The worker's side of rechecks, pacing and metrics: what arq_settings and tasks call.
+"""The worker's side of rechecks, pacing and metrics: what worker.runtime calls.
 
 - `cron_job`: arq's cron entry that enqueues due rechecks each tick (unique across workers).
 - `paced`: runs a check holding the inbox lock and one slot per connection on each host, and
@@ -30,15 +30,15 @@ from worker.messages.sealing import sealer_for
 from worker.rechecks.inbox_health import HealthPolicy
 from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
 from worker.rechecks.registry import Registry, is_recheck
+from worker.runtime.context import WorkerContext, as_context
 from worker.runtime.metrics import Metrics, refresh_forever, serve
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.recheck")
 
-OPS_KEY = "inboxcheck_ops"
 CRON_NAME = envelope.RECHECK_CRON_FUNCTION
 # Left between the end of the slot wait plus the check's own deadline and arq's job timeout,
-# for writing the event (the same reserve tasks keeps).
+# for writing the event (the same reserve worker.runtime.job keeps).
 EMIT_MARGIN_S = 4.0
 # A second check of the same inbox comes back after about this long (it is usually short).
 INBOX_BUSY_DEFER_S = 5.0
@@ -50,7 +50,9 @@ INBOX_THROTTLE_REASONS = frozenset({Reason.TOO_MANY_CONNECTIONS})
 
 
 @dataclass
-class Ops:
+class RecheckState:
+    """The worker's rechecks, pacing and metrics, built when it starts (ctx["rechecks"])."""
+
     settings: Settings
     registry: Registry
     pacer: Pacer
@@ -58,10 +60,6 @@ class Ops:
     policy: HealthPolicy
     refresher: asyncio.Task[None] | None = None
     server: Any = None
-
-
-def _ops(ctx: dict[str, Any]) -> Ops:
-    return ctx[OPS_KEY]
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
@@ -80,7 +78,7 @@ def slot_wait_s(settings: Settings) -> float:
     return max(min(settings.pacing_wait, room), 0.0)
 
 
-def build(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> Ops:
+def build(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> RecheckState:
     registry = Registry(
         redis,
         queue_name=settings.queue_name,
@@ -89,7 +87,7 @@ def build(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> O
     )
     # A lease outlives the whole job, so a live check never loses its slot to expiry.
     pacer = Pacer(redis, settings.pacing_policy(lease_s=settings.job_timeout))
-    return Ops(settings, registry, pacer, metrics or Metrics(), health_policy(settings))
+    return RecheckState(settings, registry, pacer, metrics or Metrics(), health_policy(settings))
 
 
 def cron_job(settings: Settings) -> CronJob:
@@ -103,58 +101,64 @@ def cron_job(settings: Settings) -> CronJob:
 
 
 async def enqueue_due_rechecks(ctx: dict[str, Any]) -> int:
-    ops = _ops(ctx)
-    job_ids = await ops.registry.enqueue_due(
-        claim_ttl_s=ops.settings.recheck_claim_ttl, batch=ops.settings.recheck_batch
+    context = as_context(ctx)
+    rechecks = context["rechecks"]
+    job_ids = await rechecks.registry.enqueue_due(
+        claim_ttl_s=rechecks.settings.recheck_claim_ttl, batch=rechecks.settings.recheck_batch
     )
     return len(job_ids)
 
 
-async def startup(ctx: dict[str, Any], settings: Settings) -> None:
+async def startup(ctx: WorkerContext, settings: Settings) -> None:
     """Metrics endpoint and gauges; called from the worker's on_startup."""
-    ops = build(ctx["redis"], settings)
-    ctx[OPS_KEY] = ops
-    if ops.settings.metrics_port:
+    rechecks = build(ctx["redis"], settings)
+    ctx["rechecks"] = rechecks
+    if rechecks.settings.metrics_port:
         try:
-            ops.server = serve(ops.metrics, ops.settings.metrics_host, ops.settings.metrics_port)
+            rechecks.server = serve(
+                rechecks.metrics, rechecks.settings.metrics_host, rechecks.settings.metrics_port
+            )
         except OSError as exc:
             # Another worker on this machine has the port: it still works, just unscraped.
-            log.warning("metrics_port_busy", port=ops.settings.metrics_port, error=type(exc).__name__)
-    ops.refresher = asyncio.ensure_future(
+            log.warning("metrics_port_busy", port=rechecks.settings.metrics_port, error=type(exc).__name__)
+    rechecks.refresher = asyncio.ensure_future(
         refresh_forever(
-            ops.metrics,
+            rechecks.metrics,
             lambda: ctx["redis"].zcard(settings.queue_name),
-            ops.registry.health_counts,
-            ops.settings.metrics_refresh,
+            rechecks.registry.health_counts,
+            rechecks.settings.metrics_refresh,
         )
     )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    ops = ctx.get(OPS_KEY)
-    if ops is None:
+    context = as_context(ctx)
+    rechecks = context.get("rechecks")
+    if rechecks is None:
         return
-    if ops.refresher is not None:
-        ops.refresher.cancel()
+    if rechecks.refresher is not None:
+        rechecks.refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await ops.refresher
-    if ops.server is not None:
-        ops.server.shutdown()
-        ops.server.server_close()
+            await rechecks.refresher
+    if rechecks.server is not None:
+        rechecks.server.shutdown()
+        rechecks.server.server_close()
 
 
 async def job_started(ctx: dict[str, Any]) -> None:
-    if OPS_KEY in ctx:
-        _ops(ctx).metrics.in_flight.inc()
+    context = as_context(ctx)
+    if "rechecks" in context:
+        context["rechecks"].metrics.in_flight.inc()
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:
-    if OPS_KEY in ctx:
-        _ops(ctx).metrics.in_flight.dec()
+    context = as_context(ctx)
+    if "rechecks" in context:
+        context["rechecks"].metrics.in_flight.dec()
 
 
 async def paced(
-    ops: Ops,
+    rechecks: RecheckState,
     request: ValidationRequest,
     check: Callable[[int | None], Awaitable[ValidationResult]],
     *,
@@ -172,10 +176,10 @@ async def paced(
     assert request.inbox_id is not None
     hosts = [str(request.smtp_host), str(request.imap_host)]
     try:
-        async with ops.pacer.check(
+        async with rechecks.pacer.check(
             request.inbox_id,
             hosts,
-            slot_wait_s(ops.settings),
+            slot_wait_s(rechecks.settings),
             done_key=done_key,
             attempts_key=attempts_key,
             attempts_ttl_s=attempts_ttl_s,
@@ -183,41 +187,45 @@ async def paced(
         ) as attempts:
             result = await check(attempts)
     except InboxBusy as exc:
-        ops.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
+        rechecks.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
         defer = exc.retry_in_s or INBOX_BUSY_DEFER_S
         log.info("inbox_busy", backed_off=bool(exc.retry_in_s), retry_in_s=round(defer, 2))
         raise Retry(defer=defer) from None
     except HostBusy as exc:
-        ops.metrics.pacing_waits.labels(why="backed_off" if exc.backed_off else "host_full").inc()
+        rechecks.metrics.pacing_waits.labels(why="backed_off" if exc.backed_off else "host_full").inc()
         log.info("host_busy", host=exc.host, backed_off=exc.backed_off, retry_in_s=round(exc.retry_in_s, 2))
         raise Retry(defer=exc.retry_in_s) from None
     for part in (result.smtp, result.imap):
         if part.status == "failed" and part.reason in THROTTLE_REASONS:
-            await ops.pacer.back_off(part.host, part.retry_after_s)
+            await rechecks.pacer.back_off(part.host, part.retry_after_s)
         elif part.status == "failed" and part.reason in INBOX_THROTTLE_REASONS:
-            await ops.pacer.back_off_inbox(request.inbox_id, part.retry_after_s)
+            await rechecks.pacer.back_off_inbox(request.inbox_id, part.retry_after_s)
     return result
 
 
 async def after_event(
-    ctx: dict[str, Any], job_id: str, event: event_types.TerminalEvent, *, written_now: bool = True
+    ctx: WorkerContext, job_id: str, event: event_types.TerminalEvent, *, written_now: bool = True
 ) -> None:
     """Count the job's terminal event (when this run wrote it); for a recheck, apply it to the
     inbox's health (once per event, however often a crashed job is replayed)."""
-    ops = ctx.get(OPS_KEY)
-    if ops is None:
+    rechecks = ctx.get("rechecks")
+    if rechecks is None:
         return
     if written_now:
-        ops.metrics.observe_event(event)
+        rechecks.metrics.observe_event(event)
     inbox_id = event.subject
     if not is_recheck(job_id) or not inbox_id:
         return
-    transition = await ops.registry.record_check(
-        inbox_id, event, ops.policy, stream_name=ops.settings.events_stream, maxlen=ops.settings.events_maxlen
+    transition = await rechecks.registry.record_check(
+        inbox_id,
+        event,
+        rechecks.policy,
+        stream_name=rechecks.settings.events_stream,
+        maxlen=rechecks.settings.events_maxlen,
     )
     if transition is None:
         return
     if transition.changed:
-        ops.metrics.event_written(event_types.HEALTH_CHANGED)
+        rechecks.metrics.event_written(event_types.HEALTH_CHANGED)
     if transition.new_cert_warnings:
-        ops.metrics.event_written(event_types.CERT_EXPIRING)
+        rechecks.metrics.event_written(event_types.CERT_EXPIRING)

@@ -195,7 +195,8 @@ class Pacer:
 
         Yields the attempt count, or None when a host was full or backed off: then the slots were
         waited for as `hosts()` does, and the caller counts the attempt itself. Raises AlreadyDone
-        (nothing taken) when the job's event is already written, InboxBusy or HostBusy as before.
+        (nothing taken) when the job's event is already written, InboxBusy or HostBusy when the
+        inbox or a host must wait.
         With `held`, a check that ends without an exception keeps its lock and slots and leaves
         their release in `held.pending`, for the caller to do with the event's append (one round
         trip for both) or with `finish`; on an exception they are released here as always.

@@ -15,8 +15,9 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from redis.asyncio import Redis
@@ -46,7 +47,7 @@ HEALTH_EVENT_NAMESPACE = uuid.UUID("0f7d2a4e-8c51-4b8e-b7a2-6d3c1e9f4a21")
 JOB_ID_HASH_CHARS = 24
 
 # Registering without a key and without permission for plaintext raises this (the same rule
-# and error as the producer's, from worker.payload.encode).
+# and error as the producer's, from worker.messages.payload.encode).
 RegistryError = payload.PlaintextRefused
 
 
@@ -160,7 +161,7 @@ class Registry:
         rows = await self._rows([inbox_id])
         return rows[0] if rows else None
 
-    async def list(self) -> list[InboxRow]:
+    async def list_inboxes(self) -> list[InboxRow]:
         ids = [_text(i) or "" for i in await self.redis.zrange(keys.INBOXES_DUE_KEY, 0, -1)]
         return sorted(await self._rows(ids), key=lambda row: row.inbox_id)
 
@@ -168,11 +169,11 @@ class Registry:
         names = ("email", "inbox_type", "every_s", "state", "age_days", "age_given_at")
         async with self.redis.pipeline(transaction=False) as pipe:
             for inbox_id in ids:
-                pipe.hmget(keys.inbox_key(inbox_id), names)
+                pipe.hmget(keys.inbox_key(inbox_id), list(names))
                 pipe.zscore(keys.INBOXES_DUE_KEY, inbox_id)
             replies = await pipe.execute()
         rows, now = [], time.time()
-        for inbox_id, values, score in zip(ids, replies[::2], replies[1::2]):
+        for inbox_id, values, score in zip(ids, replies[::2], replies[1::2], strict=True):
             email, inbox_type, every_s, state_raw, age_days, age_at = map(_text, values)
             if email is None:
                 continue  # unregistered meanwhile
@@ -201,7 +202,7 @@ class Registry:
 
     async def health_counts(self) -> dict[str, int]:
         counts = {health.value: 0 for health in Health}
-        for value in await self.redis.hvals(keys.INBOXES_HEALTH_KEY):
+        for value in await cast(Awaitable[list[Any]], self.redis.hvals(keys.INBOXES_HEALTH_KEY)):
             name = _text(value) or ""
             counts[name] = counts.get(name, 0) + 1
         return counts
@@ -214,7 +215,7 @@ class Registry:
             keys=[keys.INBOXES_DUE_KEY], args=[now_ms, int(claim_ttl_s * MS_PER_S), batch]
         )
         job_ids = []
-        for raw_id, raw_slot in zip(claimed[::2], claimed[1::2]):
+        for raw_id, raw_slot in zip(claimed[::2], claimed[1::2], strict=True):
             inbox_id, slot_ms = _text(raw_id) or "", int(float(_text(raw_slot) or 0))
             job_id = await self._enqueue(inbox_id, slot_ms, now)
             if job_id is not None:
@@ -226,7 +227,10 @@ class Registry:
     async def _enqueue(self, inbox_id: str, slot_ms: int, now: float) -> str | None:
         key = keys.inbox_key(inbox_id)
         raw_payload, state_raw, age_days, age_at = map(
-            _text, await self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"])
+            _text,
+            await cast(
+                Awaitable[list[Any]], self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"])
+            ),
         )
         if raw_payload is None:
             await self.redis.zrem(keys.INBOXES_DUE_KEY, inbox_id)  # hash gone: not registered
@@ -268,7 +272,10 @@ class Registry:
                 try:
                     await pipe.watch(key)
                     state_raw, last_event, every_s = map(
-                        _text, await pipe.hmget(key, ["state", "last_event_id", "every_s"])
+                        _text,
+                        await cast(
+                            Awaitable[list[Any]], pipe.hmget(key, ["state", "last_event_id", "every_s"])
+                        ),
                     )
                     if state_raw is None or last_event == event_id:
                         await pipe.unwatch()

@@ -1,7 +1,7 @@
 """arq's settings for inboxcheck: the keyword arguments of the worker `inboxcheck worker` runs,
 and `WorkerSettings` for arq's own CLI (`arq worker.runtime.arq_settings.WorkerSettings`).
 
-Every arq default was looked at; the ones that matter for this job are set here, with why.
+The arq defaults that matter for this job are set here, each with why.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from jobs.tls import use_small_tls_read_buffers
 from worker.logs import configure_logging
 from worker.messages import envelope, keys
 from worker.rechecks import hooks
-from worker.runtime.job import EMIT_RESERVE_S, STATE_KEY, Runtime, validate_inbox_job
+from worker.runtime.context import as_context
+from worker.runtime.job import EMIT_RESERVE_S, Runtime, validate_inbox_job
 from worker.settings import Settings, SettingsError, get_settings
 
 # The job timeout must leave this much room above the check's own deadline, so the check's
@@ -26,7 +27,6 @@ JOB_TIMEOUT_MARGIN_S = 2 * EMIT_RESERVE_S
 # *without calling it*: no event. inboxcheck counts attempts itself (settings.max_tries) and
 # emits on the last one; arq's own cap is only a backstop far above it.
 ARQ_MAX_TRIES_BACKSTOP = 1_000
-SETTINGS_KEY = "inboxcheck_settings"
 
 
 def check_settings(settings: Settings) -> None:
@@ -48,10 +48,11 @@ def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSetting
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
+    context = as_context(ctx)
     quiet_arq_job_lines()
-    ctx[STATE_KEY] = Runtime.from_settings(ctx[SETTINGS_KEY])
+    context["runtime"] = Runtime.from_settings(context["settings"])
     # Pacing, health updates and the metrics endpoint (worker.rechecks.hooks).
-    await hooks.startup(ctx, ctx[STATE_KEY].settings)
+    await hooks.startup(context, context["settings"])
 
 
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         # Enqueues due rechecks each tick; unique, so one worker of the fleet runs each tick.
         "cron_jobs": [hooks.cron_job(settings)],
         # The settings the worker was built from, so a worker made in a test uses its own.
-        "ctx": {SETTINGS_KEY: settings},
+        "ctx": {"settings": settings},
         # JSON both ways: pickle would let anyone with Redis write access run code here.
         "job_serializer": envelope.serialize,
         "job_deserializer": envelope.deserialize_job,

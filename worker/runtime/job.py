@@ -23,11 +23,11 @@ from worker.messages.payload import PayloadRejected, decode
 from worker.messages.sealing import Sealer
 from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held
+from worker.runtime.context import WorkerContext, as_context
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.worker")
 
-STATE_KEY = "inboxcheck"
 # Doubling backoff between attempts stops growing here, whatever the server suggests.
 MAX_RETRY_DEFER_S = 300.0
 # Redis hiccups while writing the event: try again soon, the check result is not the problem.
@@ -72,7 +72,7 @@ def retry_defer(settings: Settings, job_try: int, result: ValidationResult | Non
     return min(defer, MAX_RETRY_DEFER_S)
 
 
-def _rejection_event(exc: PayloadRejected, job_try: int, eid: str) -> events.Event:
+def _rejection_event(exc: PayloadRejected, job_try: int, eid: str) -> events.TerminalEvent:
     rejection = events.Rejection(
         inbox_id=exc.inbox_id,
         reason=exc.reason.value,
@@ -86,15 +86,15 @@ def _rejection_event(exc: PayloadRejected, job_try: int, eid: str) -> events.Eve
 async def validate_inbox_job(
     ctx: dict[str, Any], payload: Any = None, *, unreadable: str | None = None
 ) -> dict[str, Any]:
-    runtime: Runtime = ctx[STATE_KEY]
-    settings = runtime.settings
-    job_id: str = ctx["job_id"]
-    job_try: int = ctx["job_try"]
-    enqueue_ms = round(ctx["enqueue_time"].timestamp() * MS_PER_S)
+    context = as_context(ctx)
+    runtime = context["runtime"]
+    job_id: str = context["job_id"]
+    job_try: int = context["job_try"]
+    enqueue_ms = round(context["enqueue_time"].timestamp() * MS_PER_S)
     done_key = keys.done_key(job_id, enqueue_ms)
     eid = event_id(job_id, enqueue_ms)
     started = time.perf_counter()
-    ops = ctx.get(hooks.OPS_KEY)
+    rechecks = context.get("rechecks")
     with structlog.contextvars.bound_contextvars(job_id=job_id, attempt=job_try):
         # Decoding touches no state, so it can come first: a paced check then reads its done mark
         # in the round trip that takes its lock and slots (Pacer.check), not in one of its own.
@@ -103,36 +103,45 @@ async def validate_inbox_job(
         # releases them in the same round trip; any other way out releases them here.
         held = Held()
         try:
-            return await _check_and_append(ctx, runtime, decoded, job_try, eid, done_key, ops, held, started)
+            return await _check_and_append(
+                context, runtime, decoded, job_try, eid, done_key, rechecks, held, started
+            )
         finally:
-            if held.pending is not None:
+            if held.pending is not None and rechecks is not None:
                 pending, held.pending = held.pending, None
                 try:
-                    await ops.pacer.finish(pending)
+                    await rechecks.pacer.finish(pending)
                 except RedisError:
                     raise Retry(defer=REDIS_RETRY_DEFER_S) from None
 
 
 async def _check_and_append(
-    ctx: dict[str, Any],
+    ctx: WorkerContext,
     runtime: Runtime,
     decoded: ValidationRequest | PayloadRejected,
     job_try: int,
     eid: str,
     done_key: str,
-    ops: hooks.Ops | None,
+    rechecks: hooks.RecheckState | None,
     held: Held,
     started: float,
 ) -> dict[str, Any]:
     settings = runtime.settings
     job_id: str = ctx["job_id"]
     try:
-        if ops is None or isinstance(decoded, PayloadRejected):
+        if rechecks is None or isinstance(decoded, PayloadRejected):
             already = await stream.recorded(ctx["redis"], done_key)
             if already is not None:
                 return await _already_done(ctx, job_id, already)
         event = await _run(
-            runtime, decoded, job_try, eid, ops=ops, redis=ctx["redis"], done_key=done_key, held=held
+            runtime,
+            decoded,
+            job_try,
+            eid,
+            rechecks=rechecks,
+            redis=ctx["redis"],
+            done_key=done_key,
+            held=held,
         )
     except AlreadyDone as done:
         return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
@@ -168,7 +177,7 @@ async def _check_and_append(
     return _arq_result(written)
 
 
-async def _already_done(ctx: dict[str, Any], job_id: str, already: events.TerminalEvent) -> dict[str, Any]:
+async def _already_done(ctx: WorkerContext, job_id: str, already: events.TerminalEvent) -> dict[str, Any]:
     # A run that crashed after writing its event: hand arq the same event, append nothing.
     log.info("job_already_done", event_id=already.id, inbox_id=already.subject)
     await _after_event(ctx, job_id, already, written_now=False)
@@ -181,7 +190,7 @@ def _arq_result(event: events.TerminalEvent) -> dict[str, Any]:
 
 
 async def _after_event(
-    ctx: dict[str, Any], job_id: str, event: events.TerminalEvent, *, written_now: bool = True
+    ctx: WorkerContext, job_id: str, event: events.TerminalEvent, *, written_now: bool = True
 ) -> None:
     """Metrics, and a recheck's health update; a Redis hiccup reruns the job, whose replay
     finds its event already written and applies the (idempotent) health update again."""
@@ -222,11 +231,11 @@ async def _run(
     job_try: int,
     eid: str,
     *,
-    ops: hooks.Ops | None = None,
+    rechecks: hooks.RecheckState | None = None,
     redis: Any = None,
     done_key: str,
     held: Held | None = None,
-) -> events.Event:
+) -> events.TerminalEvent:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
     AlreadyDone when pacing found this job's event already written."""
     settings = runtime.settings
@@ -252,7 +261,7 @@ async def _run(
         # With pacing (in the worker), the check waits its turn for the inbox and its hosts.
         paced = (
             hooks.paced(
-                ops,
+                rechecks,
                 request,
                 check,
                 done_key=done_key,
@@ -260,7 +269,7 @@ async def _run(
                 attempts_ttl_s=settings.keep_result,
                 held=held,
             )
-            if ops
+            if rechecks
             else check()
         )
         result = await asyncio.wait_for(paced, settings.job_timeout - EMIT_RESERVE_S)
@@ -268,7 +277,7 @@ async def _run(
         raise  # pacing: not this check's turn yet, or nothing left to do; not a failure
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any bug must still end in an event
         last_try = attempts.value >= settings.max_tries
         log.error("check_crashed", error=type(exc).__name__, last_try=last_try)
         if not last_try:

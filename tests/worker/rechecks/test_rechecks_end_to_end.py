@@ -157,7 +157,7 @@ async def test_rechecks_and_one_health_change_per_password_change(
         assert (await reg.get("inbox-a")).health == Health.FAILING
 
         # the same CLI a person uses: the table's JSON form
-        raw = (await reg.list())[0].as_dict()
+        raw = (await reg.list_inboxes())[0].as_dict()
         assert raw["error_code"] == "AUTH_FAILED" and raw["last_checked_at"] is not None
         dump = json.dumps(await stream(client))
         assert mail["password"] not in dump and "changed-password" not in dump

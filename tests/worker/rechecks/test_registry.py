@@ -66,8 +66,8 @@ async def test_register_stores_sealed_credentials_only(redis: Redis, sealer: Sea
     stored = json.loads(await redis.hget(keys.inbox_key("inbox-0"), "payload"))
     opened = payload.decode(stored, sealer, allow_plaintext=False)
     assert opened.smtp_password.get_secret_value() == PASSWORD
-    assert [r.inbox_id for r in await reg.list()] == ["inbox-0"]
-    assert await reg.unregister("inbox-0") and await reg.list() == []
+    assert [r.inbox_id for r in await reg.list_inboxes()] == ["inbox-0"]
+    assert await reg.unregister("inbox-0") and await reg.list_inboxes() == []
     assert not await reg.unregister("inbox-0")
 
 

@@ -35,7 +35,7 @@ POLL_S = 0.02
 # For batches of only silent and closed-port jobs (no TLS, no login to be slowed by a busy CI
 # machine): short deadlines, so a killed worker's in-progress lock (job timeout + 2 s) and the
 # silent server's timeouts cost little. The check's deadline stays below the job timeout by more
-# than the margin worker.arq_settings.check_settings demands.
+# than the margin worker.runtime.arq_settings.check_settings demands.
 FAST_TIMEOUTS = {
     "INBOXCHECK_STEP_TIMEOUT": "0.5",
     "INBOXCHECK_CHECK_TIMEOUT": "1",
@@ -43,7 +43,7 @@ FAST_TIMEOUTS = {
 }
 # Every job here goes to 127.0.0.1 and holds two slots there (SMTP and IMAP): the default cap of
 # 10 would run 5 checks at a time however many workers there are. Pacing has its own tests
-# (test_recheck_e2e, test_pacing); these are about exactly-once.
+# (tests/worker/rechecks); these are about exactly-once.
 HOST_LIMIT = {"INBOXCHECK_DEFAULT_HOST_LIMIT": "60"}
 
 
