@@ -4,8 +4,9 @@ resolved against the CLI's own parser and the package's console-script entry poi
 from __future__ import annotations
 
 import argparse
-import configparser
+import ipaddress
 import json
+import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -59,12 +60,30 @@ def dockerfile_instructions() -> dict[str, str]:
     return found
 
 
-def test_dockerfile_is_non_root_and_runs_the_worker() -> None:
+def assert_liveness(argv: list[str]) -> None:
+    """The probe that restarts a worker asks about its loop, not about Redis."""
+    assert_runs(argv, "health")
+    assert resolve(argv).liveness, argv
+
+
+def test_dockerfile_is_non_root_pinned_and_runs_the_worker() -> None:
     found = dockerfile_instructions()
-    assert found["FROM"].endswith("-slim")
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", found["FROM"]), found["FROM"]
     assert found["USER"] not in ("root", "0")
     assert_runs(json.loads(found["CMD"]), "worker")
-    assert_runs(json.loads(found["HEALTHCHECK"].split("CMD", 1)[1]), "health")
+    assert_liveness(json.loads(found["HEALTHCHECK"].split("CMD", 1)[1]))
+
+
+def test_the_build_context_holds_no_secrets() -> None:
+    """.dockerignore admits the package alone: deploy/.env (the sealing key) stays out."""
+    rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert rules[0] == "*"
+    assert {rule.lstrip("!").rstrip("/") for rule in rules if rule.startswith("!")} == {
+        "pyproject.toml",
+        "README.md",
+        "jobs",
+        "worker",
+    }
 
 
 def test_compose_runs_workers_against_its_redis() -> None:
@@ -73,9 +92,11 @@ def test_compose_runs_workers_against_its_redis() -> None:
     worker = services["worker"]
     assert_runs(worker["command"], "worker")
     assert worker["healthcheck"]["test"][0] == "CMD"
-    assert_runs(worker["healthcheck"]["test"][1:], "health")
-    assert worker["environment"]["INBOXCHECK_REDIS_URL"].startswith("redis://redis:")
+    assert_liveness(worker["healthcheck"]["test"][1:])
+    assert worker["environment"]["INBOXCHECK_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
     assert "redis" in services and "redis" in worker["depends_on"]
+    assert re.fullmatch(r"redis:7-alpine@sha256:[0-9a-f]{64}", services["redis"]["image"])
+    assert "--requirepass" in " ".join(services["redis"]["command"])
 
 
 def k8s(kind: str) -> dict[str, Any]:
@@ -90,13 +111,18 @@ def test_kubernetes_deployment_probe_secret_and_metrics_service() -> None:
     pod = k8s("Deployment")["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
     assert_runs(container["command"], "worker")
-    assert_runs(container["livenessProbe"]["exec"]["command"], "health")
+    assert_liveness(container["livenessProbe"]["exec"]["command"])
+    readiness = container["readinessProbe"]["exec"]["command"]
+    assert_runs(readiness, "health") and not resolve(readiness).liveness
     env = {item["name"]: item for item in container["env"]}
     secret = k8s("Secret")
     ref = env["INBOXCHECK_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
     assert all(name.startswith(ENV_PREFIX) for name in env)
+    assert env["INBOXCHECK_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] in secret["stringData"]
     metrics_port = int(env["INBOXCHECK_METRICS_PORT"]["value"])
     assert {"name": "metrics", "containerPort": metrics_port} in container["ports"]
     service = k8s("Service")
@@ -108,14 +134,64 @@ def pod_labels() -> dict[str, str]:
     return k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
 
 
-def test_systemd_unit_runs_the_worker() -> None:
-    unit = configparser.ConfigParser(interpolation=None, strict=False)
-    unit.optionxform = str  # type: ignore[assignment,method-assign] - systemd keys are case-sensitive
-    unit.read(DEPLOY / "systemd" / "inboxcheck-worker.service")
-    assert_runs(shlex.split(unit["Service"]["ExecStart"]), "worker")
-    assert unit["Service"]["User"] != "root"
+def test_kubernetes_egress_reaches_mail_ports_but_never_the_metadata_address() -> None:
+    policy = k8s("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels().items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    blocks = [
+        peer["ipBlock"] for rule in policy["spec"]["egress"] for peer in rule["to"] if "ipBlock" in peer
+    ]
+    metadata = ipaddress.ip_address("169.254.169.254")
+    for block in blocks:
+        if metadata in ipaddress.ip_network(block["cidr"]):
+            assert any(metadata in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {25, 465, 587, 143, 993, 53, 6379} <= ports
 
 
-@pytest.mark.parametrize("name", ["INBOXCHECK_METRICS_PORT", "INBOXCHECK_METRICS_HOST"])
+def systemd_service() -> dict[str, list[str]]:
+    """The [Service] section, every value of repeated keys kept (systemd adds them up)."""
+    values: dict[str, list[str]] = {}
+    section = ""
+    for line in (DEPLOY / "systemd" / "inboxcheck-worker.service").read_text().splitlines():
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def test_systemd_unit_runs_the_worker_sandboxed() -> None:
+    service = systemd_service()
+    assert_runs(shlex.split(service["ExecStart"][0]), "worker")
+    assert service["User"] != ["root"]
+    for key, value in {
+        "NoNewPrivileges": "true",
+        "PrivateDevices": "true",
+        "ProtectKernelTunables": "true",
+        "ProtectKernelModules": "true",
+        "ProtectKernelLogs": "true",
+        "SystemCallFilter": "@system-service",
+        "UMask": "0077",
+        "LimitCORE": "0",
+    }.items():
+        assert value in service[key], key
+    assert set(service["RestrictAddressFamilies"][0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    assert service["MemoryMax"]
+    assert "INBOXCHECK_START_LOCAL_REDIS=false" in service["Environment"]
+
+
+DEPLOY_SETTINGS = sorted(
+    {
+        name
+        for path in [*DEPLOY.rglob("*"), REPO / "Procfile"]
+        if path.is_file()
+        for name in re.findall(r"\bINBOXCHECK_[A-Z_]+", path.read_text())
+    }
+)
+
+
+@pytest.mark.parametrize("name", DEPLOY_SETTINGS)
 def test_deploy_settings_are_real_settings(name: str) -> None:
     assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields
