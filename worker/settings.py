@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
+from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
 
 ENV_PREFIX = "INBOXCHECK_"
@@ -42,6 +43,9 @@ class Settings(BaseSettings, RecheckSettings):
     events_stream: str = "inboxcheck:events"
     events_maxlen: int = Field(default=100_000, ge=100)
     secret_key: SecretStr | None = None
+    # A queued job's sealed credentials older than this are refused (a replayed old job, or one
+    # that sat in Redis for days); registered inboxes are sealed afresh for every recheck.
+    sealed_max_age: Duration = Field(default=float(SECONDS_PER_DAY), gt=0)
     allow_plaintext_credentials: bool = False
     health_check_interval: int = Field(default=10, ge=1)
     # The worker renews this file's time every health_check_interval: `inboxcheck health --liveness`.

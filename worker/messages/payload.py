@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.errors import InboxcheckError, Reason
 from jobs.request import RequestError, ValidationRequest, parse_request
-from worker.messages.sealing import Sealer, SealError
+from worker.messages.sealing import Sealer, SealError, destination_digest
 
 PAYLOAD_VERSION: Final = 1
 SECRET_FIELDS = ("smtp_password", "imap_password")
@@ -30,8 +30,9 @@ class SealedCredentials(BaseModel):
     sealed: str = Field(
         min_length=1,
         max_length=MAX_SEALED_CHARS,
-        description='Fernet token of {"inbox_id": ..., "secrets": {"smtp_password": ..., '
-        '"imap_password"?: ...}} made with INBOXCHECK_SECRET_KEY.',
+        description='Fernet token of {"v": 2, "inbox_id": ..., "destination": <the request\'s '
+        'destination digest, see the README>, "secrets": {"smtp_password": ..., "imap_password"?: ...}} '
+        "made with INBOXCHECK_SECRET_KEY.",
     )
 
 
@@ -101,10 +102,33 @@ def encode(
     assert request.inbox_id is not None  # the request model always fills it in
     require_sealing(sealer, allow_plaintext=allow_plaintext)
     secrets = _secrets_of(request)
+    fields = request_fields(request)
     credentials: dict[str, Any] = (
-        {"sealed": sealer.seal(secrets, request.inbox_id)} if sealer else {"plain": secrets}
+        {"sealed": sealer.seal(secrets, request.inbox_id, destination_digest(fields))}
+        if sealer
+        else {"plain": secrets}
     )
-    return {"v": PAYLOAD_VERSION, "request": request_fields(request), "credentials": credentials}
+    return {"v": PAYLOAD_VERSION, "request": fields, "credentials": credentials}
+
+
+def reseal(body: Any, sealer: Sealer) -> Any:
+    """`body` (a stored payload) with its sealed credentials sealed again now: the same secrets,
+    checked against the same inbox and destination, with a fresh timestamp and the newest key.
+    Anything that does not open for its request is returned as it is: the worker refuses it and
+    says why, in a rejected event, rather than this writer guessing."""
+    request = body.get("request") if isinstance(body, dict) else None
+    credentials = body.get("credentials") if isinstance(body, dict) else None
+    if not isinstance(request, dict) or not isinstance(credentials, dict):
+        return body
+    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
+    if not isinstance(token, str) or not isinstance(inbox_id, str):
+        return body
+    destination = destination_digest(request)
+    try:
+        secrets = sealer.open(token, inbox_id, destination)
+    except SealError:
+        return body
+    return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination)}}
 
 
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
@@ -148,8 +172,12 @@ def _schema_problems(error: ValidationError) -> list[str]:
     ]
 
 
-def decode(payload: Any, sealer: Sealer | None, *, allow_plaintext: bool) -> ValidationRequest:
-    """Turn a job's payload back into a request, or raise PayloadRejected saying why not."""
+def decode(
+    payload: Any, sealer: Sealer | None, *, allow_plaintext: bool, max_age_s: float | None = None
+) -> ValidationRequest:
+    """Turn a job's payload back into a request, or raise PayloadRejected saying why not: sealed
+    credentials must open for this request's inbox and destination, and be at most `max_age_s`
+    old when given."""
     malformed = Reason.MALFORMED_PAYLOAD
     if not isinstance(payload, dict):
         raise PayloadRejected(malformed, "the job payload is not a JSON object")
@@ -178,7 +206,9 @@ def decode(payload: Any, sealer: Sealer | None, *, allow_plaintext: bool) -> Val
                 inbox_id=inbox_id,
             )
         try:
-            secrets = sealer.open(parsed.credentials.sealed, binding)
+            secrets = sealer.open(
+                parsed.credentials.sealed, binding, destination_digest(parsed.request), max_age_s=max_age_s
+            )
         except SealError as exc:
             raise PayloadRejected(Reason.SEALED_CREDENTIALS, str(exc), inbox_id=inbox_id) from None
         unknown = sorted(set(secrets) - set(SECRET_FIELDS))

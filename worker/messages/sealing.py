@@ -3,6 +3,12 @@
 Fernet (AES-128-CBC + HMAC-SHA256) authenticates as well as encrypts, so a token that was
 tampered with, or sealed with another key, fails to open instead of yielding garbage. Several
 comma-separated keys may be configured to rotate: the first seals, any of them opens.
+
+Inside the token the secrets travel with what they may be used for: the inbox id and a digest of
+every request field that decides where and how they are sent (`destination_digest`). Anyone who
+can write to Redis can rewrite a job's request, never the token: a request pointed at another
+host, port, TLS mode or user name no longer matches its token, and the worker refuses it before
+connecting anywhere. Fernet's own timestamp dates the token, so a queued token can expire.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
+from collections.abc import Mapping
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
@@ -18,6 +27,45 @@ from jobs.errors import InboxcheckError
 
 # Separates the job-id HMAC key from the encryption key, though both come from one setting.
 _JOB_ID_CONTEXT = b"inboxcheck job id v1"
+# The sealed plaintext's format; 1 (no destination) is refused.
+SEAL_VERSION = 2
+# Every request field that decides where a secret goes and how: the endpoints and their TLS modes
+# (presets follow from inbox_type), whether AUTH may go without TLS, and the names logged in as
+# (email is their default). In this order, for producers in other languages (README).
+DESTINATION_FIELDS = (
+    "inbox_type",
+    "email",
+    "smtp_host",
+    "smtp_port",
+    "smtp_use_tls",
+    "smtp_security",
+    "allow_insecure_auth",
+    "smtp_username",
+    "imap_host",
+    "imap_port",
+    "imap_use_ssl",
+    "imap_username",
+)
+# A token stamped this far in the future still opens: producers' clocks drift a little.
+CLOCK_SKEW_S = 300.0
+
+
+def _line_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def destination_digest(request: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of `field=value` lines, one per DESTINATION_FIELDS entry the request gives
+    (null or absent: no line), in that order, booleans as true/false: a form any language writes
+    the same way, with no JSON canonicalisation to get wrong."""
+    lines = "".join(
+        f"{name}={_line_value(request[name])}\n"
+        for name in DESTINATION_FIELDS
+        if request.get(name) is not None
+    )
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 class SecretKeyError(InboxcheckError, ValueError):
@@ -33,7 +81,7 @@ def generate_key() -> str:
 
 
 class Sealer:
-    """Seals and opens the credentials of one request, bound to its inbox id."""
+    """Seals and opens the credentials of one request, bound to its inbox id and destination."""
 
     def __init__(self, secret: SecretStr | str) -> None:
         text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
@@ -53,21 +101,47 @@ class Sealer:
     def __repr__(self) -> str:
         return "Sealer(***)"
 
-    def seal(self, secrets: dict[str, str], inbox_id: str) -> str:
-        # The inbox id goes inside the token so a token copied onto another job fails to open.
-        plain = json.dumps({"inbox_id": inbox_id, "secrets": secrets}, separators=(",", ":"))
+    def seal(self, secrets: dict[str, str], inbox_id: str, destination: str) -> str:
+        """A token of `secrets` for `inbox_id`, usable only with the request whose
+        destination_digest is `destination`."""
+        plain = json.dumps(
+            {"v": SEAL_VERSION, "inbox_id": inbox_id, "destination": destination, "secrets": secrets},
+            separators=(",", ":"),
+        )
         return self._fernet.encrypt(plain.encode()).decode("ascii")
 
-    def open(self, token: str, inbox_id: str) -> dict[str, str]:
+    def open(
+        self, token: str, inbox_id: str, destination: str, *, max_age_s: float | None = None
+    ) -> dict[str, str]:
+        """The secrets in `token`, if it was sealed for this inbox and destination (and, with
+        `max_age_s`, no longer ago than that); SealError saying which check failed otherwise."""
         try:
-            plain = json.loads(self._fernet.decrypt(token.encode("ascii")))
+            raw = token.encode("ascii")
+            plain = json.loads(self._fernet.decrypt(raw))
+            sealed_at = self._fernet.extract_timestamp(raw)
         except (InvalidToken, UnicodeError, ValueError, TypeError):
             raise SealError("the sealed credentials cannot be opened with this worker's key") from None
         if not isinstance(plain, dict):
             raise SealError("the sealed credentials are not a JSON object")
+        if plain.get("v") != SEAL_VERSION:
+            raise SealError(
+                "the credentials are sealed in an old format that does not name their destination; "
+                "seal them again (README: enqueueing from another language)"
+            )
         secrets = plain.get("secrets")
         if plain.get("inbox_id") != inbox_id or not isinstance(secrets, dict):
             raise SealError("the sealed credentials were sealed for another inbox")
+        if not hmac.compare_digest(str(plain.get("destination", "")), destination):
+            raise SealError(
+                "the request's host, port, TLS mode or user name is not the one the credentials were "
+                "sealed for; nothing was sent anywhere"
+            )
+        age_s = time.time() - sealed_at
+        if max_age_s is not None and (age_s > max_age_s or age_s < -CLOCK_SKEW_S):
+            raise SealError(
+                f"the sealed credentials are {age_s:.0f} s old, more than the {max_age_s:g} s "
+                "INBOXCHECK_SEALED_MAX_AGE allows for a queued job; enqueue the check again"
+            )
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()):
             raise SealError("the sealed credentials are not name/password pairs")
         return secrets

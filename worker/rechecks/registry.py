@@ -245,6 +245,10 @@ class Registry:
         )
         if age is not None:
             body["request"]["account_age_days"] = age
+        if self.sealer is not None:
+            # The stored token may be months old: each recheck's job gets one sealed now, so a
+            # queued job's maximum age holds for rechecks too.
+            body = payload.reseal(body, self.sealer)
         job_id = recheck_job_id(inbox_id, slot_ms)
         await producer.enqueue_payload(self.redis, self.queue_name, job_id, body)
         return job_id

@@ -219,7 +219,12 @@ def _decode(runtime: Runtime, payload: Any, unreadable: str | None) -> Validatio
     try:
         if unreadable is not None:
             raise PayloadRejected(Reason.MALFORMED_PAYLOAD, unreadable)
-        return decode(payload, runtime.sealer, allow_plaintext=runtime.settings.allow_plaintext_credentials)
+        return decode(
+            payload,
+            runtime.sealer,
+            allow_plaintext=runtime.settings.allow_plaintext_credentials,
+            max_age_s=runtime.settings.sealed_max_age,
+        )
     except PayloadRejected as exc:
         log.info("payload_rejected", inbox_id=exc.inbox_id, reason=exc.reason.value)
         return exc

@@ -52,11 +52,11 @@ def test_deserializer_never_raises() -> None:
 def test_a_sealed_body_that_is_not_an_object_is_a_seal_error(body: bytes) -> None:
     from cryptography.fernet import Fernet
 
-    from worker.messages.sealing import SealError
+    from worker.messages.sealing import SealError, destination_digest
 
     token = Fernet(KEY).encrypt(body).decode()  # right key, wrong shape: a buggy producer
     with pytest.raises(SealError):
-        Sealer(KEY).open(token, "inbox-1")
+        Sealer(KEY).open(token, "inbox-1", destination_digest(request_fields("inbox-1", 25)))
     fields = {k: v for k, v in request_fields("inbox-1", 25).items() if k != "smtp_password"}
     with pytest.raises(payload.PayloadRejected) as rejected:  # a rejected event, not a crash
         payload.decode(

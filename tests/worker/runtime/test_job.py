@@ -90,12 +90,10 @@ async def test_hostile_payloads_end_in_rejected_events(shared_redis, aredis) -> 
         "et-string": b'{"t":null,"f":"validate_inbox","a":[{}],"k":{},"et":"soon"}',
         "kwargs": b'{"t":null,"f":"validate_inbox","a":[{}],"k":{"x":1},"et":1}',
         "list-payload": raw_job([1, 2, 3]),
-        "wrong-types": raw_job(
-            {
-                "v": 1,
-                "request": {"inbox_id": "victim", "inbox_type": 7, "email": ["a"], "smtp_port": "abc"},
-                "credentials": {"sealed": good["credentials"]["sealed"]},
-            }
+        # The destination as sealed, so the token opens and the request itself is what fails.
+        "wrong-types": raw_job({**good, "request": {**good["request"], "account_age_days": ["many"]}}),
+        "retargeted": raw_job(
+            {**good, "request": {**good["request"], "smtp_security": "none", "allow_insecure_auth": True}}
         ),
         "plaintext-refused": raw_job({**good, "credentials": {"plain": {"smtp_password": "pw"}}}),
         "wrong-key": raw_job(payload.encode(request("victim"), Sealer(generate_key()))),
@@ -112,7 +110,7 @@ async def test_hostile_payloads_end_in_rejected_events(shared_redis, aredis) -> 
     assert {e["data"]["error_code"] for e in events} == {"INVALID_REQUEST"}
     reasons = {
         json.loads(await aredis.get(keys.result_key(f"hostile-{n}")))["r"]["data"]["reason"]
-        for n in ("wrong-key", "plaintext-refused", "other-inbox", "tampered")
+        for n in ("wrong-key", "plaintext-refused", "other-inbox", "tampered", "retargeted")
     }
     assert reasons == {"SEALED_CREDENTIALS"}
     for name in ("garbage", "deep", "wrong-types", "huge"):
