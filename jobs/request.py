@@ -24,9 +24,14 @@ from jobs.presets import COLDSEND_NATIVE, PRESETS, SMTP_IMPLICIT_TLS_PORT, Inbox
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # RFC 1123 names and IP literals; anything with spaces or control characters is a typo or an attack.
-_HOST = re.compile(r"^[A-Za-z0-9_.:\-\[\]]{1,253}$")
+_HOST = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,253}")
+# Names end up in protocol commands, logs and terminals: a control character is a typo or an attack.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A password is sent inside an IMAP quoted string or an SMTP AUTH line: a line break or NUL there
+# would end the command and start another.
+_LINE_BREAK_OR_NUL = re.compile(r"[\r\n\x00]")
 
 
 class Security(StrEnum):
@@ -86,14 +91,28 @@ class ValidationRequest(BaseModel):
     @field_validator("email")
     @classmethod
     def _check_email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
+        if not _EMAIL.fullmatch(value):
             raise ValueError("must be an email address such as name@example.com")
+        return value
+
+    @field_validator("inbox_id", "email", "smtp_username", "imap_username")
+    @classmethod
+    def _refuse_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("smtp_password", "imap_password")
+    @classmethod
+    def _refuse_line_breaks(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and _LINE_BREAK_OR_NUL.search(value.get_secret_value()):
+            raise ValueError("must not contain a line break or NUL character")
         return value
 
     @field_validator("smtp_host", "imap_host")
     @classmethod
     def _check_host(cls, value: str | None) -> str | None:
-        if value is not None and not _HOST.match(value):
+        if value is not None and not _HOST.fullmatch(value):
             raise ValueError("must be a host name or IP address without spaces")
         return value
 

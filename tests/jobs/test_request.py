@@ -153,3 +153,28 @@ def test_password_never_shows_in_repr_dump_or_error() -> None:
     with pytest.raises(RequestError) as info:
         parse_request(base(smtp_port="587x", imap_password=12345, email=SECRET))
     assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("email", "ann@example.test\n", "must be an email address"),  # `$` would let the newline in
+        ("smtp_host", "mail.example.test\n", "must be a host name"),
+        ("imap_host", "mail.example.test\n", "must be a host name"),
+        ("inbox_id", "inbox\x1b[2J", "must not contain control characters"),
+        ("inbox_id", "inbox\x00", "must not contain control characters"),
+        ("email", "ann\x7f@example.test", "must not contain control characters"),
+        ("smtp_username", "ann\tx", "must not contain control characters"),
+        ("imap_username", "ann\r\nA2 LOGOUT", "must not contain control characters"),
+        ("smtp_password", SECRET + "\r\nA2 LOGOUT", "must not contain a line break or NUL"),
+        ("imap_password", SECRET + "\x00", "must not contain a line break or NUL"),
+    ],
+)
+def test_control_characters_and_trailing_newlines_are_refused_by_field(
+    field: str, value: str, problem: str
+) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(base(**{field: value}))
+    found = {p.field: p.problem for p in info.value.problems}
+    assert problem in found[field]
+    assert value not in str(info.value)  # the bad value is never echoed
