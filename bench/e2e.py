@@ -70,6 +70,8 @@ def run(
         "INBOXCHECK_MAX_JOBS": str(c),
         "INBOXCHECK_TLS_CA_FILE": ca_file,
         "INBOXCHECK_EHLO_HOSTNAME": "localhost",
+        # The bench's servers are on loopback, which a worker refuses unless allowed.
+        "INBOXCHECK_ALLOW_NETWORKS": "127.0.0.0/8",
         "INBOXCHECK_SECRET_KEY": key,
         "INBOXCHECK_START_LOCAL_REDIS": "false",
         # Per-host pacing caps connections to one mail host (10 by default): every bench check

@@ -68,6 +68,8 @@ class Reason(StrEnum):
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    # Not a fault of the server: the service does not connect there (jobs.destinations).
+    DESTINATION_REFUSED = "DESTINATION_REFUSED"
     # SSL_ERROR
     CERT_EXPIRED = "CERT_EXPIRED"
     CERT_UNTRUSTED = "CERT_UNTRUSTED"
@@ -192,6 +194,7 @@ ERROR_CLASS_BY_REASON: dict[Reason, type[CheckError]] = {
     Reason.SERVICE_UNAVAILABLE: CheckConnectionError,
     Reason.PROTOCOL_ERROR: CheckConnectionError,
     Reason.TOO_MANY_CONNECTIONS: CheckConnectionError,
+    Reason.DESTINATION_REFUSED: CheckConnectionError,
     Reason.CERT_EXPIRED: TlsError,
     Reason.CERT_UNTRUSTED: TlsError,
     Reason.HOSTNAME_MISMATCH: TlsError,

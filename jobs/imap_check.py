@@ -11,7 +11,7 @@ from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, R
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
-from jobs.redact import scrub
+from jobs.redact import excerpt, scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
@@ -26,6 +26,15 @@ def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
+        if isinstance(exc, GreetingRefused) and not exc.line.startswith("* "):
+            # Not an IMAP response at all (an SSH banner, anything on the wrong port): only a
+            # short, printable excerpt is kept, and it is a PROTOCOL_ERROR, not the retryable
+            # SERVICE_UNAVAILABLE of an IMAP BYE.
+            return check_error(
+                Reason.PROTOCOL_ERROR,
+                f"{where} greeted with something that is not IMAP",
+                reply=Reply(text=excerpt(scrub(exc.line, secrets))),
+            )
         if isinstance(exc, GreetingRefused):
             reply = Reply(status="BYE", text=scrub(exc.line, secrets))
             reason = Reason.SERVICE_UNAVAILABLE
@@ -64,7 +73,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
             async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port)
             async with steps.step(Step.CONNECT):
-                sock = await net.connect(addresses, where)
+                sock = await net.connect(addresses, where, options.destinations)
             session = ImapSession()
             if security is Security.SSL:
                 async with steps.step(Step.TLS):
@@ -76,7 +85,9 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                 await session.open(sock, None, host)
                 sock = None
                 async with steps.step(Step.GREETING):
-                    await greeting_or_mismatch(session.greeting(), addresses, host, where)
+                    await greeting_or_mismatch(
+                        session.greeting(), addresses, host, where, options.destinations
+                    )
                 async with steps.step(Step.STARTTLS):
                     if "STARTTLS" not in session.capabilities:
                         raise check_error(

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from jobs import net
+from jobs.destinations import DestinationPolicy
 from jobs.errors import Reason, check_error
 from jobs.tls import probe_context
 
@@ -23,9 +24,12 @@ T = TypeVar("T")
 PROBE_AFTER_S = 1.0
 
 
-async def speaks_implicit_tls(addresses: Sequence[net.AddrInfo], host: str, where: str) -> bool:
+async def speaks_implicit_tls(
+    addresses: Sequence[net.AddrInfo], host: str, where: str, policy: DestinationPolicy
+) -> bool:
     try:
-        sock = await net.connect(addresses, where)
+        # A second connection, judged by the same policy as the first.
+        sock = await net.connect(addresses, where, policy)
     except Exception:  # noqa: BLE001 - a probe that cannot connect learned nothing
         return False
     try:
@@ -42,7 +46,11 @@ async def speaks_implicit_tls(addresses: Sequence[net.AddrInfo], host: str, wher
 
 
 async def greeting_or_mismatch(
-    greeting: Coroutine[Any, Any, T], addresses: Sequence[net.AddrInfo], host: str, where: str
+    greeting: Coroutine[Any, Any, T],
+    addresses: Sequence[net.AddrInfo],
+    host: str,
+    where: str,
+    policy: DestinationPolicy,
 ) -> T:
     """Await `greeting`; if it is late and the port turns out to speak implicit TLS, fail fast."""
     task = asyncio.create_task(greeting)
@@ -51,7 +59,7 @@ async def greeting_or_mismatch(
         done, _ = await asyncio.wait({task}, timeout=PROBE_AFTER_S)
         if task in done:
             return task.result()
-        probe = asyncio.create_task(speaks_implicit_tls(addresses, host, where))
+        probe = asyncio.create_task(speaks_implicit_tls(addresses, host, where, policy))
         waiting: set[asyncio.Task[Any]] = {task, probe}
         while not task.done():
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

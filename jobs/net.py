@@ -8,7 +8,12 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
+import structlog
+
+from jobs.destinations import DestinationPolicy
 from jobs.errors import CheckError, Reason, check_error
+
+log = structlog.get_logger("inboxcheck.check")
 
 # As socket.getaddrinfo returns them.
 SockAddr = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
@@ -53,11 +58,32 @@ def connect_error(exc: OSError, where: str) -> CheckError:
     return check_error(Reason.CONNECTION_CLOSED, f"connection to {where} failed: {exc}")
 
 
-async def connect(addresses: Sequence[AddrInfo], where: str) -> socket.socket:
-    """A connected non-blocking socket to the first address that accepts."""
+def destination_refused(where: str) -> CheckError:
+    # The refused address is not in the text: it goes to whoever sent the request, and the
+    # address an internal name resolves to is a fact about the platform's network. The
+    # operator's log has it.
+    return check_error(
+        Reason.DESTINATION_REFUSED,
+        f"{where} was not contacted: it resolves to no public address (only private, loopback, "
+        "link-local, reserved or cloud metadata ones), and this service does not connect to those",
+    )
+
+
+async def connect(addresses: Sequence[AddrInfo], where: str, policy: DestinationPolicy) -> socket.socket:
+    """A connected non-blocking socket to the first address that `policy` permits and accepts.
+
+    Every address is judged right before its socket is made, so a refused one never sees a packet;
+    the policy is a required argument so that no connection can be opened without one.
+    """
     loop = asyncio.get_running_loop()
     last_error: OSError | None = None
+    refused_addresses: list[str] = []
     for family, type_, proto, _, sockaddr in addresses:
+        address = sockaddr[0]
+        # A name with a public and a private address is still usable through the public one.
+        if not (isinstance(address, str) and policy.permits(address)):
+            refused_addresses.append(str(address))
+            continue
         sock = socket.socket(family, type_, proto)
         sock.setblocking(False)
         try:
@@ -69,5 +95,8 @@ async def connect(addresses: Sequence[AddrInfo], where: str) -> socket.socket:
         except BaseException:
             sock.close()
             raise
+    if last_error is None and refused_addresses:
+        log.info("destination_refused", where=where, addresses=refused_addresses)
+        raise destination_refused(where)
     assert last_error is not None, "getaddrinfo returned no addresses"
     raise connect_error(last_error, where)

@@ -1,8 +1,11 @@
-"""How a check runs: time limits, trust anchors, the name it introduces itself with."""
+"""How a check runs: time limits, trust anchors, the name it introduces itself with, where it may
+connect."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from jobs.destinations import DestinationPolicy
 
 DEFAULT_STEP_TIMEOUT_S = 10.0
 DEFAULT_CHECK_TIMEOUT_S = 30.0
@@ -17,3 +20,6 @@ class CheckOptions:
     check_timeout: float = DEFAULT_CHECK_TIMEOUT_S
     ca_file: str | None = None
     ehlo_hostname: str = "localhost"
+    # Public addresses only unless told otherwise: whoever builds options without thinking about
+    # it gets the worker's safe policy, not an open one.
+    destinations: DestinationPolicy = field(default_factory=DestinationPolicy)

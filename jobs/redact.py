@@ -24,3 +24,19 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         for form in sorted(_forms(secret), key=len, reverse=True):
             text = text.replace(form, MASK)
     return text
+
+
+# What is kept of an answer that is not the protocol at all (an SSH banner, a database's
+# handshake): enough for a person to recognise what answered, too little to carry away anything
+# the service happened to reach.
+EXCERPT_CHARS = 64
+_ELLIPSIS = "..."
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most `limit` characters of `text`, each printable ASCII: anything else (control bytes,
+    terminal escapes, binary, non-ASCII) becomes "?"."""
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text.strip()[: limit + 1])
+    if len(printable) <= limit:
+        return printable
+    return printable[: limit - len(_ELLIPSIS)] + _ELLIPSIS

@@ -54,6 +54,12 @@ _GENERAL: dict[Reason, str] = {
         "The mailbox has too many open connections. Close other mail clients or tools using it; "
         "the check will be retried later."
     ),
+    Reason.DESTINATION_REFUSED: (
+        "The server name resolves to an address this service does not connect to (a private "
+        "network, loopback, link-local or cloud metadata address), so nothing was sent. Use the "
+        "mail server's public host name. Operators whose mail servers are on a private network "
+        "can allow it with INBOXCHECK_ALLOW_NETWORKS (for example 10.0.0.0/8)."
+    ),
     Reason.CERT_EXPIRED: (
         "The server's TLS certificate has expired. The mail provider or server admin must renew it."
     ),

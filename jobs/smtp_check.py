@@ -7,13 +7,14 @@ import socket
 
 import aiosmtplib
 from aiosmtplib.auth import auth_plain_encode
+from aiosmtplib.typing import SMTPStatus
 
 from jobs import net
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
-from jobs.redact import scrub
+from jobs.redact import excerpt, scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
@@ -24,6 +25,9 @@ from jobs.tls import client_context, tls_info
 # offered mechanism in turn, and every wrong try counts towards the provider's lockout.
 AUTH_PREFERENCE = ("plain", "login")
 
+# How aiosmtplib introduces a line that is not an SMTP reply (its code is SMTPStatus.invalid_response).
+_MALFORMED_PREFIX = "Malformed SMTP response line: "
+
 
 def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
     text = scrub(exc.message, secrets)
@@ -32,6 +36,16 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == SMTPStatus.invalid_response:
+            # Not SMTP at all (an SSH banner, a database handshake, anything on the wrong port):
+            # only a short, printable excerpt is kept, and no reply code (-1 is aiosmtplib's own).
+            line = exc.message.removeprefix(_MALFORMED_PREFIX)
+            reply = Reply(text=excerpt(scrub(line, secrets))) if line != exc.message else None
+            return check_error(
+                Reason.PROTOCOL_ERROR,
+                f"{where} answered something that is not SMTP during {step}",
+                reply=reply,
+            )
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             reply = _reply(exc, secrets)
             return check_error(classify_smtp_auth(reply), f"{where} refused AUTH", reply=reply)
@@ -81,7 +95,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port)
             async with steps.step(Step.CONNECT):
-                sock = await net.connect(addresses, where)
+                sock = await net.connect(addresses, where, options.destinations)
             smtp = aiosmtplib.SMTP(
                 hostname=host,
                 sock=sock,
@@ -99,7 +113,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     await smtp.connect()
             else:
                 async with steps.step(Step.GREETING):
-                    await greeting_or_mismatch(smtp.connect(), addresses, host, where)
+                    await greeting_or_mismatch(smtp.connect(), addresses, host, where, options.destinations)
             async with steps.step(Step.EHLO):
                 await smtp.ehlo()
             if security is Security.STARTTLS:

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobs.destinations import DestinationPolicy, IPNetwork, parse_networks
 from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
 
 ENV_PREFIX = "INBOXCHECK_"
+
+# Comma-separated, as operators write them in an environment variable, not a JSON list.
+Networks = Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)]
 
 
 class Settings(BaseSettings, RecheckSettings):
@@ -28,6 +32,9 @@ class Settings(BaseSettings, RecheckSettings):
     check_timeout: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=600)
     tls_ca_file: FilePath | None = None
     ehlo_hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+    # Non-public networks checks may connect to anyway (self-hosted mail servers, development);
+    # every other private, loopback, link-local or metadata address is refused.
+    allow_networks: Networks = ()
 
     # Logging
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -76,6 +83,7 @@ class Settings(BaseSettings, RecheckSettings):
             check_timeout=max(self.check_timeout, self.step_timeout),
             ca_file=str(self.tls_ca_file) if self.tls_ca_file else None,
             ehlo_hostname=self.ehlo_hostname,
+            destinations=DestinationPolicy(public_only=True, allowed_networks=self.allow_networks),
         )
 
 

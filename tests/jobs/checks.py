@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from jobs.destinations import DestinationPolicy, parse_networks
 from jobs.options import CheckOptions
 from jobs.request import ValidationRequest, parse_request
 
@@ -18,6 +19,10 @@ TIMEOUT_SLACK_S = 1.0
 _REFUSER = socket.socket()
 _REFUSER.bind((LOOPBACK, 0))
 CLOSED_PORT: int = _REFUSER.getsockname()[1]
+# Every test server is on loopback, which the default policy refuses: tests allow it explicitly,
+# as an operator would for development.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+ALLOW_LOOPBACK = DestinationPolicy(allowed_networks=parse_networks(LOOPBACK_NETWORKS))
 
 
 def request(**fields: Any) -> ValidationRequest:
@@ -36,6 +41,7 @@ def request(**fields: Any) -> ValidationRequest:
 
 
 def options(ca_file: str, step_timeout: float = STEP_TIMEOUT_S, **kwargs: Any) -> CheckOptions:
+    kwargs.setdefault("destinations", ALLOW_LOOPBACK)
     return CheckOptions(
         step_timeout=step_timeout, ca_file=ca_file, ehlo_hostname="client.inboxcheck.test", **kwargs
     )

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from jobs.request import ValidationRequest, parse_request
 from jobs.time_units import MS_PER_S
-from tests.jobs.checks import CLOSED_PORT
+from tests.jobs.checks import CLOSED_PORT, LOOPBACK_NETWORKS
 from tests.servers.ports import LOOPBACK
 from tests.servers.redis import RedisServer
 from tests.servers.tcp import ThreadedTcpServer
@@ -103,6 +103,8 @@ def worker_env(redis_url: str, queue: str, stream: str, **extra: str) -> dict[st
             "INBOXCHECK_RECONNECT_DELAY": "0.1",
             "INBOXCHECK_RECONNECT_MAX_DELAY": "0.5",
             "INBOXCHECK_EHLO_HOSTNAME": "worker.test",
+            # The test servers are on loopback, which a worker refuses unless allowed.
+            "INBOXCHECK_ALLOW_NETWORKS": LOOPBACK_NETWORKS,
             # No metrics endpoint: workers of concurrent test runs would fight over the default port.
             "INBOXCHECK_METRICS_PORT": "0",
         }
@@ -168,6 +170,7 @@ def make_settings(redis_server: RedisServer, **changes: Any) -> Settings:
         allow_plaintext_credentials=False,
         start_local_redis=False,
         poll_delay=0.01,
+        allow_networks=LOOPBACK_NETWORKS,
     )
     base.update(changes)
     return Settings(**base)

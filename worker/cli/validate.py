@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import os
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from jobs.destinations import ALLOW_ALL
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
@@ -71,9 +73,15 @@ def load_request(args: argparse.Namespace) -> ValidationRequest:
     return parse_request(request_from_flags(args))
 
 
-async def _validate(request: ValidationRequest, settings: Settings) -> ValidationResult:
+async def _validate(request: ValidationRequest, settings: Settings, public_only: bool) -> ValidationResult:
     install_safe_exception_handler()
-    return await validate_inbox(request, settings.check_options())
+    options = settings.check_options()
+    if not public_only:
+        # A person checking a server from their own machine reaches only what they can reach
+        # anyway, and their own server is often on loopback or the office network. The worker's
+        # refusal protects a platform's network from the people who send it requests.
+        options = dataclasses.replace(options, destinations=ALLOW_ALL)
+    return await validate_inbox(request, options)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,7 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"step_timeout": args.timeout})
     if args.ca_file is not None:
         settings = settings.model_copy(update={"tls_ca_file": args.ca_file})
-    result = asyncio.run(_validate(request, settings))
+    result = asyncio.run(_validate(request, settings, args.public_only))
     if args.json:
         print(events.completed(result).model_dump_json())
     else:
@@ -132,4 +140,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="time limit per step")
     parser.add_argument("--ca-file", type=existing_file, metavar="PEM", help="extra trusted CA certificates")
     parser.add_argument("--json", action="store_true", help="print the result event as JSON")
+    parser.add_argument(
+        "--public-only",
+        action="store_true",
+        help="refuse private, loopback, link-local and metadata addresses as the worker does "
+        "(INBOXCHECK_ALLOW_NETWORKS still allows), to see what the worker would answer",
+    )
     parser.set_defaults(handler=run)

@@ -220,3 +220,48 @@ def test_the_report_shows_a_servers_escape_sequences_without_obeying_them(
     assert result.returncode == 1, result.stderr
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     assert "\\x1b]0;owned\\x07" in result.stdout
+
+
+def _smtp_request(tmp_path: Path, port: int) -> str:
+    return write_request(
+        tmp_path,
+        inbox_type="CUSTOM_SMTP",
+        email="ann@inboxcheck.test",
+        smtp_password="not-the-password",
+        smtp_host=LOOPBACK,
+        smtp_port=port,
+        smtp_security="starttls",
+        imap_host=LOOPBACK,
+        imap_port=CLOSED_PORT,
+    )
+
+
+def test_validate_reaches_loopback_without_flags_and_refuses_it_with_public_only(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # A person checking their own server from their own machine: no setting needed.
+    server = fake_server(SmtpScript(ehlo_extensions=["AUTH PLAIN"]))
+    path = _smtp_request(tmp_path, server.port)
+    reached = run_cli("validate", "--request", path, "--json")
+    assert reached.returncode == 1, reached.stderr
+    assert json.loads(reached.stdout)["data"]["smtp"]["reason"] == "STARTTLS_UNAVAILABLE"
+    assert server.connections >= 1
+
+    seen = server.connections
+    refused = run_cli("validate", "--request", path, "--json", "--public-only")
+    assert refused.returncode == 1, refused.stderr
+    data = json.loads(refused.stdout)["data"]
+    assert (data["smtp"]["reason"], data["imap"]["reason"]) == ("DESTINATION_REFUSED", "DESTINATION_REFUSED")
+    assert server.connections == seen
+
+
+def test_a_bad_allowed_network_is_exit_2_naming_the_variable(tmp_path: Path) -> None:
+    result = run_cli(
+        "validate",
+        "--request",
+        _smtp_request(tmp_path, CLOSED_PORT),
+        env={"INBOXCHECK_ALLOW_NETWORKS": "127.0.0.0/8,not-a-network"},
+    )
+    assert result.returncode == 2
+    assert "INBOXCHECK_ALLOW_NETWORKS" in result.stderr and "CIDR" in result.stderr
+    assert "Traceback" not in result.stderr
