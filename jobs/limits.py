@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from jobs.presets import PRESETS, InboxType
+from jobs.presets import PRESETS, InboxType, provider_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +40,29 @@ def _band(age_days: int) -> tuple[Band, int]:
     return BANDS[-1], LAST_BAND_RAMP_DAYS
 
 
-def daily_limit(inbox_type: InboxType, account_age_days: int | None, valid: bool) -> DailyLimit:
-    """The limit for an inbox; an unknown age counts as a new account, an invalid inbox sends 0.
+def max_daily_limit(inbox_type: InboxType, hosts: Iterable[str] = ()) -> int:
+    """The inbox type's maximum, or a provider's lower one when any of the inbox's hosts is that
+    provider's (presets.PROVIDER_DOMAINS): the lowest cap that applies, so a type that does not
+    match the servers never raises it."""
+    caps = [PRESETS[inbox_type].max_daily_limit]
+    caps += [PRESETS[p].max_daily_limit for p in map(provider_of, hosts) if p is not None]
+    return min(caps)
+
+
+def daily_limit(
+    inbox_type: InboxType, account_age_days: int | None, valid: bool, hosts: Iterable[str] = ()
+) -> DailyLimit:
+    """The limit for an inbox whose SMTP and IMAP servers are `hosts`; an unknown age counts as a
+    new account, an invalid inbox sends 0.
 
     Within a band the recommendation climbs linearly from its low to its high end, so an inbox
     rechecked daily ramps up smoothly instead of jumping at each band edge.
     """
-    cap = PRESETS[inbox_type].max_daily_limit
+    cap = max_daily_limit(inbox_type, hosts)
     age = account_age_days or 0
     band, length = _band(age)
+    # Every provider maximum today (2,000 and up) is far above the bands' top (100), so this
+    # clipping changes no recommendation yet; it holds for a provider whose maximum is lower.
     low, high = min(band.low, cap), min(band.high, cap)
     progress = min(age - band.from_day, length - 1) / max(length - 1, 1)
     recommended = round(low + (high - low) * progress) if valid else 0

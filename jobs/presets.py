@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
+
+from jobs.hosts import canonical_host
 
 
 class InboxType(StrEnum):
@@ -59,3 +63,29 @@ PRESETS: dict[InboxType, Preset] = {
 }
 
 SMTP_IMPLICIT_TLS_PORT = 465
+
+# Mail domains by the provider that runs them: a host that is one of these or below one (label by
+# label) is that provider's, whatever type the inbox was given, so its caps follow the servers
+# (a CUSTOM_SMTP inbox at smtp.gmail.com is a Google account, capped as one).
+PROVIDER_DOMAINS: Mapping[str, InboxType] = MappingProxyType(
+    {
+        "gmail.com": InboxType.GOOGLE_WORKSPACE,
+        "googlemail.com": InboxType.GOOGLE_WORKSPACE,
+        "google.com": InboxType.GOOGLE_WORKSPACE,
+        "office365.com": InboxType.OUTLOOK_365,
+        "outlook.com": InboxType.OUTLOOK_365,
+        "office.com": InboxType.OUTLOOK_365,
+        "hotmail.com": InboxType.OUTLOOK_365,
+        "live.com": InboxType.OUTLOOK_365,
+    }
+)
+
+
+def provider_of(host: str) -> InboxType | None:
+    """The provider whose domain `host` is, or is under (PROVIDER_DOMAINS); None for others."""
+    labels = canonical_host(host).split(".")
+    for start in range(len(labels)):
+        provider = PROVIDER_DOMAINS.get(".".join(labels[start:]))
+        if provider is not None:
+            return provider
+    return None

@@ -7,11 +7,12 @@ specific rules stand before the generic ones.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from jobs.errors import Reason, Reply
-from jobs.time_units import MS_PER_S
+from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ IMAP_LOGIN_RULES: tuple[Rule, ...] = (
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _BACKOFF = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
+# The longest wait a server's suggestion is taken at, here and wherever it is acted on: the reply
+# is the server's to write, and a wait past Redis's range (a PX) fails the write that pauses the
+# host, while anything between a day and that would silence a host for years.
+MAX_BACKOFF_S = float(SECONDS_PER_DAY)
 
 
 def enhanced_code(text: str) -> str | None:
@@ -58,10 +63,22 @@ def enhanced_code(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def bounded_backoff_s(seconds: float | None) -> float | None:
+    """A suggested wait fit to act on: at most MAX_BACKOFF_S; None for no wait, or for one that
+    is no positive finite number."""
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, MAX_BACKOFF_S)
+
+
 def suggested_backoff_s(text: str) -> float | None:
-    """Microsoft's IMAP throttling reply names how long to wait."""
+    """Microsoft's IMAP throttling reply names how long to wait (bounded_backoff_s)."""
     match = _BACKOFF.search(text)
-    return int(match.group(1)) / MS_PER_S if match else None
+    if match is None:
+        return None
+    # float, not int: any run of digits parses (to inf past float's range, which is a long wait
+    # and bounded as one), where int refuses more than 4,300 digits and int / 1000 overflows.
+    return bounded_backoff_s(min(float(match.group(1)) / MS_PER_S, MAX_BACKOFF_S))
 
 
 def classify_smtp_auth(reply: Reply) -> Reason:

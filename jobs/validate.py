@@ -49,7 +49,8 @@ def summarise(
     # SMTP's failure leads: an inbox that cannot send is the first thing to fix.
     failed = smtp if smtp.status == "failed" else imap if imap.status == "failed" else None
     valid = failed is None
-    limit = daily_limit(request.inbox_type, request.account_age_days, valid)
+    hosts = [host for host in (request.smtp_host, request.imap_host) if host is not None]
+    limit = daily_limit(request.inbox_type, request.account_age_days, valid, hosts)
     return ValidationResult(
         inbox_id=request.inbox_id or request.email,
         inbox_type=request.inbox_type,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from jobs.limits import daily_limit
-from jobs.presets import InboxType
+from jobs.limits import daily_limit, max_daily_limit
+from jobs.presets import PRESETS, InboxType
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,38 @@ def test_provider_maximum(inbox_type: InboxType, cap: int) -> None:
     limit = daily_limit(inbox_type, 100, True)
     assert limit.max_daily_limit == cap
     assert limit.recommended <= cap
+
+
+@pytest.mark.parametrize(
+    ("inbox_type", "hosts", "cap"),
+    [
+        (InboxType.CUSTOM_SMTP, ["smtp.gmail.com", "imap.gmail.com"], 2_000),
+        (InboxType.CUSTOM_SMTP, ["SMTP.GMAIL.COM.", "mail.example"], 2_000),  # one host is enough
+        (InboxType.CUSTOM_SMTP, ["smtp-relay.gmail.com"], 2_000),
+        (InboxType.CUSTOM_SMTP, ["aspmx.l.google.com"], 2_000),
+        (InboxType.CUSTOM_SMTP, ["imap.googlemail.com"], 2_000),
+        (InboxType.CUSTOM_SMTP, ["smtp.office365.com", "outlook.office365.com"], 5_000),
+        (InboxType.CUSTOM_SMTP, ["smtp-mail.outlook.com"], 5_000),
+        (InboxType.CUSTOM_SMTP, ["evilgmail.com", "gmail.com.mail.example"], 100_000),  # label-wise
+        (InboxType.CUSTOM_SMTP, ["mail.example"], 100_000),
+        (InboxType.GOOGLE_WORKSPACE, ["relay.example"], 2_000),  # the type's own cap still applies
+        (InboxType.OUTLOOK_365, ["smtp.gmail.com"], 2_000),  # the lower of two that apply
+    ],
+)
+def test_the_maximum_follows_the_provider_the_hosts_belong_to(
+    inbox_type: InboxType, hosts: list[str], cap: int
+) -> None:
+    assert max_daily_limit(inbox_type, hosts) == cap
+    assert daily_limit(inbox_type, 100, True, hosts).max_daily_limit == cap
+
+
+def test_a_provider_maximum_below_the_bands_caps_the_recommendation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No provider's maximum today is below the bands' top (100 a day), so no preset can show the
+    # clipping; a Google maximum lowered for this test does, reached through the host alone.
+    monkeypatch.setitem(
+        PRESETS, InboxType.GOOGLE_WORKSPACE, replace(PRESETS[InboxType.GOOGLE_WORKSPACE], max_daily_limit=60)
+    )
+    limit = daily_limit(InboxType.CUSTOM_SMTP, 900, True, ["smtp.gmail.com"])
+    assert (limit.max_daily_limit, limit.range_low, limit.range_high, limit.recommended) == (60, 60, 60, 60)
+    young = daily_limit(InboxType.CUSTOM_SMTP, 20, True, ["smtp.gmail.com"])
+    assert (young.range_low, young.range_high) == (50, 60) and young.recommended <= 60

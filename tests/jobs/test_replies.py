@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from jobs.errors import Reason, Reply
 from jobs.redact import scrub
-from jobs.replies import classify_imap_login, classify_smtp_auth, enhanced_code, suggested_backoff_s
+from jobs.replies import (
+    MAX_BACKOFF_S,
+    bounded_backoff_s,
+    classify_imap_login,
+    classify_smtp_auth,
+    enhanced_code,
+    suggested_backoff_s,
+)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +93,26 @@ def test_enhanced_code_and_backoff_are_extracted() -> None:
     assert enhanced_code("5.7.139 Authentication unsuccessful") == "5.7.139"
     assert enhanced_code("Authentication Failed") is None
     assert suggested_backoff_s("Request is throttled. Suggested Backoff Time: 1500 milliseconds") == 1.5
+
+
+@pytest.mark.parametrize(
+    ("ms", "seconds"),
+    [
+        ("1500", 1.5),
+        ("86400000", MAX_BACKOFF_S),
+        ("99999999999999", MAX_BACKOFF_S),  # 3,000 years
+        ("9" * 20, MAX_BACKOFF_S),  # past what Redis takes as a PX
+        ("9" * 5_000, MAX_BACKOFF_S),  # past what int() parses
+        ("0", None),
+    ],
+)
+def test_a_suggested_backoff_is_taken_at_most_a_day(ms: str, seconds: float | None) -> None:
+    assert suggested_backoff_s(f"Request is throttled. Suggested Backoff Time: {ms} milliseconds") == seconds
+
+
+@pytest.mark.parametrize("seconds", [None, 0.0, -5.0, math.nan, math.inf, -math.inf])
+def test_a_wait_that_is_no_positive_finite_number_is_none(seconds: float | None) -> None:
+    assert bounded_backoff_s(seconds) is None
 
 
 def test_scrub_removes_secret_and_its_base64_forms() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import structlog
 
 from jobs.errors import ErrorCode, Reason
-from jobs.validate import validate_inbox
+from jobs.presets import InboxType
+from jobs.request import Security
+from jobs.result import ProtocolResult
+from jobs.validate import summarise, validate_inbox
 from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, silent
@@ -79,3 +83,14 @@ async def test_log_lines_carry_the_inbox_id(ca_file: str) -> None:
     checked = [line for line in logs if line["event"] == "protocol_checked"]
     assert {line["protocol"] for line in checked} == {"smtp", "imap"}
     assert all(line["inbox_id"] == "inbox-42" for line in checked)
+
+
+def test_a_custom_inbox_at_gmail_is_capped_as_gmail() -> None:
+    # The verdict's maximum comes from the servers the request names, whatever its type says.
+    req = request(smtp_host="SMTP.GMAIL.COM.", imap_host="imap.gmail.com")
+    parts = [
+        ProtocolResult(protocol=protocol, status="ok", host=host, port=CLOSED_PORT, security=Security.SSL)
+        for protocol, host in (("smtp", req.smtp_host), ("imap", req.imap_host))
+    ]
+    result = summarise(req, parts[0], parts[1], datetime.now(UTC), 1.0)
+    assert (result.inbox_type, result.max_daily_limit) == (InboxType.CUSTOM_SMTP, 2_000)

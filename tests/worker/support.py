@@ -205,13 +205,16 @@ async def in_process_worker(settings: Settings, **options: Any) -> InboxWorker:
     )
 
 
-async def burst(settings: Settings) -> None:
-    """Run a worker until the queue is empty: arq's burst mode, no sleeps needed."""
-    worker = await in_process_worker(settings, burst=True)
+async def burst(settings: Settings, **options: Any) -> InboxWorker:
+    """Run a worker until the queue is empty: arq's burst mode, no sleeps needed. Options go to
+    the worker (`max_burst_jobs=n`: stop after n runs, retries included); returns it, for its
+    counts of jobs completed and retried."""
+    worker = await in_process_worker(settings, burst=True, **options)
     try:
         await worker.main()
     finally:
         await worker.close()
+    return worker
 
 
 async def write_raw(aredis: Redis, settings: Settings, job_id: str, raw: bytes) -> None:

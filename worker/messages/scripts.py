@@ -64,6 +64,22 @@ local function release_leases(token, zset, count)
 end
 """
 
+# tries_used: the attempts counted at `key` when `max_tries` of them were already made, else nil.
+# count_attempt: one more attempt at `key`, kept `ttl_ms` from now; returns the count.
+_ATTEMPTS = """
+local function tries_used(key, max_tries)
+  local tried = tonumber(redis.call('GET', key)) or 0
+  if tried >= tonumber(max_tries) then return tried end
+  return nil
+end
+
+local function count_attempt(key, ttl_ms)
+  local attempts = redis.call('INCR', key)
+  redis.call('PEXPIRE', key, tonumber(ttl_ms))
+  return attempts
+end
+"""
+
 # The hosts of a take, from KEYS[k] on (per host: lease zset, backoff key) and ARGV[a] on (per
 # host: count, cap), both running to the end.
 _HOSTS_AT = """
@@ -133,26 +149,43 @@ return 1
 
 # A check's start: KEYS[1] the job's done mark, KEYS[2] inbox lock, KEYS[3] inbox backoff, KEYS[4]
 # attempt counter, then per host (sorted): lease zset, backoff key. ARGV[1] token (lock value and
-# lease id), ARGV[2] lock and lease ms, ARGV[3] attempt counter ms, then per host: count, cap.
+# lease id), ARGV[2] lock and lease ms, ARGV[3] attempt counter ms, ARGV[4] max tries, then per
+# host: count, cap.
 # Returns {0, attempts} with the lock and every lease taken and the attempt counted; nothing taken
-# for {1, event} (the job already wrote its event), {2, pttl} (the inbox is backed off) or {3}
+# for {1, event} (the job already wrote its event), {5, attempts} (max tries already ran: no
+# check may start, whatever the inbox and hosts say), {2, pttl} (the inbox is backed off) or {3}
 # (another check holds the inbox); {4} with only the lock taken (a host is full or backed off: the
-# caller waits for the hosts with ACQUIRE). Atomic: the check starts or is refused on one view of
-# the mark, the lock and the hosts, and never holds part of what it asked for.
+# caller waits for the hosts with ACQUIRE and counts with COUNT_ATTEMPT). Atomic: the check starts
+# or is refused on one view of the mark, the counter, the lock and the hosts, and never holds part
+# of what it asked for.
 BEGIN = _compose(
     _NOW_MS,
     _LEASES,
     _HOSTS_AT,
+    _ATTEMPTS,
     """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {1, existing} end
+local tried = tries_used(KEYS[4], ARGV[4])
+if tried then return {5, tried} end
 local pause = redis.call('PTTL', KEYS[3])
 if pause > 0 then return {2, pause} end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
-if not take_leases(ARGV[1], hosts_at(5, 4), tonumber(ARGV[2])) then return {4} end
-local attempts = redis.call('INCR', KEYS[4])
-redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[3]))
-return {0, attempts}
+if not take_leases(ARGV[1], hosts_at(5, 5), tonumber(ARGV[2])) then return {4} end
+return {0, count_attempt(KEYS[4], ARGV[3])}
+""",
+)
+
+# A check's start without BEGIN (no pacing, or after waiting for host slots): KEYS[1] the attempt
+# counter. ARGV[1] counter ms, ARGV[2] max tries. Returns the attempt count with this one counted,
+# or -attempts when max tries already ran (nothing counted: no check may start). Atomic: a
+# counter read as below max tries is the one incremented.
+COUNT_ATTEMPT = _compose(
+    _ATTEMPTS,
+    """
+local tried = tries_used(KEYS[1], ARGV[2])
+if tried then return -tried end
+return count_attempt(KEYS[1], ARGV[1])
 """,
 )
 
@@ -200,6 +233,7 @@ class Scripts:
         self.release: AsyncScript = redis.register_script(RELEASE)
         self.back_off: AsyncScript = redis.register_script(BACKOFF)
         self.begin: AsyncScript = redis.register_script(BEGIN)
+        self.count_attempt: AsyncScript = redis.register_script(COUNT_ATTEMPT)
         self.append_once: AsyncScript = redis.register_script(APPEND_ONCE)
         self.claim_due: AsyncScript = redis.register_script(CLAIM_DUE)
 

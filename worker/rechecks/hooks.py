@@ -19,6 +19,7 @@ import structlog
 from arq import Retry
 from arq.cron import CronJob, cron
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from jobs.errors import Reason
 from jobs.request import ValidationRequest
@@ -165,13 +166,15 @@ async def paced(
     done_key: str,
     attempts_key: str,
     attempts_ttl_s: float,
+    max_tries: int,
     held: Held | None = None,
 ) -> ValidationResult:
     """Run `check` within the pacing rules; raise arq's Retry when it must wait its turn.
 
     The job's done mark is read and its attempt counted in the same round trip that takes the
     inbox lock and the host slots (Pacer.check); `check` gets the attempt count, or None when it
-    must count the attempt itself. Raises AlreadyDone when the job's event is already written.
+    must count the attempt itself. Raises AlreadyDone when the job's event is already written,
+    TriesUsedUp when `max_tries` checks already ran.
     With `held`, the lock and slots outlive this call when the check ends normally (Pacer.check)."""
     assert request.inbox_id is not None
     hosts = [str(request.smtp_host), str(request.imap_host)]
@@ -183,6 +186,7 @@ async def paced(
             done_key=done_key,
             attempts_key=attempts_key,
             attempts_ttl_s=attempts_ttl_s,
+            max_tries=max_tries,
             held=held,
         ) as attempts:
             result = await check(attempts)
@@ -196,10 +200,16 @@ async def paced(
         log.info("host_busy", host=exc.host, backed_off=exc.backed_off, retry_in_s=round(exc.retry_in_s, 2))
         raise Retry(defer=exc.retry_in_s) from None
     for part in (result.smtp, result.imap):
-        if part.status == "failed" and part.reason in THROTTLE_REASONS:
-            await rechecks.pacer.back_off(part.host, part.retry_after_s)
-        elif part.status == "failed" and part.reason in INBOX_THROTTLE_REASONS:
-            await rechecks.pacer.back_off_inbox(request.inbox_id, part.retry_after_s)
+        # Best-effort: the check ran, and a pause that cannot be written must not cost its
+        # verdict. Raising would send the job round to log in again, at a host that just asked
+        # for fewer logins; the job's own retry still honours the suggestion (retry_defer).
+        try:
+            if part.status == "failed" and part.reason in THROTTLE_REASONS:
+                await rechecks.pacer.back_off(part.host, part.retry_after_s)
+            elif part.status == "failed" and part.reason in INBOX_THROTTLE_REASONS:
+                await rechecks.pacer.back_off_inbox(request.inbox_id, part.retry_after_s)
+        except RedisError as exc:
+            log.warning("back_off_failed", host=part.host, reason=part.reason, error=type(exc).__name__)
     return result
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from jobs.hosts import canonical_host
+from jobs.replies import MAX_BACKOFF_S, bounded_backoff_s
 from jobs.time_units import MS_PER_S, US_PER_MS
 from worker.messages import keys, scripts
 
@@ -30,6 +32,7 @@ log = structlog.get_logger("inboxcheck.pacing")
 # connections per account and throttles bursts of logins from one IP; Exchange Online allows
 # 3 concurrent SMTP AUTH connections per mailbox and 20 IMAP. Per host across all inboxes, 10
 # leaves room for the product's own sending and for other tools on the same address.
+# Keyed by canonical host (jobs.hosts.canonical_host), the form every lookup uses.
 DEFAULT_HOST_LIMITS: dict[str, int] = {
     "smtp.gmail.com": 10,
     "imap.gmail.com": 10,
@@ -41,6 +44,14 @@ DEFAULT_HOST_LIMIT = 10
 # Polling a full host: start fast, double, stop growing here; jitter so waiters do not align.
 POLL_FIRST_S = 0.02
 POLL_MAX_S = 0.5
+
+
+def _connections(hosts: list[str]) -> dict[str, int]:
+    """How many connections a check opens to each canonical host."""
+    counts: dict[str, int] = {}
+    for host in map(canonical_host, hosts):
+        counts[host] = counts.get(host, 0) + 1
+    return counts
 
 
 class Held:
@@ -59,6 +70,16 @@ class AlreadyDone(Exception):
     def __init__(self, event: bytes | str) -> None:
         super().__init__("event already written")
         self.event = event
+
+
+class TriesUsedUp(Exception):
+    """Every check this job may make has run (`attempts`, from its counter) and the job has no
+    event: the last check's was never written (Redis failed after it, or its worker died). No
+    check may log in again."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"{attempts} attempts made, the last one unrecorded")
+        self.attempts = attempts
 
 
 class HostBusy(Exception):
@@ -90,10 +111,13 @@ class PacingPolicy:
     backoff_s: float = 300.0
 
     def limit(self, host: str) -> int:
-        return self.host_limits.get(host.lower(), self.default_limit)
+        return self.host_limits.get(canonical_host(host), self.default_limit)
 
 
 class Pacer:
+    """Every host is keyed by its canonical form (jobs.hosts.canonical_host), so the spellings
+    of one host (case, a trailing dot, IP address forms) share its slots, cap and pause."""
+
     def __init__(self, redis: Redis, policy: PacingPolicy) -> None:
         self.redis = redis
         self.policy = policy
@@ -102,7 +126,7 @@ class Pacer:
     async def try_acquire(self, host: str, count: int = 1) -> tuple[str | None, float]:
         """A lease id, or None and how long the host stays backed off (0 when merely full)."""
         lease = uuid.uuid4().hex
-        host = host.lower()
+        host = canonical_host(host)
         got = int(
             await self._scripts.acquire(
                 keys=[keys.pacing_slots_key(host), keys.pacing_backoff_key(host)],
@@ -114,7 +138,7 @@ class Pacer:
         return None, max(-got, 0) / MS_PER_S
 
     async def release(self, host: str, lease: str, count: int = 1) -> None:
-        await self._scripts.release(keys=[keys.pacing_slots_key(host.lower())], args=[lease, count])
+        await self._scripts.release(keys=[keys.pacing_slots_key(canonical_host(host))], args=[lease, count])
 
     async def acquire(self, host: str, count: int, wait_s: float) -> str:
         """Wait up to `wait_s` for `count` slots on `host`; raise HostBusy when none came."""
@@ -139,9 +163,7 @@ class Pacer:
         each hold one and wait for the other; a check that connects twice to one host (SMTP and
         IMAP on the same server) takes two slots there.
         """
-        counts: dict[str, int] = {}
-        for host in hosts:
-            counts[host.lower()] = counts.get(host.lower(), 0) + 1
+        counts = _connections(hosts)
         held: list[tuple[str, str, int]] = []
         deadline = time.monotonic() + wait_s
         try:
@@ -157,25 +179,34 @@ class Pacer:
         """Pause checks of one inbox: its account has too many connections open (a per-account
         limit, e.g. Gmail's 15 IMAP connections), which says nothing about the host's other
         inboxes. Returns the pause."""
-        pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
-        await self._scripts.back_off(keys=[keys.inbox_backoff_key(inbox_id)], args=[int(pause * MS_PER_S)])
+        pause = await self._pause(keys.inbox_backoff_key(inbox_id), seconds)
         log.warning("inbox_backed_off", inbox_id=inbox_id, pause_s=pause)
         return pause
 
     async def back_off(self, host: str, seconds: float | None) -> float:
         """Pause new checks on `host` (the provider said "try again later"); returns the pause."""
-        pause = seconds if seconds and seconds > 0 else self.policy.backoff_s
-        await self._scripts.back_off(
-            keys=[keys.pacing_backoff_key(host.lower())], args=[int(pause * MS_PER_S)]
-        )
+        host = canonical_host(host)
+        pause = await self._pause(keys.pacing_backoff_key(host), seconds)
         log.warning("host_backed_off", host=host, pause_s=pause)
+        return pause
+
+    async def _pause(self, key: str, seconds: float | None) -> float:
+        """Set the pause at `key` (never shortening a longer one): the server's suggestion, or
+        the policy's when it made none."""
+        # Taken at most MAX_BACKOFF_S whoever asks (the engine already bounds what servers
+        # suggest): a value past Redis's range would fail the PX, one within it could pause a
+        # host for centuries.
+        pause = min(bounded_backoff_s(seconds) or self.policy.backoff_s, MAX_BACKOFF_S)
+        pause_ms = int(pause * MS_PER_S)
+        if pause_ms > 0:  # a backoff setting of 0 means no pause; PX 0 is an error
+            await self._scripts.back_off(keys=[key], args=[pause_ms])
         return pause
 
     async def in_use(self, host: str) -> int:
         """Live leases on `host` (expired ones do not count)."""
         seconds, micros = await self.redis.time()  # the clock the leases were scored with
         now_ms = seconds * MS_PER_S + micros // US_PER_MS
-        return int(await self.redis.zcount(keys.pacing_slots_key(host.lower()), now_ms, "+inf"))
+        return int(await self.redis.zcount(keys.pacing_slots_key(canonical_host(host)), now_ms, "+inf"))
 
     @asynccontextmanager
     async def check(
@@ -187,6 +218,7 @@ class Pacer:
         done_key: str,
         attempts_key: str,
         attempts_ttl_s: float,
+        max_tries: int,
         held: Held | None = None,
     ) -> AsyncIterator[int | None]:
         """One check per inbox at a time (two logins at once look like an attack) and `hosts()`,
@@ -195,15 +227,13 @@ class Pacer:
 
         Yields the attempt count, or None when a host was full or backed off: then the slots were
         waited for as `hosts()` does, and the caller counts the attempt itself. Raises AlreadyDone
-        (nothing taken) when the job's event is already written, InboxBusy or HostBusy when the
-        inbox or a host must wait.
+        (nothing taken) when the job's event is already written, TriesUsedUp (nothing taken) when
+        `max_tries` checks already ran, InboxBusy or HostBusy when the inbox or a host must wait.
         With `held`, a check that ends without an exception keeps its lock and slots and leaves
         their release in `held.pending`, for the caller to do with the event's append (one round
         trip for both) or with `finish`; on an exception they are released here as always.
         """
-        counts: dict[str, int] = {}
-        for host in hosts:
-            counts[host.lower()] = counts.get(host.lower(), 0) + 1
+        counts = _connections(hosts)
         ordered = sorted(counts)
         token = uuid.uuid4().hex
         lock_key = keys.inbox_lock_key(inbox_id)
@@ -215,11 +245,13 @@ class Pacer:
             host_args += [counts[host], self.policy.limit(host)]
         reply = await self._scripts.begin(
             keys=[done_key, lock_key, keys.inbox_backoff_key(inbox_id), attempts_key, *host_keys],
-            args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), *host_args],
+            args=[token, lease_ms, int(attempts_ttl_s * MS_PER_S), max_tries, *host_args],
         )
         status = int(reply[0])
         if status == 1:
             raise AlreadyDone(reply[1])
+        if status == 5:
+            raise TriesUsedUp(int(reply[1]))
         if status == 2:
             raise InboxBusy(inbox_id, int(reply[1]) / MS_PER_S)
         if status == 3:

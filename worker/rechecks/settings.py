@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field
 
+from jobs.hosts import canonical_host
 from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE, UNIT_SECONDS
 from worker.rechecks.pacing import DEFAULT_HOST_LIMIT, DEFAULT_HOST_LIMITS, PacingPolicy
 
@@ -56,7 +57,8 @@ class RecheckSettings(BaseModel):
     pacing_wait: Duration = Field(default=10.0, ge=0)
 
     def pacing_policy(self, lease_s: float) -> PacingPolicy:
-        limits = {**DEFAULT_HOST_LIMITS, **{h.lower(): n for h, n in self.host_limits.items()}}
+        # The policy looks hosts up by their canonical form, so the keys must be in it too.
+        limits = {**DEFAULT_HOST_LIMITS, **{canonical_host(h): n for h, n in self.host_limits.items()}}
         return PacingPolicy(
             host_limits=limits,
             default_limit=self.default_host_limit,

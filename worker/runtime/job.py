@@ -18,11 +18,11 @@ from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.time_units import MS_PER_S
 from jobs.validate import validate_inbox
-from worker.messages import events, keys, stream
+from worker.messages import events, keys, scripts, stream
 from worker.messages.payload import PayloadRejected, decode
 from worker.messages.sealing import Sealer
 from worker.rechecks import hooks
-from worker.rechecks.pacing import AlreadyDone, Held
+from worker.rechecks.pacing import AlreadyDone, Held, TriesUsedUp
 from worker.runtime.context import WorkerContext, as_context
 from worker.settings import Settings
 
@@ -34,6 +34,8 @@ MAX_RETRY_DEFER_S = 300.0
 REDIS_RETRY_DEFER_S = 1.0
 # Time kept back from arq's job timeout for writing the event after the check's own deadline.
 EMIT_RESERVE_S = 1.0
+# The failed event's reason when every attempt ran and none could be recorded.
+TRIES_USED_UP = "TriesUsedUp"
 # Event ids are UUIDv5 of the job id and enqueue time in this namespace: a rerun gets the same id.
 EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
 
@@ -208,11 +210,15 @@ class AttemptCounter:
         self._redis, self._key, self._ttl_ms = redis, key, int(ttl_s * MS_PER_S)
         self.value = fallback
 
-    async def start(self) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(self._key)
-            pipe.pexpire(self._key, self._ttl_ms)
-            self.value, _ = await pipe.execute()
+    async def start(self, max_tries: int) -> None:
+        """Count one more check, before it starts; TriesUsedUp (nothing counted) when
+        `max_tries` checks already ran."""
+        counted = int(
+            await scripts.of(self._redis).count_attempt(keys=[self._key], args=[self._ttl_ms, max_tries])
+        )
+        if counted < 0:
+            raise TriesUsedUp(-counted)
+        self.value = counted
 
 
 def _decode(runtime: Runtime, payload: Any, unreadable: str | None) -> ValidationRequest | PayloadRejected:
@@ -251,11 +257,13 @@ async def _run(
     structlog.contextvars.bind_contextvars(inbox_id=request.inbox_id)
     # arq's job_try also counts runs that never checked (pacing waits, crashes before the check),
     # so the attempts that count against max_tries are counted here, when a check really starts.
+    # Counted before the check runs and never undone, each attempt that may reach the server is
+    # counted whatever fails after it; a run that finds max_tries counted does not check again.
     attempts = AttemptCounter(redis, keys.attempts_key(eid), settings.keep_result, job_try)
 
     async def check(counted: int | None = None) -> ValidationResult:
         if counted is None:
-            await attempts.start()
+            await attempts.start(settings.max_tries)
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
         return await validate_inbox(request, runtime.options)
@@ -272,6 +280,7 @@ async def _run(
                 done_key=done_key,
                 attempts_key=keys.attempts_key(eid),
                 attempts_ttl_s=settings.keep_result,
+                max_tries=settings.max_tries,
                 held=held,
             )
             if rechecks
@@ -280,6 +289,13 @@ async def _run(
         result = await asyncio.wait_for(paced, settings.job_timeout - EMIT_RESERVE_S)
     except (Retry, AlreadyDone):
         raise  # pacing: not this check's turn yet, or nothing left to do; not a failure
+    except TriesUsedUp as used:
+        # The last check ran but its event was never written (Redis failed after it, or the
+        # worker died during it) and its verdict is gone: the job ends here, in a failed event,
+        # rather than in one more login.
+        log.error("tries_used_up", attempts=used.attempts)
+        failure = events.Failure(inbox_id=request.inbox_id, reason=TRIES_USED_UP, attempts=used.attempts)
+        return events.failed(failure, eid)
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
     except Exception as exc:  # noqa: BLE001 - any bug must still end in an event

@@ -17,6 +17,7 @@ ALL_SCRIPTS = [
     scripts.RELEASE,
     scripts.BACKOFF,
     scripts.BEGIN,
+    scripts.COUNT_ATTEMPT,
     scripts.APPEND_ONCE,
     scripts.CLAIM_DUE,
 ]
@@ -32,7 +33,14 @@ async def every_script_once(redis: Redis, run: str) -> None:
     held = Held()
     done = f"test:done:{run}"
     async with pacer.check(
-        "inbox-1", [HOST], 0, done_key=done, attempts_key="test:n", attempts_ttl_s=60, held=held
+        "inbox-1",
+        [HOST],
+        0,
+        done_key=done,
+        attempts_key=f"test:n:{run}",
+        attempts_ttl_s=60,
+        max_tries=1,
+        held=held,
     ):
         pass
     await stream.append_once(
@@ -49,6 +57,7 @@ async def every_script_once(redis: Redis, run: str) -> None:
     await pacer.release(HOST, lease)
     await pacer.back_off(f"{run}.example", 1)  # a host of its own: the next run takes HOST
     await Registry(redis, queue_name="test:queue", sealer=None).enqueue_due(claim_ttl_s=60, batch=10)
+    await scripts.of(redis).count_attempt(keys=[f"test:counted:{run}"], args=[60_000, 1])
 
 
 async def test_each_client_registers_every_script_once(
@@ -76,5 +85,5 @@ async def test_every_script_runs_by_evalsha_even_after_the_server_forgot_it(redi
     await every_script_once(redis, "second")
     stats = await redis.info("commandstats")
     assert "cmdstat_eval" not in stats
-    assert stats["cmdstat_evalsha"]["calls"] >= 2 * 6
+    assert stats["cmdstat_evalsha"]["calls"] >= 2 * len(ALL_SCRIPTS)
     assert await redis.xlen("test:events") == 2

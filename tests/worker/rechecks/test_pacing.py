@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
 from redis.asyncio import Redis
 
+from jobs.replies import MAX_BACKOFF_S
+from jobs.time_units import MS_PER_S
 from worker.messages import events, keys, stream
-from worker.rechecks.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy
+from worker.rechecks.pacing import AlreadyDone, Held, HostBusy, InboxBusy, Pacer, PacingPolicy, TriesUsedUp
+from worker.rechecks.settings import RecheckSettings
 
 HOST = "mail.example"
 CAP = 5
@@ -20,6 +24,7 @@ WAIT_S = 20.0
 SHORT_LEASE_S = 0.3
 OTHER = "imap.example"
 DONE, ATTEMPTS = "test:done", "test:attempts"
+MAX_TRIES = 20
 
 
 def check(
@@ -28,8 +33,18 @@ def check(
     inbox: str = "inbox-1",
     wait_s: float = 0.0,
     held: Held | None = None,
+    max_tries: int = MAX_TRIES,
 ):
-    return p.check(inbox, hosts, wait_s, done_key=DONE, attempts_key=ATTEMPTS, attempts_ttl_s=60, held=held)
+    return p.check(
+        inbox,
+        hosts,
+        wait_s,
+        done_key=DONE,
+        attempts_key=ATTEMPTS,
+        attempts_ttl_s=60,
+        max_tries=max_tries,
+        held=held,
+    )
 
 
 def pacer(redis: Redis, *, lease_s: float = 30.0, cap: int = CAP) -> Pacer:
@@ -251,3 +266,82 @@ async def test_a_held_check_that_raises_is_released_at_once(redis: Redis) -> Non
             raise RuntimeError
     assert held.pending is None and await p.in_use(HOST) == 0
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+
+
+GMAIL = "smtp.gmail.com"
+
+
+async def test_spellings_of_one_host_share_its_slots_and_cap(redis: Redis) -> None:
+    p = Pacer(redis, PacingPolicy(host_limits={GMAIL: 2}, default_limit=5))
+    assert p.policy.limit("SMTP.GMAIL.COM.") == 2
+    first, second = Held(), Held()
+    async with check(p, [GMAIL], inbox="inbox-1", held=first):
+        pass
+    async with check(p, ["SMTP.GMAIL.COM"], inbox="inbox-2", held=second):
+        pass
+    assert await p.in_use("smtp.gmail.com.") == 2
+    with pytest.raises(HostBusy):  # a trailing dot is the same host, at its cap
+        async with check(p, ["smtp.gmail.com."], inbox="inbox-3"):
+            pass
+    assert (await p.try_acquire("Smtp.Gmail.Com."))[0] is None
+    for held in (first, second):
+        assert held.pending is not None
+        await p.finish(held.pending)
+    assert await p.in_use(GMAIL) == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "others"),
+    [("127.0.0.1", ["127.1", "0x7f.0.0.1", "::ffff:127.0.0.1"]), ("::1", ["[::1]", "0:0::1"])],
+)
+async def test_spellings_of_one_address_share_its_cap(redis: Redis, first: str, others: list[str]) -> None:
+    p = Pacer(redis, PacingPolicy(default_limit=1))
+    lease, _ = await p.try_acquire(first)
+    assert lease is not None
+    for other in others:
+        assert (await p.try_acquire(other))[0] is None
+    await p.release(others[0], lease)
+    assert await p.in_use(first) == 0
+
+
+async def test_a_pause_on_one_spelling_pauses_the_host(redis: Redis) -> None:
+    p = Pacer(redis, PacingPolicy())
+    await p.back_off("SMTP.GMAIL.COM.", 60)
+    lease, paused_s = await p.try_acquire(GMAIL)
+    assert lease is None and 59 <= paused_s <= 60
+
+
+def test_host_limit_settings_are_keyed_by_canonical_host() -> None:
+    policy = RecheckSettings(host_limits={"SMTP.Gmail.COM.": 3, "[::1]": 4}).pacing_policy(lease_s=60)
+    assert (policy.limit(GMAIL), policy.limit("0:0::1")) == (3, 4)
+
+
+@pytest.mark.parametrize("suggested", [1e17, 1e300], ids=["past-redis", "past-int64"])
+async def test_a_pause_is_at_most_a_day_whatever_is_asked(redis: Redis, suggested: float) -> None:
+    p = pacer(redis)
+    assert await p.back_off(HOST, suggested) == MAX_BACKOFF_S
+    assert await p.back_off_inbox("inbox-1", suggested) == MAX_BACKOFF_S
+    for key in (keys.pacing_backoff_key(HOST), keys.inbox_backoff_key("inbox-1")):
+        assert MAX_BACKOFF_S * MS_PER_S - 60_000 < await redis.pttl(key) <= MAX_BACKOFF_S * MS_PER_S
+
+
+@pytest.mark.parametrize("suggested", [math.nan, math.inf, -1.0])
+async def test_a_pause_without_a_usable_suggestion_is_the_policys(redis: Redis, suggested: float) -> None:
+    p = pacer(redis)
+    assert await p.back_off(HOST, suggested) == p.policy.backoff_s
+    assert 0 < await redis.pttl(keys.pacing_backoff_key(HOST)) <= p.policy.backoff_s * MS_PER_S
+
+
+async def test_a_check_whose_tries_are_used_up_takes_nothing(redis: Redis) -> None:
+    p = pacer(redis)
+    for counted in (1, 2):
+        async with check(p, [HOST], max_tries=2) as attempts:
+            assert attempts == counted
+    await p.back_off_inbox("inbox-1", 300)  # tries used up ends the job now, not after the pause
+    with pytest.raises(TriesUsedUp) as raised:
+        async with check(p, [HOST], max_tries=2):
+            pass
+    assert raised.value.attempts == 2
+    assert int(await redis.get(ATTEMPTS)) == 2
+    assert not await redis.exists(keys.inbox_lock_key("inbox-1"))
+    assert await p.in_use(HOST) == 0

@@ -4,10 +4,15 @@ event, and the payloads a hostile producer could write."""
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
+from tests.servers.certs import PKI
+from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.worker.support import (
     KEY,
     PASSWORD,
@@ -20,10 +25,12 @@ from tests.worker.support import (
     write_raw,
 )
 from worker.messages import keys, payload
-from worker.messages.events import COMPLETED, REJECTED
+from worker.messages.events import COMPLETED, FAILED, REJECTED
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import Sealer, generate_key
+from worker.rechecks.pacing import TriesUsedUp
 from worker.runtime.arq_settings import check_settings
+from worker.runtime.job import TRIES_USED_UP, AttemptCounter, event_id
 from worker.settings import SettingsError
 
 
@@ -159,3 +166,168 @@ async def test_no_password_in_redis_in_sealed_mode(shared_redis, aredis) -> None
 def test_job_timeout_must_exceed_check_deadline(shared_redis) -> None:
     with pytest.raises(SettingsError, match="INBOXCHECK_JOB_TIMEOUT"):
         check_settings(make_settings(shared_redis, check_timeout=30, job_timeout=31))
+
+
+# The fake servers' replies: SMTP accepts, so the IMAP login's reply is the whole verdict.
+THROTTLED = "BAD Request is throttled. Suggested Backoff Time: {ms} milliseconds"
+SMTP_OK = "235 2.7.0 Authentication successful"
+INVALID = "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+LOOPBACK_PAUSE = keys.pacing_backoff_key("127.0.0.1")
+
+
+@pytest.fixture
+async def unpaused_loopback(aredis) -> AsyncIterator[None]:
+    """Every fake server is on 127.0.0.1: a pause these tests leave there would hold up the
+    session's other jobs for a day."""
+    await aredis.delete(LOOPBACK_PAUSE)
+    yield
+    await aredis.delete(LOOPBACK_PAUSE)
+
+
+def fake_pair(
+    fake_server: Callable[..., FakeServer], pki: PKI, imap: ImapScript
+) -> tuple[SmtpScript, dict[str, Any]]:
+    """A plain SMTP server that accepts the login and `imap` on implicit TLS, both on 127.0.0.1;
+    the fields of a request for them."""
+    smtp = SmtpScript(auth_reply=SMTP_OK)
+    smtp_port = fake_server(smtp).port
+    imap_port = fake_server(imap, ssl_context=pki.valid.ssl_context).port
+    fields = dict(smtp_port=smtp_port, imap_port=imap_port, smtp_use_tls=False, allow_insecure_auth=True)
+    return smtp, fields
+
+
+@pytest.mark.parametrize(
+    "suggested_ms",
+    [
+        "99999999999999",  # within Redis's range: paused the host for 3,000 years
+        "9" * 20,  # past it: SET PX failed, and the job went round logging in again
+        "9" * 5_000,  # past int(): the reply was taken for a protocol error
+    ],
+    ids=["centuries", "past-redis", "past-int"],
+)
+async def test_an_absurd_suggested_backoff_pauses_the_host_a_day_and_ends_in_one_event(
+    shared_redis, aredis, fake_server, pki, ca_file, unpaused_loopback, suggested_ms: str
+) -> None:
+    imap = ImapScript(login_reply=THROTTLED.format(ms=suggested_ms))
+    smtp, fields = fake_pair(fake_server, pki, imap)
+    settings = make_settings(shared_redis, max_tries=1, tls_ca_file=ca_file, metrics_port=0)
+    await enqueue_validation(aredis, request(**fields), settings=settings)
+    # One run: it must end the job (nothing left queued) without a retry.
+    worker = await burst(settings, max_burst_jobs=1)
+    events = stream_events(shared_redis.client(), settings.events_stream)
+    assert [e["type"] for e in events] == [COMPLETED]
+    data = events[0]["data"]
+    assert (data["reason"], data["attempts"]) == ("TOO_MANY_ATTEMPTS", 1)
+    assert data["imap"]["retry_after_s"] == SECONDS_PER_DAY
+    assert len(imap.logins) == len(smtp.logins) == settings.max_tries
+    assert (worker.jobs_complete, worker.jobs_retried) == (1, 0)  # no Redis error sent it round
+    assert await aredis.zcard(settings.queue_name) == 0
+    assert 0 < await aredis.pttl(LOOPBACK_PAUSE) <= SECONDS_PER_DAY * MS_PER_S
+
+
+async def test_tries_used_up_while_redis_refuses_the_event_end_in_one_failed_event(
+    shared_redis, aredis, fake_server, pki, ca_file, unpaused_loopback
+) -> None:
+    # Each check's verdict is final (bad credentials), but its event cannot be written: the
+    # stream's key holds a string, so the append's XADD fails after the check ran. Each run's
+    # check counts before it starts, so when the tries are used up the next run logs in no more.
+    imap = ImapScript(login_reply=INVALID)
+    smtp, fields = fake_pair(fake_server, pki, imap)
+    settings = make_settings(shared_redis, max_tries=2, tls_ca_file=ca_file, metrics_port=0)
+    await aredis.set(settings.events_stream, "not a stream")
+    job_id = await enqueue_validation(aredis, request(**fields), settings=settings)
+    enqueued_ms = json.loads(await aredis.get(keys.job_key(job_id)))["et"]
+    # The runs of both tries and one more, one by one: without the count, that one logs in a
+    # third time.
+    for _ in range(settings.max_tries + 1):
+        worker = await burst(settings, max_burst_jobs=1)
+        assert worker.jobs_retried == 1  # the event could not be written
+    assert len(imap.logins) == len(smtp.logins) == settings.max_tries
+    counted = await aredis.get(keys.attempts_key(event_id(job_id, enqueued_ms)))
+    assert int(counted) == settings.max_tries
+
+    await aredis.delete(settings.events_stream)  # Redis takes writes again
+    await burst(settings)
+    events = stream_events(shared_redis.client(), settings.events_stream)
+    assert [e["type"] for e in events] == [FAILED]
+    assert (events[0]["data"]["reason"], events[0]["data"]["attempts"]) == (TRIES_USED_UP, settings.max_tries)
+    assert len(imap.logins) == settings.max_tries
+    assert json.loads(await aredis.get(keys.result_key(job_id)))["r"] == events[0]
+
+
+class RevokingImap(ImapScript):
+    """Throttles the login, and first takes away the worker's right to write host pauses (its
+    Redis user's key patterns), so the pause the worker then writes is refused."""
+
+    def __init__(self, revoke: Callable[[], None], **options: Any) -> None:
+        super().__init__(**options)
+        self._revoke = revoke
+
+    async def _answer_login(self, reader: Any, writer: Any, tag: str) -> bool | None:
+        self._revoke()
+        return await super()._answer_login(reader, writer, tag)
+
+
+async def test_a_refused_host_pause_keeps_the_checks_verdict(
+    shared_redis, aredis, fake_server, pki, ca_file, unpaused_loopback
+) -> None:
+    user, password = f"worker-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    settings = make_settings(
+        shared_redis,
+        max_tries=1,
+        tls_ca_file=ca_file,
+        metrics_port=0,
+        redis_url=f"redis://{user}:{password}@{shared_redis.host}:{shared_redis.port}/0",
+    )
+    # Everything the worker writes, host pauses (keys.PACING_BACKOFF_PREFIX) excepted.
+    writable = [
+        "arq:*",
+        settings.queue_name + "*",
+        settings.events_stream,
+        *(
+            prefix + "*"
+            for prefix in (
+                keys.DONE_KEY_PREFIX,
+                keys.ATTEMPTS_KEY_PREFIX,
+                keys.WORKER_ALIVE_PREFIX,
+                keys.INBOX_KEY_PREFIX,
+                keys.INBOXES_DUE_KEY,
+                keys.INBOXES_HEALTH_KEY,
+                keys.PACING_SLOTS_PREFIX,
+                keys.INBOX_LOCK_PREFIX,
+                keys.INBOX_BACKOFF_PREFIX,
+            )
+        ),
+    ]
+    admin = shared_redis.client()
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+
+    def revoke() -> None:
+        admin.acl_setuser(user, reset_keys=True, keys=writable)
+
+    imap = RevokingImap(revoke, login_reply=THROTTLED.format(ms=1_500))
+    _, fields = fake_pair(fake_server, pki, imap)
+    try:
+        await enqueue_validation(aredis, request(**fields), settings=settings)
+        worker = await burst(settings, max_burst_jobs=1)
+    finally:
+        admin.acl_deluser(user)
+    events = stream_events(admin, settings.events_stream)
+    assert [e["type"] for e in events] == [COMPLETED]
+    assert (events[0]["data"]["reason"], events[0]["data"]["attempts"]) == ("TOO_MANY_ATTEMPTS", 1)
+    assert (worker.jobs_complete, worker.jobs_retried) == (1, 0)
+    assert await aredis.zcard(settings.queue_name) == 0
+    assert len(imap.logins) == 1
+    assert not await aredis.exists(LOOPBACK_PAUSE)  # the pause was refused
+
+
+async def test_the_attempt_counter_refuses_a_check_past_max_tries(redis) -> None:
+    # The count a check that waited for its host slots (or ran without pacing) starts with.
+    counter = AttemptCounter(redis, "test:attempts", ttl_s=60, fallback=0)
+    for counted in (1, 2):
+        await counter.start(max_tries=2)
+        assert counter.value == counted
+    with pytest.raises(TriesUsedUp) as raised:
+        await counter.start(max_tries=2)
+    assert raised.value.attempts == 2 and counter.value == 2
+    assert int(await redis.get("test:attempts")) == 2  # nothing counted for a check not made
