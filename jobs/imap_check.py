@@ -11,8 +11,8 @@ from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, R
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
-from jobs.redact import scrub
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
+from jobs.reply_text import text_of_lines
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.steps import Step, StepLog, Translator
@@ -20,14 +20,13 @@ from jobs.tls import client_context, tls_info
 
 
 def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
-    text = " ".join(line.decode(errors="replace") for line in response.lines if line)
-    return Reply(status=response.result, text=scrub(text, secrets))
+    return Reply(status=response.result, text=text_of_lines(response.lines, secrets))
 
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, GreetingRefused):
-            reply = Reply(status="BYE", text=scrub(exc.line, secrets))
+            reply = Reply(status="BYE", text=text_of_lines([exc.line], secrets))
             reason = Reason.SERVICE_UNAVAILABLE
             if any(
                 rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)
