@@ -11,8 +11,9 @@ from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, R
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
-from jobs.redact import excerpt, scrub
+from jobs.redact import excerpt
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
+from jobs.reply_text import text_of_lines
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.steps import Step, StepLog, Translator
@@ -20,23 +21,22 @@ from jobs.tls import client_context, tls_info
 
 
 def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
-    text = " ".join(line.decode(errors="replace") for line in response.lines if line)
-    return Reply(status=response.result, text=scrub(text, secrets))
+    return Reply(status=response.result, text=text_of_lines(response.lines, secrets))
 
 
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
-        if isinstance(exc, GreetingRefused) and not exc.line.startswith("* "):
+        if isinstance(exc, GreetingRefused) and not exc.line.startswith(b"* "):
             # Not an IMAP response at all (an SSH banner, anything on the wrong port): only a
             # short, printable excerpt is kept, and it is a PROTOCOL_ERROR, not the retryable
             # SERVICE_UNAVAILABLE of an IMAP BYE.
             return check_error(
                 Reason.PROTOCOL_ERROR,
                 f"{where} greeted with something that is not IMAP",
-                reply=Reply(text=excerpt(scrub(exc.line, secrets))),
+                reply=Reply(text=excerpt(text_of_lines([exc.line], secrets))),
             )
         if isinstance(exc, GreetingRefused):
-            reply = Reply(status="BYE", text=scrub(exc.line, secrets))
+            reply = Reply(status="BYE", text=text_of_lines([exc.line], secrets))
             reason = Reason.SERVICE_UNAVAILABLE
             if any(
                 rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)

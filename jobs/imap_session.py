@@ -2,8 +2,9 @@
 
 aioimaplib has no STARTTLS, drops a failed greeting inside a background task, leaves a command
 waiting forever when the server hangs up, and lets a parse error escape from data_received with
-the pending command in its text (a LOGIN, password included) for asyncio to log. This module
-mends exactly those four things; the IMAP grammar stays the library's.
+the pending command in its text (a LOGIN, password included) for asyncio to log. It would also
+keep bytes sent between STARTTLS's OK and the handshake, gluing them to the first line read over
+TLS. This module mends exactly those five things; the IMAP grammar stays the library's.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ class Response(Protocol):
 class GreetingRefused(ConnectionError):
     """The server's first line was BYE (or anything but OK/PREAUTH)."""
 
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
+    def __init__(self, line: bytes) -> None:
+        # The line stays bytes and out of the message: it can be as long as the server likes, and
+        # only the capped reply text built from it may be kept.
+        super().__init__("the server refused the session in its greeting")
         self.line = line
 
 
 class ProtocolViolation(ConnectionError):
-    """The server sent something aioimaplib could not place; the session was dropped."""
+    """The server sent something aioimaplib could not place, or bytes where none may be."""
+
+
+STARTTLS_INJECTION = "the server sent data after accepting STARTTLS, before the TLS handshake"
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
@@ -42,8 +48,24 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         self.greeted: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[BaseException | None] = loop.create_future()
         self.violation: str | None = None
+        # From the STARTTLS OK until the TLS layer takes the transport, the server must stay silent
+        # (RFC 3501 6.2.1); a byte in that gap is plaintext anyone on the path could have injected.
+        self.awaiting_tls = False
+        self.sent_before_tls = False
+
+    def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
+        # A whole line after STARTTLS's OK in the read that carried it: dropped unparsed. (Not a
+        # hook on _handle_responses: the library recurses through it once a line, and a frame
+        # more per line overflows the stack on a read of a few hundred short lines.)
+        if self.awaiting_tls:
+            self.sent_before_tls = True
+            return None
+        return super()._handle_line(line, current_cmd)
 
     def data_received(self, d: bytes) -> None:
+        if self.awaiting_tls:  # a later read, before the handshake
+            self.sent_before_tls = True
+            return
         try:
             super().data_received(d)
         except Exception as exc:  # noqa: BLE001 - whatever the parser raises ends the session
@@ -52,14 +74,16 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
             self.violation = type(exc).__name__
             if self.transport is not None:
                 self.transport.abort()
+        # A partial line after the OK, which the library would glue to the first line read over TLS.
+        if self.awaiting_tls and self.incomplete_line:
+            self.sent_before_tls = True
 
     async def welcome(self, command: bytes) -> None:
         try:
             await super().welcome(command)
         except Exception as exc:  # noqa: BLE001 - a greeting the library refuses fails the greeting
             if not self.greeted.done():
-                line = command.decode(errors="replace")
-                self.greeted.set_exception(GreetingRefused(line) if b"OK" not in command else exc)
+                self.greeted.set_exception(GreetingRefused(command) if b"OK" not in command else exc)
             return
         if not self.greeted.done():
             self.greeted.set_result(None)
@@ -74,6 +98,19 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
                 if self.violation
                 else ConnectionResetError("server closed the connection before greeting")
             )
+
+
+class _StartTls(aioimaplib.Command):  # type: ignore[misc]  # untyped library
+    """STARTTLS, marking the protocol the moment its OK is parsed, before the rest of that read."""
+
+    def __init__(self, protocol: _Protocol) -> None:
+        super().__init__("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        self._protocol = protocol
+
+    def close(self, line: bytes, result: str) -> None:
+        super().close(line, result)
+        if result == "OK":
+            self._protocol.awaiting_tls = True
 
 
 class ImapSession:
@@ -107,10 +144,16 @@ class ImapSession:
         return cast(Response, task.result())
 
     async def starttls(self, context: ssl.SSLContext, host: str) -> Response:
-        command = aioimaplib.Command("STARTTLS", self.protocol.new_tag(), loop=self.loop)
+        command = _StartTls(self.protocol)
         response = await self._run(self.protocol.execute(command))
         if response.result != "OK":
             return response
+        if self.protocol.sent_before_tls:
+            raise ProtocolViolation(STARTTLS_INJECTION)
+        # start_tls pauses reading and gives the transport to the TLS layer before it first yields,
+        # so no byte read from here on reaches this protocol unencrypted (one still in flight is
+        # fed to the handshake, which then fails) and decrypted data may flow again.
+        self.protocol.awaiting_tls = False
         self.protocol.transport = await self.loop.start_tls(
             self.protocol.transport, self.protocol, context, server_hostname=host
         )

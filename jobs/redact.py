@@ -17,6 +17,11 @@ def _forms(secret: str) -> set[str]:
     return {secret, encoded, encoded.rstrip("="), quoted}
 
 
+def secret_forms(secrets: Iterable[str]) -> set[str]:
+    """Every form of every secret that scrub() masks."""
+    return {form for secret in secrets if secret for form in _forms(secret)}
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if not secret:

@@ -16,6 +16,7 @@ from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import excerpt, scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
+from jobs.reply_text import capped
 from jobs.request import Security, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.steps import Step, StepLog, Translator
@@ -30,7 +31,8 @@ _MALFORMED_PREFIX = "Malformed SMTP response line: "
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
-    text = scrub(exc.message, secrets)
+    # aiosmtplib lets through up to 32 KiB of reply (8 KiB a line), far more than the event keeps.
+    text = capped(exc.message, secrets)
     return Reply(code=exc.code, enhanced_code=enhanced_code(text), text=text)
 
 

@@ -1,7 +1,9 @@
-"""Building requests and options for engine tests against the loopback servers."""
+"""Building requests and options for engine tests against the loopback servers, and reading
+what comes back."""
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -45,3 +47,17 @@ def options(ca_file: str, step_timeout: float = STEP_TIMEOUT_S, **kwargs: Any) -
     return CheckOptions(
         step_timeout=step_timeout, ca_file=ca_file, ehlo_hostname="client.inboxcheck.test", **kwargs
     )
+
+
+_CUT_MARKER = re.compile(r"… \[(\d+) more characters\]$")
+
+
+def split_marker(text: str) -> tuple[str, int | None]:
+    """A capped reply text's head, and how many characters its marker says were left off."""
+    match = _CUT_MARKER.search(text)
+    return (text[: match.start()], int(match.group(1))) if match else (text, None)
+
+
+def leaked_part(text: str, secret: str) -> str | None:
+    """The longest start of `secret` (four characters or more) found in `text`."""
+    return next((secret[:n] for n in range(len(secret), 3, -1) if secret[:n] in text), None)

@@ -12,7 +12,16 @@ import pytest
 
 from jobs.errors import ErrorCode, Reason
 from jobs.imap_check import check_imap
-from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from jobs.reply_text import MAX_REPLY_TEXT_CHARS
+from tests.jobs.checks import (
+    CLOSED_PORT,
+    STEP_TIMEOUT_S,
+    TIMEOUT_SLACK_S,
+    leaked_part,
+    options,
+    request,
+    split_marker,
+)
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, ImapScript, close_on_accept, silent
@@ -348,3 +357,81 @@ async def test_an_echo_of_the_quoted_password_is_scrubbed(
     assert "LOGIN" in (result.reply_text or "") and "***" in (result.reply_text or "")
     dumped = result.model_dump_json()
     assert "Backslash-7" not in dumped and "Quote" not in (result.reply_text or "")
+
+
+MIB = 1024 * 1024
+
+
+def _huge(head: str, secret: str) -> str:
+    """`head`, then the secret running across the cap, then the secret again and again to 16 MiB."""
+    pad = "." * (MAX_REPLY_TEXT_CHARS - 5 - len(head))
+    return head + pad + (secret + "-" * 50) * (16 * MIB // (len(secret) + 50))
+
+
+@pytest.mark.parametrize(
+    ("reply_head", "script", "reason", "step"),
+    [
+        (
+            "[AUTHENTICATIONFAILED] Invalid credentials (Failure) ",
+            lambda text: ImapScript(login_reply=f"NO {text}"),
+            Reason.INVALID_CREDENTIALS,
+            "login",
+        ),
+        (
+            "* BYE Too many simultaneous connections. ",
+            lambda text: ImapScript(greeting=text),
+            Reason.TOO_MANY_CONNECTIONS,
+            "greeting",
+        ),
+    ],
+    ids=["login-no", "greeting-bye"],
+)
+async def test_a_16_mib_reply_is_cut_to_its_head_and_still_classified(
+    fake_server: FakeFactory,
+    pki: PKI,
+    ca_file: str,
+    reply_head: str,
+    script: Callable[[str], ImapScript],
+    reason: Reason,
+    step: str,
+) -> None:
+    secret = "Leak-Me-Not-42"
+    server = fake_server(script(_huge(reply_head, secret)), ssl_context=pki.valid.ssl_context)
+    started = time.monotonic()
+    result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
+    assert time.monotonic() - started < STEP_TIMEOUT_S
+    assert (result.reason, result.failed_step) == (reason, step)
+    head, left_off = split_marker(result.reply_text or "")
+    assert head.startswith(reply_head) and len(head) <= MAX_REPLY_TEXT_CHARS
+    assert left_off is not None and left_off > 16 * MIB - MAX_REPLY_TEXT_CHARS
+    assert len(result.detail or "") <= MAX_REPLY_TEXT_CHARS
+    assert leaked_part(head, secret) is None and secret not in result.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [
+        # Glued to the first line read over TLS ("* CAPABILITY ..."), it would add LOGINDISABLED.
+        b"* CAPABILITY IMAP4rev1 LOGINDISABLED ",
+        # Glued to that line without the space: garbage in the capabilities, and LOGIN goes out.
+        b"* CAPABILITY IMAP4rev1 LOGINDISABLED",
+        # A whole line: aioimaplib, with no command pending, drops it silently.
+        b"* CAPABILITY IMAP4rev1 LOGINDISABLED\r\n",
+    ],
+    ids=["partial-line", "partial-line-no-space", "whole-line"],
+)
+async def test_data_sent_with_the_starttls_ok_ends_the_check_before_login(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, injected: bytes
+) -> None:
+    script = ImapScript(
+        starttls_context=pki.valid.ssl_context, login_reply="OK Logged in", injected_after_starttls=injected
+    )
+    server = fake_server(script)
+    result = await check_imap(imap_request(server.port, False), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "starttls",
+    )
+    assert "after accepting STARTTLS, before the TLS handshake" in (result.detail or "")
+    assert script.logins == []

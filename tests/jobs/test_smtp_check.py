@@ -10,9 +10,19 @@ from collections.abc import Callable
 import pytest
 
 from jobs.errors import ErrorCode, Reason
+from jobs.reply_text import MAX_REPLY_TEXT_CHARS
 from jobs.resolutions import resolution
 from jobs.smtp_check import check_smtp
-from tests.jobs.checks import CLOSED_PORT, LOOPBACK, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
+from tests.jobs.checks import (
+    CLOSED_PORT,
+    LOOPBACK,
+    STEP_TIMEOUT_S,
+    TIMEOUT_SLACK_S,
+    leaked_part,
+    options,
+    request,
+    split_marker,
+)
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, SmtpScript, close_on_accept, silent
 from tests.servers.smtp import SmtpServer
@@ -338,3 +348,72 @@ async def test_tls_server_that_never_greets_is_no_greeting(
         "tls",
     )
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
+
+
+SECRET = "Leak-Me-Not-42"
+FILLER = (SECRET + "-" * 50) * 110  # 7 KiB: aiosmtplib takes lines up to 8 KiB
+
+
+async def test_a_long_auth_reply_is_cut_to_its_head_and_still_classified(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    # About 29 KiB in four lines, within aiosmtplib's limits (8 KiB a line, 32 KiB a reply), the
+    # password starting just before the cap.
+    head = "5.7.8 Username and Password not accepted. "
+    first = head + "." * (MAX_REPLY_TEXT_CHARS - 5 - len(head)) + FILLER[: 8000 - MAX_REPLY_TEXT_CHARS]
+    reply = "\r\n".join([f"535-{first}", *[f"535-5.7.8 {FILLER}"] * 3, "535 5.7.8 end"])
+    server = fake_server(SmtpScript(auth_reply=reply), ssl_context=pki.valid.ssl_context)
+    started = time.monotonic()
+    result = await check_smtp(smtp_request(server.port, "ssl", SECRET), options(ca_file))
+    assert time.monotonic() - started < STEP_TIMEOUT_S
+    assert (result.reason, result.failed_step, result.reply_code, result.enhanced_status_code) == (
+        Reason.INVALID_CREDENTIALS,
+        "auth",
+        535,
+        "5.7.8",
+    )
+    kept, left_off = split_marker(result.reply_text or "")
+    assert kept.startswith(head) and len(kept) <= MAX_REPLY_TEXT_CHARS and left_off
+    assert len(result.detail or "") <= MAX_REPLY_TEXT_CHARS
+    assert leaked_part(kept, SECRET) is None and SECRET not in result.model_dump_json()
+
+
+async def test_an_auth_reply_of_megabytes_is_refused_by_aiosmtplib(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    # aiosmtplib drops a reply past 32 KiB unread and raises "Response too long" (code -1): the
+    # user sees a protocol error at AUTH, with none of the reply's text.
+    reply = "\r\n".join([*[f"535-5.7.8 {FILLER}"] * 600, "535 5.7.8 end"])  # 4 MiB
+    server = fake_server(SmtpScript(auth_reply=reply), ssl_context=pki.valid.ssl_context)
+    started = time.monotonic()
+    result = await check_smtp(smtp_request(server.port, "ssl", SECRET), options(ca_file))
+    assert time.monotonic() - started < STEP_TIMEOUT_S
+    assert (result.error_code, result.reason, result.failed_step, result.reply_code) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "auth",
+        -1,
+    )
+    assert result.reply_text == "Response too long"
+    assert SECRET not in result.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [b"250-fake.test\r\n250 AUTH CRAM-MD5\r\n", b"250-fake.test\r\n250 AUTH CRAM-MD5"],
+    ids=["whole-reply", "partial-reply"],
+)
+async def test_data_sent_with_the_starttls_ready_is_discarded(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str, injected: bytes
+) -> None:
+    # Kept, it would be read as (or glued to) the reply to EHLO over TLS and offer no mechanism
+    # the check uses. aiosmtplib drops whatever follows the 220 before the handshake.
+    script = SmtpScript(
+        starttls_context=pki.valid.ssl_context,
+        auth_reply="235 2.7.0 Accepted",
+        injected_after_starttls=injected,
+    )
+    server = fake_server(script)
+    result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
+    assert result.status == "ok", result.detail
+    assert result.auth_mechanism == "PLAIN" and len(script.logins) == 1

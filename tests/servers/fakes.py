@@ -80,6 +80,8 @@ class SmtpScript:
     * ``auth_reply``: the reply to every AUTH PLAIN/LOGIN once credentials are
       in; may be multi-line ("534-5.7.9 ...\\r\\n534 5.7.9 ..."). "235 ..." means
       success. ``hang_after_auth``: read the credentials, never answer.
+    * ``injected_after_starttls``: raw bytes sent in the same write as the
+      220 to STARTTLS, before the handshake, as a man in the middle would.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class SmtpScript:
         auth_reply: str = "535 5.7.8 Authentication credentials invalid",
         hang_after_auth: bool = False,
         hostname: str = "fake.test",
+        injected_after_starttls: bytes = b"",
     ) -> None:
         self.greeting = greeting
         self.ehlo_extensions = list(ehlo_extensions)
@@ -102,6 +105,7 @@ class SmtpScript:
         self.auth_reply = auth_reply
         self.hang_after_auth = hang_after_auth
         self.hostname = hostname
+        self.injected_after_starttls = injected_after_starttls
         self.commands: list[str] = []  # command lines as received (not AUTH continuations)
         self.logins: list[tuple[str, str, str]] = []  # (mechanism, username, password)
         self.auth_attempts = 0
@@ -124,7 +128,8 @@ class SmtpScript:
                 if self.starttls_context is None or upgraded:
                     await _send(writer, "502 5.5.1 STARTTLS not available")
                     continue
-                await _send(writer, "220 2.0.0 Ready to start TLS")
+                writer.write(b"220 2.0.0 Ready to start TLS\r\n" + self.injected_after_starttls)
+                await writer.drain()
                 await writer.start_tls(self.starttls_context)
                 upgraded = True
             elif verb == "AUTH":
@@ -228,6 +233,8 @@ class ImapScript:
       ``hang_after_login``: read the credentials, never answer.
     * ``examine_reply`` / ``select_reply``: tagged reply tails; an OK one is
       preceded by the usual untagged lines for an empty INBOX.
+    * ``injected_after_starttls``: raw bytes sent in the same write as the OK
+      to STARTTLS, before the handshake, as a man in the middle would.
     """
 
     def __init__(
@@ -242,6 +249,7 @@ class ImapScript:
         hang_after_login: bool = False,
         examine_reply: str = "OK [READ-ONLY] EXAMINE completed",
         select_reply: str = "OK [READ-WRITE] SELECT completed",
+        injected_after_starttls: bytes = b"",
     ) -> None:
         self.capabilities = capabilities
         self.capabilities_after_tls = capabilities_after_tls
@@ -252,6 +260,7 @@ class ImapScript:
         self.hang_after_login = hang_after_login
         self.examine_reply = examine_reply
         self.select_reply = select_reply
+        self.injected_after_starttls = injected_after_starttls
         self.commands: list[str] = []  # full command text, literals inlined
         self.logins: list[tuple[str, str]] = []  # (username, password)
 
@@ -292,7 +301,10 @@ class ImapScript:
                 if self.starttls_context is None or upgraded or implicit_tls:
                     await _send(writer, f"{tag} BAD STARTTLS not available")
                     continue
-                await _send(writer, f"{tag} OK Begin TLS negotiation now")
+                writer.write(
+                    f"{tag} OK Begin TLS negotiation now\r\n".encode() + self.injected_after_starttls
+                )
+                await writer.drain()
                 await writer.start_tls(self.starttls_context)
                 upgraded = True
             elif command == "LOGIN":
