@@ -50,7 +50,9 @@ IMAP_LOGIN_RULES: tuple[Rule, ...] = (
 )
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-_BACKOFF = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
+# Microsoft states it in milliseconds, the only unit this reply uses; the unit is not required, so
+# a number long enough to run past the capped reply text still reads (as a very long wait).
+_BACKOFF = re.compile(r"Suggested Backoff Time:\s*(\d+)", re.IGNORECASE)
 # The longest wait a server's suggestion is taken at, here and wherever it is acted on: the reply
 # is the server's to write, and a wait past Redis's range (a PX) fails the write that pauses the
 # host, while anything between a day and that would silence a host for years.

@@ -7,6 +7,7 @@ import socket
 
 import aiosmtplib
 from aiosmtplib.auth import auth_plain_encode
+from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 from aiosmtplib.typing import SMTPStatus
 
 from jobs import net
@@ -28,6 +29,8 @@ AUTH_PREFERENCE = ("plain", "login")
 
 # How aiosmtplib introduces a line that is not an SMTP reply (its code is SMTPStatus.invalid_response).
 _MALFORMED_PREFIX = "Malformed SMTP response line: "
+# What aiosmtplib says when a reply passes its bounds (it stops reading it).
+_TOO_LONG = "Response too long"
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
@@ -39,6 +42,12 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
 def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == SMTPStatus.invalid_response:
+            if exc.message == _TOO_LONG:
+                return check_error(
+                    Reason.PROTOCOL_ERROR,
+                    f"{where} sent a reply longer than {MAX_RESPONSE_LENGTH} bytes (or a line longer "
+                    f"than {MAX_LINE_LENGTH}) during {step}; the rest was not read",
+                )
             # Not SMTP at all (an SSH banner, a database handshake, anything on the wrong port):
             # only a short, printable excerpt is kept, and no reply code (-1 is aiosmtplib's own).
             line = exc.message.removeprefix(_MALFORMED_PREFIX)
