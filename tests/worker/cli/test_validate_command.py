@@ -6,34 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, SmtpScript, silent
 from tests.servers.smtp import SmtpServer
+from tests.worker.support import run_cli as inboxcheck
 
 # A generous bound on starting Python and importing the CLI on a loaded 2-core machine.
 INTERPRETER_START_S = 4.0
 
 
-def run_cli(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli.main", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG", **(env or {})},
-        timeout=60,
-        check=False,
-    )
+# Every log line at DEBUG, as JSON: the leak checks read all of them.
+VERBOSE = {"INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG"}
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    return inboxcheck(*args, stdin=stdin, env={**os.environ, **VERBOSE, **(env or {})})
 
 
 def write_request(tmp_path: Path, **fields: object) -> str:
