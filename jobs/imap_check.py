@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from jobs import net
+from jobs import net, sasl
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response
 from jobs.mode_probe import greeting_or_mismatch
@@ -14,7 +14,7 @@ from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import excerpt
 from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
 from jobs.reply_text import text_of_lines
-from jobs.request import Security, ValidationRequest
+from jobs.request import AuthMethod, Security, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.steps import Step, StepLog, Translator
 from jobs.tls import client_context, tls_info
@@ -61,8 +61,9 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
     host, port, security = endpoint.host, endpoint.port, endpoint.security
     where = f"IMAP server {host}:{port}"
     username = request.imap_username or request.email
-    password = (request.imap_password or request.smtp_password).get_secret_value()
     secrets = request.secrets
+    if request.auth is AuthMethod.OAUTH2:
+        secrets = (*secrets, *sasl.responses(username, request.access_token, host, port))
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
@@ -103,21 +104,12 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         )
             findings.tls = tls_info(session.ssl_object())
             async with steps.step(Step.LOGIN):
-                if "LOGINDISABLED" in session.capabilities:
-                    raise check_error(
-                        Reason.AUTH_MECHANISM_UNSUPPORTED,
-                        f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
+                if request.auth is AuthMethod.OAUTH2:
+                    await _authenticate_with_token(
+                        session, request, username, host, port, findings, where, secrets
                     )
-                findings.auth_mechanism = "LOGIN"
-                response = await session.login(username, password)
-                if response.result != "OK":
-                    reply = _reply(response, secrets)
-                    raise check_error(
-                        classify_imap_login(reply),
-                        f"{where} refused LOGIN",
-                        reply=reply,
-                        retry_after_s=suggested_backoff_s(reply.text),
-                    )
+                else:
+                    await _login(session, username, request.password("imap"), findings, where, secrets)
             async with steps.step(Step.EXAMINE):
                 response = await session.examine("INBOX")
                 if response.result != "OK":
@@ -136,3 +128,60 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                 sock.close()
 
     return await run_check("imap", endpoint, options, secrets, steps, body)
+
+
+async def _login(
+    session: ImapSession,
+    username: str,
+    password: str,
+    findings: Findings,
+    where: str,
+    secrets: tuple[str, ...],
+) -> None:
+    if "LOGINDISABLED" in session.capabilities:
+        raise check_error(
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+            f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
+        )
+    findings.auth_mechanism = "LOGIN"
+    response = await session.login(username, password)
+    if response.result != "OK":
+        reply = _reply(response, secrets)
+        raise check_error(
+            classify_imap_login(reply),
+            f"{where} refused LOGIN",
+            reply=reply,
+            retry_after_s=suggested_backoff_s(reply.text),
+        )
+
+
+async def _authenticate_with_token(
+    session: ImapSession,
+    request: ValidationRequest,
+    username: str,
+    host: str,
+    port: int,
+    findings: Findings,
+    where: str,
+    secrets: tuple[str, ...],
+) -> None:
+    offered = {c.removeprefix("AUTH=") for c in session.capabilities if c.startswith("AUTH=")}
+    mechanism = sasl.choose(offered)
+    if mechanism is None:
+        raise check_error(
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+            f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
+        )
+    findings.auth_mechanism = mechanism.value
+    response, challenge = await session.authenticate(
+        mechanism, sasl.initial_response(mechanism, username, request.access_token, host, port)
+    )
+    if response.result != "OK":
+        reply = _reply(response, secrets)
+        reason = classify_imap_login(reply)
+        raise check_error(
+            reason,
+            sasl.token_refused(where, challenge, reason),
+            reply=reply,
+            retry_after_s=suggested_backoff_s(reply.text),
+        )

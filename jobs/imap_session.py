@@ -17,6 +17,8 @@ from typing import Any, Protocol, cast
 
 from aioimaplib import aioimaplib
 
+from jobs import sasl
+
 
 class Response(Protocol):
     """What aioimaplib answers a command with (the library ships no types)."""
@@ -113,6 +115,27 @@ class _StartTls(aioimaplib.Command):  # type: ignore[misc]  # untyped library
             self._protocol.awaiting_tls = True
 
 
+class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # untyped library
+    """AUTHENTICATE with one SASL response: sent with the command when the server has SASL-IR,
+    else on the server's first (empty) `+`. A `+` after the response is the server's error
+    challenge (a refused token): it is kept, and answered as the mechanism requires, so the server
+    sends its final NO."""
+
+    def __init__(self, protocol: _Protocol, mechanism: sasl.Mechanism, response: str, inline: bool) -> None:
+        args = (mechanism.value, response) if inline else (mechanism.value,)
+        super().__init__("AUTHENTICATE", protocol.new_tag(), *args, loop=protocol.loop)
+        self.mechanism = mechanism
+        self._response: str | None = None if inline else response
+        self.challenge: dict[str, str] | None = None
+
+    def answer(self, line: bytes) -> bytes:
+        if self._response is not None:
+            response, self._response = self._response, None
+            return response.encode("ascii")
+        self.challenge = sasl.decode_challenge(line[1:].decode("ascii", errors="replace"))
+        return sasl.abort_response(self.mechanism).encode("ascii")
+
+
 class ImapSession:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -172,6 +195,17 @@ class ImapSession:
     async def login(self, user: str, password: str) -> Response:
         # aioimaplib quotes the password but not the user name.
         return await self._run(self.protocol.login(aioimaplib.quoted(user), password))
+
+    async def authenticate(
+        self, mechanism: sasl.Mechanism, response: str
+    ) -> tuple[Response, dict[str, str] | None]:
+        """AUTHENTICATE with `response`; the reply, and the server's error challenge if it sent one."""
+        inline = "SASL-IR" in self.capabilities
+        command = _Authenticate(self.protocol, mechanism, response, inline)
+        reply = await self._run(self.protocol.execute(command))
+        if reply.result == "OK":
+            self.protocol.state = aioimaplib.AUTH  # as the library's own login() does
+        return reply, command.challenge
 
     async def examine(self, mailbox: str = "INBOX") -> Response:
         return await self._run(self.protocol.simple_command("EXAMINE", mailbox))

@@ -42,6 +42,27 @@ class Security(StrEnum):
     NONE = "none"
 
 
+class AuthMethod(StrEnum):
+    """How the inbox signs in: a password (LOGIN, AUTH PLAIN/LOGIN) or an OAuth2 bearer token."""
+
+    PASSWORD = "password"
+    OAUTH2 = "oauth2"
+
+
+# Real access tokens are 1.5-3 KB (Microsoft's can reach 4); far more is not a token.
+MAX_TOKEN_CHARS = 16_384
+
+
+class OAuth2Credentials(BaseModel):
+    """What an OAuth2 inbox signs in with. Every value here is a secret (SecretStr)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_token: SecretStr = Field(
+        min_length=1, max_length=MAX_TOKEN_CHARS, description="A bearer token for the mailbox, used as it is."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     host: str
@@ -50,13 +71,15 @@ class Endpoint:
 
 
 class ValidationRequest(BaseModel):
-    """One sender account to prove. Passwords are SecretStr so no repr or dump shows them."""
+    """One sender account to prove. Passwords and tokens are SecretStr so no repr or dump shows them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     inbox_id: str | None = Field(default=None, max_length=256, description="Defaults to email.")
     inbox_type: InboxType
     email: str = Field(max_length=320)
+    # Before the credentials: their validators read it.
+    auth: AuthMethod = Field(default=AuthMethod.PASSWORD, description="password or oauth2: one per request.")
     # validate_default: a missing endpoint must be reported next to any other bad field.
     smtp_host: str | None = Field(default=None, validate_default=True)
     smtp_port: Port | None = Field(default=None, validate_default=True)
@@ -72,10 +95,16 @@ class ValidationRequest(BaseModel):
     imap_port: Port | None = Field(default=None, validate_default=True)
     imap_use_ssl: bool = True
     smtp_username: str | None = Field(default=None, max_length=320, description="Defaults to email.")
-    smtp_password: SecretStr = Field(min_length=1, max_length=1024)
+    # validate_default: a missing password (auth password) is reported like any other field.
+    smtp_password: SecretStr | None = Field(
+        default=None, min_length=1, max_length=1024, validate_default=True, description="With auth password."
+    )
     imap_username: str | None = Field(default=None, max_length=320, description="Defaults to smtp_username.")
     imap_password: SecretStr | None = Field(
         default=None, min_length=1, max_length=1024, description="Defaults to smtp_password."
+    )
+    oauth2: OAuth2Credentials | None = Field(
+        default=None, validate_default=True, description="With auth oauth2."
     )
     account_age_days: int | None = Field(default=None, ge=0, le=36_500)
 
@@ -107,6 +136,22 @@ class ValidationRequest(BaseModel):
     def _refuse_line_breaks(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and _LINE_BREAK_OR_NUL.search(value.get_secret_value()):
             raise ValueError("must not contain a line break or NUL character")
+        return value
+
+    @field_validator("smtp_password", "imap_password", "oauth2")
+    @classmethod
+    def _one_way_to_sign_in(cls, value: Any, info: ValidationInfo) -> Any:
+        auth, name = info.data.get("auth"), info.field_name
+        if auth is AuthMethod.OAUTH2:
+            if name == "oauth2" and value is None:
+                raise ValueError("is required with auth oauth2")
+            if name != "oauth2" and value is not None:
+                raise ValueError("is refused with auth oauth2: one way to sign in per request")
+        elif auth is AuthMethod.PASSWORD:
+            if name == "smtp_password" and value is None:
+                raise ValueError("is required")
+            if name == "oauth2" and value is not None:
+                raise ValueError('needs "auth": "oauth2"')
         return value
 
     @field_validator("smtp_host", "imap_host")
@@ -168,10 +213,22 @@ class ValidationRequest(BaseModel):
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret this request carries, for scrubbing server replies and errors."""
-        values = {self.smtp_password.get_secret_value()}
-        if self.imap_password is not None:
-            values.add(self.imap_password.get_secret_value())
+        values = {s.get_secret_value() for s in (self.smtp_password, self.imap_password) if s is not None}
+        if self.oauth2 is not None:
+            values.add(self.oauth2.access_token.get_secret_value())
         return tuple(values)
+
+    def password(self, protocol: str) -> str:
+        """The password to sign in to `protocol` with (auth password)."""
+        secret = self.imap_password if protocol == "imap" else self.smtp_password
+        assert secret is not None, "auth password requests always carry one"
+        return secret.get_secret_value()
+
+    @property
+    def access_token(self) -> str:
+        """The bearer token (auth oauth2)."""
+        assert self.oauth2 is not None, "auth oauth2 requests always carry one"
+        return self.oauth2.access_token.get_secret_value()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from aiosmtplib.auth import auth_plain_encode
 from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 from aiosmtplib.typing import SMTPStatus
 
-from jobs import net
+from jobs import net, sasl
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
@@ -18,8 +18,9 @@ from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import excerpt, scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.reply_text import capped
-from jobs.request import Security, ValidationRequest
+from jobs.request import AuthMethod, Security, ValidationRequest
 from jobs.result import ProtocolResult
+from jobs.sasl import token_refused
 from jobs.steps import Step, StepLog, Translator
 from jobs.tls import client_context, tls_info
 
@@ -92,10 +93,12 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
     host, port, security = endpoint.host, endpoint.port, endpoint.security
     where = f"SMTP server {host}:{port}"
     username = request.smtp_username or request.email
-    password = request.smtp_password.get_secret_value()
-    # A server that echoes a rejected AUTH PLAIN line echoes this blob; scrub() already covers
-    # the password's own base64 form (AUTH LOGIN).
-    secrets = (*request.secrets, auth_plain_encode(username, password).decode())
+    # A server that echoes a rejected AUTH line echoes it encoded: the AUTH PLAIN blob, or the
+    # SASL response holding the token. scrub() already covers a secret's own base64 (AUTH LOGIN).
+    if request.auth is AuthMethod.OAUTH2:
+        secrets = (*request.secrets, *sasl.responses(username, request.access_token, host, port))
+    else:
+        secrets = (*request.secrets, auth_plain_encode(username, request.password("smtp")).decode())
     steps = StepLog(options.step_timeout, _translator(where, secrets))
     context = client_context(options.ca_file)
 
@@ -146,7 +149,12 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     step=Step.AUTH,
                 )
             async with steps.step(Step.AUTH):
-                await _authenticate(smtp, username, password, findings, where)
+                if request.auth is AuthMethod.OAUTH2:
+                    await _authenticate_with_token(
+                        smtp, username, request.access_token, findings, where, secrets
+                    )
+                else:
+                    await _authenticate(smtp, username, request.password("smtp"), findings, where)
             with contextlib.suppress(Exception):
                 async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
@@ -175,3 +183,39 @@ async def _authenticate(
         await smtp.auth_plain(username, password)
     else:
         await smtp.auth_login(username, password)
+
+
+async def _authenticate_with_token(
+    smtp: aiosmtplib.SMTP, username: str, token: str, findings: Findings, where: str, secrets: tuple[str, ...]
+) -> None:
+    """One AUTH with the bearer token, as RFC 4954 and the providers want it: the response inline
+    when the line stays within 512 octets, else on the line after the server's empty 334; an
+    error challenge answered so the server gives its verdict, and its JSON kept as detail."""
+    offered = {m.upper() for m in smtp.server_auth_methods}
+    mechanism = sasl.choose(offered)
+    if mechanism is None:
+        raise check_error(
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+            f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
+        )
+    findings.auth_mechanism = mechanism.value
+    hostname, port = smtp.hostname or "", smtp.port or 0
+    response = sasl.initial_response(mechanism, username, token, hostname, port)
+    inline = f"AUTH {mechanism.value} {response}\r\n"
+    if len(inline) <= sasl.SMTP_COMMAND_LIMIT:
+        reply = await smtp.execute_command(b"AUTH", mechanism.value.encode(), response.encode())
+    else:
+        reply = await smtp.execute_command(b"AUTH", mechanism.value.encode())
+        if reply.code == SMTPStatus.auth_continue and not reply.message.strip():
+            reply = await smtp.execute_command(response.encode())
+    challenge = None
+    if reply.code == SMTPStatus.auth_continue:
+        challenge = sasl.decode_challenge(reply.message)
+        reply = await smtp.execute_command(sasl.abort_response(mechanism).encode())
+    if reply.code != SMTPStatus.auth_successful:
+        refused = _reply(aiosmtplib.SMTPAuthenticationError(reply.code, reply.message), secrets)
+        raise check_error(
+            classify_smtp_auth(refused),
+            token_refused(where, challenge, classify_smtp_auth(refused)),
+            reply=refused,
+        )

@@ -26,6 +26,7 @@ from worker.settings import Settings
 MAX_STEP_TIMEOUT_S = 300.0
 
 PASSWORD_ENV = {"smtp_password": "INBOXCHECK_SMTP_PASSWORD", "imap_password": "INBOXCHECK_IMAP_PASSWORD"}
+ACCESS_TOKEN_ENV = "INBOXCHECK_OAUTH2_ACCESS_TOKEN"
 
 
 def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,16 +54,27 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         fields["imap_use_ssl"] = False
     if args.allow_insecure_auth:
         fields["allow_insecure_auth"] = True
+    if args.auth == "oauth2":
+        fields["auth"] = "oauth2"
+        fields["oauth2"] = {
+            "access_token": _secret("oauth2.access_token", ACCESS_TOKEN_ENV, "OAuth2 access token: ")
+        }
+        return fields
     for field, env in PASSWORD_ENV.items():
         if os.environ.get(env):
             fields[field] = os.environ[env]
     if "smtp_password" not in fields:
-        if not sys.stdin.isatty():
-            raise ClientError(
-                f"smtp_password: set {PASSWORD_ENV['smtp_password']} or run at a terminal to be asked"
-            )
-        fields["smtp_password"] = getpass.getpass("SMTP password: ")
+        fields["smtp_password"] = _secret("smtp_password", PASSWORD_ENV["smtp_password"], "SMTP password: ")
     return fields
+
+
+def _secret(field: str, env: str, prompt: str) -> str:
+    """A secret from the environment, else asked for at a terminal (never from the command line)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    if not sys.stdin.isatty():
+        raise ClientError(f"{field}: set {env} or run at a terminal to be asked")
+    return getpass.getpass(prompt)
 
 
 def load_request(args: argparse.Namespace) -> ValidationRequest:
@@ -132,6 +144,12 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     flags.add_argument("--smtp-username")
     flags.add_argument("--imap-username")
     flags.add_argument("--account-age-days", type=int)
+    flags.add_argument(
+        "--auth",
+        choices=["password", "oauth2"],
+        default="password",
+        help=f"oauth2: sign in with a bearer token from {ACCESS_TOKEN_ENV} or a prompt",
+    )
 
 
 def add_parser(commands: Any) -> None:

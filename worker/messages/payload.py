@@ -18,7 +18,11 @@ from jobs.request import RequestError, ValidationRequest, parse_request
 from worker.messages.sealing import Sealer, SealError, destination_digest
 
 PAYLOAD_VERSION: Final = 1
-SECRET_FIELDS = ("smtp_password", "imap_password")
+# The credentials, sealed apart from the request: its passwords, and each secret of its oauth2
+# object under "oauth2_<name>".
+PASSWORD_FIELDS = ("smtp_password", "imap_password")
+OAUTH2_SECRETS = ("access_token",)
+SECRET_FIELDS = (*PASSWORD_FIELDS, *(f"oauth2_{name}" for name in OAUTH2_SECRETS))
 # Inbox ids longer than the request allows are not worth repeating in a rejection.
 MAX_INBOX_ID_CHARS = 256
 # A Fernet token for two 1 KiB passwords is well under this.
@@ -31,14 +35,14 @@ class SealedCredentials(BaseModel):
         min_length=1,
         max_length=MAX_SEALED_CHARS,
         description='Fernet token of {"v": 2, "inbox_id": ..., "destination": <the request\'s '
-        'destination digest, see the README>, "secrets": {"smtp_password": ..., "imap_password"?: ...}} '
-        "made with INBOXCHECK_SECRET_KEY.",
+        'destination digest, see the README>, "secrets": {"smtp_password": ..., "imap_password"?: ...} '
+        'or {"oauth2_access_token": ...}} made with INBOXCHECK_SECRET_KEY.',
     )
 
 
 class PlainCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    plain: dict[Literal["smtp_password", "imap_password"], str] = Field(
+    plain: dict[Literal["smtp_password", "imap_password", "oauth2_access_token"], str] = Field(
         description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true."
     )
 
@@ -49,7 +53,7 @@ class JobPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = PAYLOAD_VERSION
     request: dict[str, Any] = Field(
-        description="The request's fields (see `inboxcheck schema request`) without the passwords."
+        description="The request's fields (see `inboxcheck schema request`) without the passwords and tokens."
     )
     credentials: SealedCredentials | PlainCredentials
 
@@ -68,17 +72,42 @@ class PayloadRejected(InboxcheckError):
 
 
 def _secrets_of(request: ValidationRequest) -> dict[str, str]:
-    secrets = {"smtp_password": request.smtp_password.get_secret_value()}
-    if "imap_password" in request.model_fields_set and request.imap_password is not None:
-        secrets["imap_password"] = request.imap_password.get_secret_value()
+    secrets = {}
+    for name in PASSWORD_FIELDS:
+        value = getattr(request, name)
+        # imap_password defaults to smtp_password: sealed only when the producer gave its own.
+        if value is not None and (name == "smtp_password" or name in request.model_fields_set):
+            secrets[name] = value.get_secret_value()
+    if request.oauth2 is not None:
+        for name in OAUTH2_SECRETS:
+            secrets[f"oauth2_{name}"] = getattr(request.oauth2, name).get_secret_value()
     return secrets
 
 
 def request_fields(request: ValidationRequest) -> dict[str, Any]:
-    """The fields the producer gave, minus the passwords; inbox_id always present."""
-    fields = request.model_dump(mode="json", exclude_unset=True, exclude=set(SECRET_FIELDS))
+    """The fields the producer gave, minus the passwords and tokens; inbox_id always present."""
+    exclude: dict[str, Any] = {name: True for name in PASSWORD_FIELDS}
+    exclude["oauth2"] = set(OAUTH2_SECRETS)
+    fields = request.model_dump(mode="json", exclude_unset=True, exclude=exclude)
     fields["inbox_id"] = request.inbox_id
     return fields
+
+
+def _secrets_in(request: dict[str, Any]) -> bool:
+    oauth2 = request.get("oauth2")
+    return any(name in request for name in PASSWORD_FIELDS) or (
+        isinstance(oauth2, dict) and any(name in oauth2 for name in OAUTH2_SECRETS)
+    )
+
+
+def _with_secrets(request: dict[str, Any], secrets: dict[str, str]) -> dict[str, Any]:
+    """The request as the producer wrote it, its sealed secrets back in place."""
+    merged = {**request, **{name: secrets[name] for name in PASSWORD_FIELDS if name in secrets}}
+    oauth2 = {name: secrets[f"oauth2_{name}"] for name in OAUTH2_SECRETS if f"oauth2_{name}" in secrets}
+    if oauth2 or "oauth2" in request:
+        base = request.get("oauth2")
+        merged["oauth2"] = {**base, **oauth2} if isinstance(base, dict) else oauth2 or base
+    return merged
 
 
 class PlaintextRefused(InboxcheckError):
@@ -134,12 +163,12 @@ def reseal(body: Any, sealer: Sealer) -> Any:
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
     """A stable byte form of the request (every field, presets filled in) to derive the job id."""
     data = request.model_dump(mode="json")
+    data.pop("oauth2", None)  # its secrets only, masked by the dump; added below as the others
+    for name in PASSWORD_FIELDS:
+        data.pop(name, None)
     if with_secrets:
         data.update(_secrets_of(request))
         data["imap_password"] = request.imap_password.get_secret_value() if request.imap_password else None
-    else:
-        for name in SECRET_FIELDS:
-            data.pop(name, None)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -191,10 +220,10 @@ def decode(
             problems=_schema_problems(exc),
             inbox_id=inbox_id,
         ) from None
-    if any(name in parsed.request for name in SECRET_FIELDS):
+    if _secrets_in(parsed.request):
         raise PayloadRejected(
             Reason.SEALED_CREDENTIALS,
-            "passwords belong in credentials, not in the request",
+            "passwords and tokens belong in credentials, not in the request",
             inbox_id=inbox_id,
         )
     binding = inbox_id or ""
@@ -229,7 +258,7 @@ def decode(
             )
         secrets = {name: value for name, value in parsed.credentials.plain.items()}
     try:
-        return parse_request({**parsed.request, **secrets})
+        return parse_request(_with_secrets(parsed.request, secrets))
     except RequestError as exc:
         raise PayloadRejected(
             malformed,

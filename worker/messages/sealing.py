@@ -30,8 +30,9 @@ _JOB_ID_CONTEXT = b"inboxcheck job id v1"
 # The sealed plaintext's format; 1 (no destination) is refused.
 SEAL_VERSION = 2
 # Every request field that decides where a secret goes and how: the endpoints and their TLS modes
-# (presets follow from inbox_type), whether AUTH may go without TLS, and the names logged in as
-# (email is their default). In this order, for producers in other languages (README).
+# (presets follow from inbox_type), whether AUTH may go without TLS, the names logged in as
+# (email is their default) and how (a password or an OAuth2 token). In this order, for producers
+# in other languages (README).
 DESTINATION_FIELDS = (
     "inbox_type",
     "email",
@@ -45,6 +46,7 @@ DESTINATION_FIELDS = (
     "imap_port",
     "imap_use_ssl",
     "imap_username",
+    "auth",
 )
 # A token stamped this far in the future still opens: producers' clocks drift a little.
 CLOCK_SKEW_S = 300.0
