@@ -19,6 +19,7 @@ import pytest
 from tests.servers.certs import PKI, CertName, ServerCert
 from tests.servers.dovecot import Account, Dovecot, DovecotNotInstalled
 from tests.servers.fakes import FakeServer, Handler
+from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.redis import RedisNotInstalled, RedisServer
 from tests.servers.smtp import SmtpMode, SmtpServer
 
@@ -52,7 +53,9 @@ def smtp_server(pki: PKI) -> Iterator[Callable[..., SmtpServer]]:
 
     Returns a started SmtpServer; all are stopped after the test. ``cert`` is
     a cert name or a ServerCert (ignored in "plain" mode); other options go to
-    SmtpServer (auth_mechanisms, auth_failure_reply, hostname).
+    SmtpServer (auth_mechanisms, auth_failure_reply, hostname; for OAuth
+    ``auth_mechanisms=["XOAUTH2", "OAUTHBEARER"], oauth=<TokenEndpoint or dict>,
+    oauth_style="gmail"|"microsoft"``).
     """
     started: list[SmtpServer] = []
 
@@ -125,6 +128,76 @@ def dovecot_factory(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Itera
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[Callable[..., TokenEndpoint]]:
+    """Factory: ``token_endpoint(style="google", token_size=..., ...)`` -> a started TokenEndpoint.
+
+    Each test gets its own (failures, tokens and recorded requests start empty); all are
+    stopped after the test, hung requests included.
+    """
+    started: list[TokenEndpoint] = []
+
+    def start(**options: Any) -> TokenEndpoint:
+        server = TokenEndpoint(**options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_provider() -> Iterator[TokenEndpoint]:
+    """The (Google-style) token endpoint whose introspection ``oauth_dovecot`` asks.
+
+    Shared by the session: take mailboxes through ``oauth_user``, which clears any
+    ``fail_with`` and kills the mailbox's tokens afterwards.
+    """
+    server = TokenEndpoint().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, oauth_provider: TokenEndpoint
+) -> Iterator[Dovecot]:
+    """A Dovecot offering XOAUTH2 and OAUTHBEARER, checking tokens with ``oauth_provider``."""
+    server = Dovecot(
+        tmp_path_factory.mktemp("dovecot-oauth"),
+        pki.valid,
+        oauth2_introspection_url=oauth_provider.introspection_url,
+    )
+    yield _start_or_fail(server.start)
+    server.stop()
+
+
+@pytest.fixture
+def oauth_user(oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint) -> Iterator[OAuthAccount]:
+    """A fresh mailbox on ``oauth_dovecot`` (password too) with its own OAuth client and refresh token.
+
+    Mint access tokens with ``oauth_provider.issue_access_token(user.email)`` or fetch them
+    from ``oauth_provider.token_url`` with the refresh token.
+    """
+    n = next(_account_numbers)
+    email = f"oauth{n}-{secrets.token_hex(3)}@inboxcheck.test"
+    client_id, client_secret = f"client-{n}", secrets.token_urlsafe(12)
+    oauth_provider.add_client(client_id, client_secret)
+    account = OAuthAccount(
+        email,
+        secrets.token_urlsafe(12),
+        client_id,
+        client_secret,
+        oauth_provider.issue_refresh_token(email, client_id),
+    )
+    oauth_dovecot.set_user(email, account.password)
+    yield account
+    oauth_provider.clear_failures()
+    oauth_provider.revoke_mailbox(email)
+    oauth_dovecot.remove_user(email)
 
 
 @pytest.fixture

@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import imaplib
+import json
 import smtplib
 import socket
 import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aioimaplib
 import aiosmtplib
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.servers import oauth
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, close_on_accept, imap_script, silent, smtp_script
+from tests.servers.oauth import HANG, OAuthAccount, TokenEndpoint, make_jwt
 from tests.servers.redis import RedisServer
-from tests.servers.smtp import SmtpServer
+from tests.servers.smtp import (
+    AUTH_LINE_TOO_LONG,
+    GMAIL_OAUTH_FAILURE,
+    MICROSOFT_OAUTH_FAILURE,
+    OAuthAttempt,
+    SmtpServer,
+)
+from tests.servers.wait import wait_until
 
 O365_DISABLED = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant"
 GMAIL_APP_PASSWORD = (
@@ -259,3 +277,477 @@ def test_dovecot_24_config_renders_essential_lines(tmp_path: Path, pki: PKI) -> 
         "args",
     ):
         assert not any(line.startswith(gone + " ") for line in lines), gone
+
+
+# -- OAuth2: token endpoint stand-in ---------------------------------------------------------
+
+
+def _post(url: str, form: dict[str, str], headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    """POST a form with urllib: (status, body parsed as JSON if it is JSON else bytes, headers)."""
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            status, body, response_headers = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as error:
+        status, body, response_headers = error.code, error.read(), error.headers
+    try:
+        return status, json.loads(body), response_headers
+    except ValueError:
+        return status, body, response_headers
+
+
+def _refresh(endpoint: TokenEndpoint, client_id: str, secret: str | None, token: str, **extra: str) -> Any:
+    form = {"grant_type": "refresh_token", "client_id": client_id, "refresh_token": token, **extra}
+    if secret is not None:
+        form["client_secret"] = secret
+    return _post(endpoint.token_url, form)[:2]
+
+
+def test_token_endpoint_refresh_rotates_and_introspects(token_endpoint: Callable[..., TokenEndpoint]) -> None:
+    endpoint = token_endpoint()
+    endpoint.add_client("app", "s3cret")
+    endpoint.add_client("public-app")  # no secret: a public client
+    first = endpoint.issue_refresh_token("owner@x.test", "app")
+    public = endpoint.issue_refresh_token("other@x.test", "public-app")
+
+    status, answer = _refresh(endpoint, "app", "s3cret", first, scope=oauth.GOOGLE_SCOPE)
+    assert status == 200
+    assert set(answer) == {"access_token", "token_type", "expires_in", "scope", "refresh_token"}
+    assert (answer["token_type"], answer["expires_in"], answer["scope"]) == (
+        "Bearer",
+        3599,
+        oauth.GOOGLE_SCOPE,
+    )
+    assert len(answer["access_token"]) == oauth.DEFAULT_TOKEN_SIZE
+    assert answer["refresh_token"] != first
+    # Rotation: the old refresh token is dead, the new one works once.
+    assert _refresh(endpoint, "app", "s3cret", first) == (400, oauth.GOOGLE_INVALID_GRANT.json)
+    assert _refresh(endpoint, "app", "s3cret", answer["refresh_token"])[0] == 200
+    assert _refresh(endpoint, "public-app", None, public)[0] == 200
+    assert _refresh(endpoint, "app", "wrong", answer["refresh_token"]) == (
+        401,
+        oauth.GOOGLE_BAD_CLIENT_SECRET.json,
+    )
+    assert _refresh(endpoint, "nobody", "x", public) == (401, oauth.GOOGLE_CLIENT_NOT_FOUND.json)
+
+    token = answer["access_token"]
+    assert _post(endpoint.introspection_url, {"token": token})[:2] == (
+        200,
+        {
+            "active": True,
+            "username": "owner@x.test",
+            "scope": oauth.GOOGLE_SCOPE,
+            "token_type": "Bearer",
+            "client_id": "app",
+            "exp": pytest.approx(time.time() + 3599, abs=5),
+        },
+    )
+    endpoint.revoke(token)
+    assert _post(endpoint.introspection_url, {"token": token})[:2] == (200, {"active": False})
+    assert _post(endpoint.introspection_url, {"token": "made-up"})[:2] == (200, {"active": False})
+
+    fetches = endpoint.token_requests
+    assert [r.grant_type for r in fetches] == ["refresh_token"] * 6
+    assert fetches[0].form["client_secret"] == "s3cret"  # the server side keeps secrets
+    assert [r.status for r in fetches] == [200, 400, 200, 200, 401, 401]
+    assert len(endpoint.introspection_requests) == 3
+
+
+def test_token_endpoint_microsoft_style(token_endpoint: Callable[..., TokenEndpoint]) -> None:
+    endpoint = token_endpoint(style="microsoft", token_size=3000)
+    endpoint.add_client("app-id", "s3cret:/+")
+    refresh = endpoint.issue_refresh_token("owner@x.test", "app-id")
+    url = f"{endpoint.base_url}/tenant-id/oauth2/v2.0/token"
+
+    # A refresh without scope fails as on Microsoft (AADSTS900144).
+    status, body, _ = _post(
+        url,
+        {
+            "grant_type": "refresh_token",
+            "client_id": "app-id",
+            "client_secret": "s3cret:/+",
+            "refresh_token": refresh,
+        },
+    )
+    assert (status, body["error"], body["error_codes"]) == (400, "invalid_request", [900144])
+    # client_secret_basic (authlib's default): each part form-urlencoded, then base64.
+    basic = base64.b64encode(b"app-id:" + urllib.parse.quote_plus("s3cret:/+").encode()).decode()
+    form = {"grant_type": "refresh_token", "refresh_token": refresh, "scope": oauth.MICROSOFT_SCOPE}
+    status, body, _ = _post(url, form, {"Authorization": f"Basic {basic}"})
+    assert status == 200 and len(body["access_token"]) == 3000
+    assert endpoint.token_requests[-1].client_id == "app-id"
+    assert endpoint.token_requests[-1].path == "/tenant-id/oauth2/v2.0/token"
+
+    endpoint.expire(body["refresh_token"])
+    status, body, _ = _post(
+        url, {**form, "refresh_token": body["refresh_token"]}, {"Authorization": f"Basic {basic}"}
+    )
+    assert (status, body) == (400, oauth.MS_REFRESH_TOKEN_EXPIRED.json)
+    assert body["error_codes"] == [700082] and body["error_description"].startswith("AADSTS700082: ")
+    status, body, _ = _post(url, {**form, "client_id": "app-id", "client_secret": "wrong"})
+    assert (status, body["error"], body["error_codes"]) == (401, "invalid_client", [7000215])
+    status, body, _ = _post(url, {**form, "client_id": "unknown", "client_secret": "x"})
+    assert (status, body["error"], body["error_codes"]) == (400, "unauthorized_client", [700016])
+
+
+def test_token_endpoint_client_credentials(token_endpoint: Callable[..., TokenEndpoint]) -> None:
+    endpoint = token_endpoint(style="microsoft")
+    endpoint.add_client("daemon", "s3cret", app_mailbox="shared@x.test")
+    endpoint.add_client("no-permission", "s3cret")  # consented, but no mailbox permission
+    form = {"grant_type": "client_credentials", "client_secret": "s3cret", "scope": oauth.MICROSOFT_APP_SCOPE}
+
+    status, body, _ = _post(endpoint.token_url, {**form, "client_id": "daemon"})
+    assert status == 200 and "refresh_token" not in body and body["scope"] == oauth.MICROSOFT_APP_SCOPE
+    assert endpoint.mailbox_for(body["access_token"]) == "shared@x.test"
+    # A token is issued, yet it opens no mailbox: introspection says inactive.
+    status, body, _ = _post(endpoint.token_url, {**form, "client_id": "no-permission"})
+    assert status == 200
+    assert endpoint.introspect(body["access_token"]) == {"active": False}
+
+
+def test_token_endpoint_jwt_bearer(token_endpoint: Callable[..., TokenEndpoint]) -> None:
+    endpoint = token_endpoint()
+    endpoint.add_mailbox("user@x.test")
+    now = int(time.time())
+    claims = {
+        "iss": "sa@project.iam.gserviceaccount.com",
+        "sub": "user@x.test",
+        "scope": oauth.GOOGLE_SCOPE,
+        "aud": endpoint.token_url,
+        "iat": now,
+        "exp": now + 3600,
+    }
+
+    def grant(assertion: str) -> tuple[int, Any]:
+        return _post(endpoint.token_url, {"grant_type": oauth.JWT_BEARER, "assertion": assertion})[:2]
+
+    # No key registered for the issuer: any decodable JWT naming a known mailbox will do.
+    status, body = grant(make_jwt(claims))
+    assert status == 200 and endpoint.mailbox_for(body["access_token"]) == "user@x.test"
+    assert grant(make_jwt({**claims, "sub": "stranger@x.test"})) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Invalid email or User ID"},
+    )
+    assert grant(make_jwt({**claims, "exp": now + 7200}))[1]["error_description"].startswith("Invalid JWT: ")
+    assert grant("not-a-jwt")[1]["error"] == "invalid_grant"
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    endpoint.add_jwt_key(claims["iss"], key.public_key())
+    assert grant(make_jwt(claims, key))[0] == 200
+    assert grant(make_jwt(claims)) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
+    )
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "error"),
+    [
+        (oauth.GOOGLE_INVALID_GRANT, 400, "invalid_grant"),
+        (oauth.MS_REFRESH_TOKEN_EXPIRED, 400, "invalid_grant"),
+        (oauth.MS_REFRESH_TOKEN_REVOKED, 400, "invalid_grant"),
+        (oauth.MS_CONSENT_MISSING, 400, "invalid_grant"),
+        (oauth.MS_MFA_REQUIRED, 400, "invalid_grant"),
+        (oauth.MS_CONDITIONAL_ACCESS, 400, "invalid_grant"),
+        (oauth.CONSENT_REQUIRED, 400, "consent_required"),
+        (oauth.INTERACTION_REQUIRED, 400, "interaction_required"),
+        (oauth.MS_BAD_CLIENT_SECRET, 401, "invalid_client"),
+        (oauth.MS_CLIENT_SECRET_EXPIRED, 401, "invalid_client"),
+        (oauth.GOOGLE_CLIENT_NOT_FOUND, 401, "invalid_client"),
+        (oauth.GOOGLE_UNAUTHORIZED_CLIENT, 401, "unauthorized_client"),
+        (oauth.MS_UNKNOWN_CLIENT, 400, "unauthorized_client"),
+        (oauth.MS_INVALID_SCOPE, 400, "invalid_scope"),
+        (oauth.GOOGLE_INVALID_SCOPE, 400, "invalid_scope"),
+        (oauth.TEMPORARILY_UNAVAILABLE, 503, "temporarily_unavailable"),
+        (oauth.HTTP_500, 500, None),
+        (oauth.HTTP_503, 503, None),
+        (oauth.NOT_JSON, 200, None),
+        (oauth.rate_limited(17), 429, "temporarily_unavailable"),
+    ],
+)
+def test_token_endpoint_failures_on_demand(
+    token_endpoint: Callable[..., TokenEndpoint], reply: oauth.Reply, status: int, error: str | None
+) -> None:
+    endpoint = token_endpoint()
+    endpoint.add_client("app", "s3cret")
+    refresh = endpoint.issue_refresh_token("owner@x.test", "app")
+    endpoint.fail_with(reply, times=1)
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": "app",
+        "client_secret": "s3cret",
+        "refresh_token": refresh,
+    }
+    got_status, body, headers = _post(endpoint.token_url, form)
+    assert got_status == status
+    if error is None:
+        assert isinstance(body, bytes) and body.startswith(b"<!DOCTYPE html>")  # not JSON
+    else:
+        assert body["error"] == error
+    if status == 429:
+        assert headers["Retry-After"] == "17"
+    assert _post(endpoint.token_url, form)[0] == 200  # times=1: then back to normal
+    assert len(endpoint.token_requests) == 2
+
+
+def test_token_endpoint_hangs_until_stopped(token_endpoint: Callable[..., TokenEndpoint]) -> None:
+    endpoint = token_endpoint()
+    endpoint.fail_with(HANG)
+    connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=5)
+    connection.request(
+        "POST",
+        "/token",
+        body="grant_type=refresh_token",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    wait_until(lambda: len(endpoint.token_requests) == 1, timeout=5, what="the request to arrive")
+    assert endpoint.token_requests[0].status is None  # unanswered
+    connection.sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        connection.getresponse()
+    started = time.monotonic()
+    endpoint.stop()  # must not wait for the hung request
+    assert time.monotonic() - started < 2
+    connection.sock.settimeout(5)
+    assert connection.sock.recv(100) == b""
+    connection.close()
+
+
+# -- OAuth2: Dovecot ---------------------------------------------------------------------------------
+
+
+def _xoauth2(user: str, token: str) -> bytes:
+    return f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def _oauthbearer(user: str, token: str, port: int) -> bytes:
+    return f"n,a={user},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+class _SaslClient:
+    """An imaplib authobject: sends ``response`` to the first (empty) ``+``, ``answer`` to a later one."""
+
+    def __init__(self, response: bytes, answer: bytes) -> None:
+        self.response, self.answer = response, answer
+        self.challenges: list[bytes] = []
+
+    def __call__(self, challenge: bytes) -> bytes:
+        self.challenges.append(challenge)
+        return self.response if len(self.challenges) == 1 and not challenge else self.answer
+
+
+def _imaps(dovecot: Dovecot, ca_file: str) -> imaplib.IMAP4_SSL:
+    return imaplib.IMAP4_SSL(
+        dovecot.host, dovecot.imaps_port, ssl_context=_client_context(ca_file), timeout=5
+    )
+
+
+def test_dovecot_xoauth2_good_token(
+    oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
+) -> None:
+    token = oauth_provider.issue_access_token(oauth_user.email)
+    with _imaps(oauth_dovecot, ca_file) as client:
+        assert {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER", "AUTH=PLAIN", "SASL-IR"} <= set(client.capabilities)
+        assert client.authenticate("XOAUTH2", _SaslClient(_xoauth2(oauth_user.email, token), b""))[0] == "OK"
+        assert client.select("INBOX") == ("OK", [b"0"])
+    assert oauth_provider.introspection_requests[-1].form["token"] == token
+    # The password passdb still serves LOGIN.
+    with _imaps(oauth_dovecot, ca_file) as client:
+        assert client.login(oauth_user.email, oauth_user.password)[0] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "answer", "error"),
+    [
+        ("XOAUTH2", b"", {"status": "401", "schemes": "bearer", "scope": "mail"}),
+        ("OAUTHBEARER", b"\x01", {"status": "invalid_token"}),  # RFC 7628's status word
+    ],
+)
+@pytest.mark.parametrize("why", ["revoked", "other mailbox", "password"])
+def test_dovecot_oauth_bad_token(
+    oauth_dovecot: Dovecot,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+    mechanism: str,
+    answer: bytes,
+    error: dict[str, str],
+    why: str,
+) -> None:
+    if why == "password":
+        token = oauth_user.password
+    else:
+        token = oauth_provider.issue_access_token(oauth_user.email if why == "revoked" else "someone@x.test")
+        if why == "revoked":
+            oauth_provider.revoke(token)
+    if mechanism == "XOAUTH2":
+        response = _xoauth2(oauth_user.email, token)
+    else:
+        response = _oauthbearer(oauth_user.email, token, oauth_dovecot.imaps_port)
+    sasl = _SaslClient(response, answer)  # imaplib base64-encodes: b"\x01" goes out as "AQ=="
+    with _imaps(oauth_dovecot, ca_file) as client, pytest.raises(imaplib.IMAP4.error) as failed:
+        client.authenticate(mechanism, sasl)
+    assert str(failed.value) == "[AUTHENTICATIONFAILED] Authentication failed."
+    assert json.loads(sasl.challenges[1]) == error
+    assert len(sasl.challenges) == 2
+
+
+def _sasl_ir(client: imaplib.IMAP4, mechanism: str, response: bytes, answer: bytes) -> tuple[str, Any]:
+    """AUTHENTICATE with SASL-IR (imaplib has no API for it), answering a later ``+`` with ``answer``."""
+    client.literal = imaplib._Authenticator(lambda challenge: answer).process
+    initial = base64.b64encode(response).decode()
+    typ, data = client._simple_command("AUTHENTICATE", mechanism, initial)
+    if typ == "OK":
+        client.state = "AUTH"
+    return typ, data
+
+
+def test_dovecot_xoauth2_sasl_ir_3kb_token(
+    oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
+) -> None:
+    token = oauth_provider.issue_access_token(oauth_user.email, size=3072)
+    response = _xoauth2(oauth_user.email, token)
+    assert len(base64.b64encode(response)) > 4096  # one ~4.2 KB command line
+    with _imaps(oauth_dovecot, ca_file) as client:
+        assert "SASL-IR" in client.capabilities
+        assert _sasl_ir(client, "XOAUTH2", response, b"")[0] == "OK"
+        assert client.select("INBOX")[0] == "OK"
+    oauth_provider.revoke(token)
+    with _imaps(oauth_dovecot, ca_file) as client:
+        typ, data = _sasl_ir(client, "XOAUTH2", response, b"")  # "+ <json>", "", then NO
+        assert (typ, data) == ("NO", [b"[AUTHENTICATIONFAILED] Authentication failed."])
+
+
+def test_dovecot_oauth_introspection_down(
+    oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
+) -> None:
+    token = oauth_provider.issue_access_token(oauth_user.email)
+    oauth_provider.fail_with(oauth.HTTP_503, on="introspect")
+    with _imaps(oauth_dovecot, ca_file) as client, pytest.raises(imaplib.IMAP4.error) as failed:
+        client.authenticate("XOAUTH2", _SaslClient(_xoauth2(oauth_user.email, token), b""))
+    assert str(failed.value).startswith("[UNAVAILABLE] Temporary authentication failure.")
+
+
+def test_dovecot_oauth_not_offered_before_starttls(oauth_dovecot: Dovecot, ca_file: str) -> None:
+    with imaplib.IMAP4(oauth_dovecot.host, oauth_dovecot.imap_port, timeout=5) as client:
+        assert "AUTH=XOAUTH2" not in client.capabilities
+        client.starttls(ssl_context=_client_context(ca_file))
+        assert {"AUTH=XOAUTH2", "AUTH=OAUTHBEARER"} <= set(client.capabilities)
+
+
+def test_dovecot_24_config_renders_oauth2(tmp_path: Path, pki: PKI) -> None:
+    """The 2.4 OAuth2 lines (not run here): a top-level oauth2 { } filter, no oauth2 passdb."""
+    from tests.servers.dovecot import _render_config_24
+
+    server = Dovecot(tmp_path, pki.valid, oauth2_introspection_url="http://127.0.0.1:1/introspect")
+    config = _render_config_24(server)
+    lines = [line.strip() for line in config.splitlines()]
+    assert "auth_mechanisms = plain login xoauth2 oauthbearer" in lines
+    block = config.split("\noauth2 {\n", 1)[1].split("}", 1)[0].split("\n")
+    assert [line.strip() for line in block if line.strip()] == [
+        "introspection_mode = post",
+        "introspection_url = http://127.0.0.1:1/introspect",
+        "username_attribute = username",
+        "active_attribute = active",
+        "active_value = true",
+        "force_introspection = yes",
+    ]
+    assert "driver = oauth2" not in lines
+    assert "auth_mechanisms = plain login" in _render_config_24(Dovecot(tmp_path, pki.valid)).splitlines()
+
+
+# -- OAuth2: aiosmtpd ------------------------------------------------------------------------------
+
+
+def _smtp_tls(server: SmtpServer, ca_file: str) -> smtplib.SMTP:
+    client = smtplib.SMTP(server.host, server.port, timeout=5)
+    client.starttls(context=_client_context(ca_file))
+    client.ehlo()
+    return client
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_smtp_xoauth2_continuation_line_gmail_style(
+    smtp_server: Callable[..., SmtpServer], token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint(token_size=3072)
+    good = endpoint.issue_access_token("user@x.test")
+    srv = smtp_server(auth_mechanisms=["PLAIN", "XOAUTH2", "OAUTHBEARER"], oauth=endpoint)
+    with _smtp_tls(srv, ca_file) as client:
+        assert client.esmtp_features["auth"].split() == ["OAUTHBEARER", "PLAIN", "XOAUTH2"]
+        assert client.docmd("AUTH", "XOAUTH2") == (334, b"")
+        response = _b64(_xoauth2("user@x.test", good))
+        assert len(response) > 4096
+        assert client.docmd(response) == (235, b"2.7.0 Authentication successful")
+
+    endpoint.revoke(good)
+    with _smtp_tls(srv, ca_file) as client:
+        assert client.docmd("AUTH", "XOAUTH2") == (334, b"")
+        code, challenge = client.docmd(_b64(_xoauth2("user@x.test", good)))
+        assert code == 334
+        assert (
+            base64.b64decode(challenge)
+            == b'{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}'
+        )
+        code, message = client.docmd("")  # XOAUTH2's answer to the error challenge: an empty line
+        assert code == 535  # smtplib joins the two lines of the 535 reply, codes dropped
+        assert message == b"\n".join(line[4:].encode() for line in GMAIL_OAUTH_FAILURE.split("\r\n"))
+    assert srv.oauth_attempts == [
+        OAuthAttempt("XOAUTH2", "continuation", "user@x.test", "accepted"),
+        OAuthAttempt("XOAUTH2", "continuation", "user@x.test", "rejected", b""),
+    ]
+
+
+def test_smtp_xoauth2_inline_and_line_limit(smtp_server: Callable[..., SmtpServer], ca_file: str) -> None:
+    short, long = "short-token", "L" * 2048
+    srv = smtp_server(auth_mechanisms=["XOAUTH2"], oauth={short: "user@x.test", long: "user@x.test"})
+    with _smtp_tls(srv, ca_file) as client:
+        too_long = _b64(_xoauth2("user@x.test", long))
+        assert client.docmd("AUTH", f"XOAUTH2 {too_long}") == (500, AUTH_LINE_TOO_LONG[4:].encode())
+        assert client.docmd("AUTH", f"XOAUTH2 {_b64(_xoauth2('user@x.test', short))}")[0] == 235
+    # smtplib's own auth() sends the response inline too.
+    with _smtp_tls(srv, ca_file) as client:
+        assert (
+            client.auth("XOAUTH2", lambda challenge=None: _xoauth2("user@x.test", short).decode())[0] == 235
+        )
+    assert [(a.via, a.user, a.outcome) for a in srv.oauth_attempts] == [
+        ("inline", "user@x.test", "too long"),
+        ("inline", "user@x.test", "accepted"),
+        ("inline", "user@x.test", "accepted"),
+    ]
+
+
+def test_smtp_oauth_microsoft_style_fails_at_once(
+    smtp_server: Callable[..., SmtpServer], token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint(style="microsoft")
+    token = endpoint.issue_access_token("someone-else@x.test")
+    srv = smtp_server(auth_mechanisms=["XOAUTH2"], oauth=endpoint, oauth_style="microsoft")
+    with _smtp_tls(srv, ca_file) as client:
+        assert client.docmd("AUTH", "XOAUTH2") == (334, b"")
+        assert client.docmd(_b64(_xoauth2("user@x.test", token))) == (
+            535,
+            MICROSOFT_OAUTH_FAILURE[4:].encode(),
+        )
+        assert client.noop()[0] == 250  # no challenge was pending
+    assert srv.oauth_attempts == [OAuthAttempt("XOAUTH2", "continuation", "user@x.test", "rejected")]
+
+
+def test_smtp_oauthbearer(smtp_server: Callable[..., SmtpServer], ca_file: str) -> None:
+    srv = smtp_server(auth_mechanisms=["OAUTHBEARER"], oauth={"good": "user@x.test"})
+    with _smtp_tls(srv, ca_file) as client:
+        assert (
+            client.docmd("AUTH", f"OAUTHBEARER {_b64(_oauthbearer('user@x.test', 'good', srv.port))}")[0]
+            == 235
+        )
+    with _smtp_tls(srv, ca_file) as client:
+        code, challenge = client.docmd(
+            "AUTH", f"OAUTHBEARER {_b64(_oauthbearer('user@x.test', 'bad', srv.port))}"
+        )
+        assert code == 334 and json.loads(base64.b64decode(challenge))["status"] == "401"
+        assert client.docmd("AQ==")[0] == 535
+    assert srv.oauth_attempts[-1] == OAuthAttempt("OAUTHBEARER", "inline", "user@x.test", "rejected", b"\x01")
+    assert srv.logins == [("OAUTHBEARER", "user@x.test"), ("OAUTHBEARER", "user@x.test")]
