@@ -80,6 +80,14 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         if self.awaiting_tls and self.incomplete_line:
             self.sent_before_tls = True
 
+    def _continuation(self, line: bytes) -> None:
+        # aioimaplib files a `+` under the pending command and never answers it: AUTHENTICATE
+        # answers here, or a rejected token would wait for the timeout.
+        if isinstance(self.pending_sync_command, _Authenticate) and self.transport is not None:
+            self.transport.write(self.pending_sync_command.answer(line) + b"\r\n")
+            return
+        super()._continuation(line)
+
     async def welcome(self, command: bytes) -> None:
         try:
             await super().welcome(command)
