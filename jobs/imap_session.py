@@ -42,9 +42,16 @@ class ProtocolViolation(ConnectionError):
 
 
 STARTTLS_INJECTION = "the server sent data after accepting STARTTLS, before the TLS handshake"
+# The longest line a server may send before its CRLF. What the check reads (greeting, CAPABILITY,
+# LOGIN and EXAMINE answers) is a few hundred bytes at most; aioimaplib keeps an unfinished line
+# whole and rescans it on every read, so an endless one would cost memory and time without bound.
+MAX_LINE_BYTES = 65_536
+LINE_TOO_LONG = f"the server sent more than {MAX_LINE_BYTES} bytes without ending a line"
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    incomplete_line: bytes  # the library's unfinished line, bounded here
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.greeted: asyncio.Future[None] = loop.create_future()
@@ -79,6 +86,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         # A partial line after the OK, which the library would glue to the first line read over TLS.
         if self.awaiting_tls and self.incomplete_line:
             self.sent_before_tls = True
+        if len(self.incomplete_line) > MAX_LINE_BYTES and self.transport is not None:
+            self.violation = LINE_TOO_LONG
+            self.incomplete_line = b""  # released now, not at the step's end
+            self.transport.abort()
 
     def _continuation(self, line: bytes) -> None:
         # aioimaplib files a `+` under the pending command and never answers it: AUTHENTICATE

@@ -23,11 +23,10 @@ def secret_forms(secrets: Iterable[str]) -> set[str]:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in sorted(_forms(secret), key=len, reverse=True):
-            text = text.replace(form, MASK)
+    # Longest first across all secrets: when one password begins another (Secret1, Secret1-b),
+    # masking the shorter first would leave the longer one's tail behind.
+    for form in sorted(secret_forms(secrets), key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from jobs.errors import ErrorCode, Reason
 from jobs.imap_check import check_imap
+from jobs.imap_session import MAX_LINE_BYTES
 from jobs.reply_text import MAX_REPLY_TEXT_CHARS
 from tests.jobs.checks import (
     CLOSED_PORT,
@@ -362,10 +363,14 @@ async def test_an_echo_of_the_quoted_password_is_scrubbed(
 MIB = 1024 * 1024
 
 
-def _huge(head: str, secret: str) -> str:
-    """`head`, then the secret running across the cap, then the secret again and again to 16 MiB."""
+def _huge(head: str, secret: str, size: int) -> str:
+    """`head`, then the secret running across the cap, then the secret again and again to `size`."""
     pad = "." * (MAX_REPLY_TEXT_CHARS - 5 - len(head))
-    return head + pad + (secret + "-" * 50) * (16 * MIB // (len(secret) + 50))
+    return head + pad + (secret + "-" * 50) * (size // (len(secret) + 50))
+
+
+# Far past the reply text cap, within the line bound: cut, and still classified from its head.
+LONG_REPLY = MAX_LINE_BYTES - 1024
 
 
 @pytest.mark.parametrize(
@@ -386,7 +391,7 @@ def _huge(head: str, secret: str) -> str:
     ],
     ids=["login-no", "greeting-bye"],
 )
-async def test_a_16_mib_reply_is_cut_to_its_head_and_still_classified(
+async def test_a_long_reply_is_cut_to_its_head_and_still_classified(
     fake_server: FakeFactory,
     pki: PKI,
     ca_file: str,
@@ -396,16 +401,39 @@ async def test_a_16_mib_reply_is_cut_to_its_head_and_still_classified(
     step: str,
 ) -> None:
     secret = "Leak-Me-Not-42"
-    server = fake_server(script(_huge(reply_head, secret)), ssl_context=pki.valid.ssl_context)
+    server = fake_server(script(_huge(reply_head, secret, LONG_REPLY)), ssl_context=pki.valid.ssl_context)
     started = time.monotonic()
     result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
     assert time.monotonic() - started < STEP_TIMEOUT_S
     assert (result.reason, result.failed_step) == (reason, step)
     head, left_off = split_marker(result.reply_text or "")
     assert head.startswith(reply_head) and len(head) <= MAX_REPLY_TEXT_CHARS
-    assert left_off is not None and left_off > 16 * MIB - MAX_REPLY_TEXT_CHARS
+    assert left_off is not None and left_off > LONG_REPLY - 2 * MAX_REPLY_TEXT_CHARS
     assert len(result.detail or "") <= MAX_REPLY_TEXT_CHARS
     assert leaked_part(head, secret) is None and secret not in result.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("script", "step"),
+    [
+        (lambda text: ImapScript(login_reply=f"NO {text}"), "login"),
+        (lambda text: ImapScript(greeting=f"* BYE {text}"), "greeting"),
+    ],
+    ids=["login-no", "greeting-bye"],
+)
+async def test_a_16_mib_line_ends_the_check_at_the_line_bound(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, script: Callable[[str], ImapScript], step: str
+) -> None:
+    secret = "Leak-Me-Not-42"
+    server = fake_server(script(_huge("x", secret, 16 * MIB)), ssl_context=pki.valid.ssl_context)
+    result = await check_imap(imap_request(server.port, True, password=secret), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        step,
+    )
+    assert f"more than {MAX_LINE_BYTES} bytes without ending a line" in (result.detail or "")
+    assert secret not in result.model_dump_json()
 
 
 @pytest.mark.parametrize(

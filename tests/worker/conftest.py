@@ -11,8 +11,6 @@ from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
 
-PIPE_CHUNK = 65_536
-
 
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

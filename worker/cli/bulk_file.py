@@ -14,6 +14,7 @@ from jobs.request import RequestError, ValidationRequest, parse_request
 CSV_SUFFIXES = {".csv"}
 HEADER_LINE = 1
 REQUEST_FIELDS = frozenset(ValidationRequest.model_fields)
+SECRET_COLUMNS = frozenset({"smtp_password", "imap_password"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def read_rows(path: Path, text: str) -> Rows:
     for record in reader:
         # Empty cells mean "not given" (the preset or default applies), not an empty string.
         fields = {
-            name.strip(): value.strip()
+            name.strip(): _cell(name.strip(), value)
             for name, value in record.items()
             if name and value is not None and value.strip()
         }
@@ -71,6 +72,12 @@ def read_rows(path: Path, text: str) -> Rows:
         if fields:
             _parse(reader.line_num, fields, rows)
     return rows
+
+
+def _cell(name: str, value: str) -> str:
+    # A password is taken exactly as written: spaces may be part of it, and a trimmed one would
+    # cost a failed login at the provider.
+    return value if name in SECRET_COLUMNS else value.strip()
 
 
 def _header_problems(names: Sequence[str]) -> list[str]:

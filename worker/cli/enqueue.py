@@ -19,12 +19,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from jobs.request import parse_request
 from jobs.result import ValidationResult
 from jobs.time_units import SECONDS_PER_DAY
 from worker.cli import client
 from worker.cli.bulk_file import read_rows
+from worker.cli.terminal_text import plain
 from worker.messages import producer
 from worker.messages.events import Rejection, TerminalEvent
 from worker.messages.sealing import sealer_for
@@ -41,19 +43,26 @@ def _print_event_human(event: TerminalEvent, console: Console) -> None:
     subject = event.subject or data.inbox_id or "?"
     if isinstance(data, ValidationResult) and data.status == "valid":
         console.print(
-            f"[bold green]VALID[/] {subject}: recommended daily limit {data.recommended_daily_limit}",
+            Text.assemble(
+                ("VALID", "bold green"),
+                " ",
+                plain(f"{subject}: recommended daily limit {data.recommended_daily_limit}"),
+            ),
             highlight=False,
         )
     else:
         console.print(
-            f"[bold red]{data.status.upper()}[/] {subject}: "
-            f"{client.outcome(event)} (after {data.attempts} attempt(s))",
+            Text.assemble(
+                (data.status.upper(), "bold red"),
+                " ",
+                plain(f"{subject}: {client.outcome(event)} (after {data.attempts} attempt(s))"),
+            ),
             highlight=False,
         )
         if data.resolution:
-            console.print(f"What to do: {data.resolution}", markup=False, highlight=False)
+            console.print(plain(f"What to do: {data.resolution}"), highlight=False)
         for problem in data.problems if isinstance(data, Rejection) else []:
-            console.print(f"  {problem}", markup=False, highlight=False)
+            console.print(plain(f"  {problem}"), highlight=False)
 
 
 async def _one(args: argparse.Namespace, settings: Settings) -> int:

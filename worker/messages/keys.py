@@ -11,13 +11,11 @@ from arq.constants import (
     in_progress_key_prefix,
     job_key_prefix,
     result_key_prefix,
-    retry_key_prefix,
 )
 
 # arq: the job envelope (JSON), the run lock, the try counter, the kept result.
 JOB_KEY_PREFIX = job_key_prefix  # "arq:job:<job_id>"   string, JSON envelope
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix  # "arq:in-progress:<job_id>"
-RETRY_KEY_PREFIX = retry_key_prefix  # "arq:retry:<job_id>"  counter of tries started
 RESULT_KEY_PREFIX = result_key_prefix  # "arq:result:<job_id>" JSON, holds the event
 # The queue itself is a sorted set named by settings.queue_name: member job_id, score = run-at ms.
 
@@ -36,10 +34,6 @@ def result_key(job_id: str) -> str:
 
 def in_progress_key(job_id: str) -> str:
     return IN_PROGRESS_KEY_PREFIX + job_id
-
-
-def retry_key(job_id: str) -> str:
-    return RETRY_KEY_PREFIX + job_id
 
 
 def done_key(job_id: str, enqueue_time_ms: int) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.errors import InboxcheckError, Reason
 from jobs.request import RequestError, ValidationRequest, parse_request
-from worker.messages.sealing import Sealer, SealError, destination_digest
+from worker.messages.sealing import USE_JOB, USE_REGISTRY, Sealer, SealError, destination_digest
 
 PAYLOAD_VERSION: Final = 1
 # The credentials, sealed apart from the request: its passwords, and each secret of its oauth2
@@ -125,7 +125,7 @@ def require_sealing(sealer: Sealer | None, *, allow_plaintext: bool) -> None:
 
 
 def encode(
-    request: ValidationRequest, sealer: Sealer | None, *, allow_plaintext: bool = False
+    request: ValidationRequest, sealer: Sealer | None, *, allow_plaintext: bool = False, use: str = USE_JOB
 ) -> dict[str, Any]:
     """The payload for `request`: sealed with the key; plaintext only when allowed (development)."""
     assert request.inbox_id is not None  # the request model always fills it in
@@ -133,7 +133,7 @@ def encode(
     secrets = _secrets_of(request)
     fields = request_fields(request)
     credentials: dict[str, Any] = (
-        {"sealed": sealer.seal(secrets, request.inbox_id, destination_digest(fields))}
+        {"sealed": sealer.seal(secrets, request.inbox_id, destination_digest(fields), use=use)}
         if sealer
         else {"plain": secrets}
     )
@@ -141,8 +141,9 @@ def encode(
 
 
 def reseal(body: Any, sealer: Sealer) -> Any:
-    """`body` (a stored payload) with its sealed credentials sealed again now: the same secrets,
-    checked against the same inbox and destination, with a fresh timestamp and the newest key.
+    """`body` (a registered inbox's stored payload) with a job token sealed now from its stored
+    one: the same secrets, checked against the same inbox and destination, with a fresh timestamp
+    and the newest key.
     Anything that does not open for its request is returned as it is: the worker refuses it and
     says why, in a rejected event, rather than this writer guessing."""
     request = body.get("request") if isinstance(body, dict) else None
@@ -154,10 +155,10 @@ def reseal(body: Any, sealer: Sealer) -> Any:
         return body
     destination = destination_digest(request)
     try:
-        secrets = sealer.open(token, inbox_id, destination)
+        secrets = sealer.open(token, inbox_id, destination, use=USE_REGISTRY)
     except SealError:
         return body
-    return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination)}}
+    return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination, use=USE_JOB)}}
 
 
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:

@@ -106,7 +106,7 @@ async def wait_for_event(redis: Redis, job_id: str, timeout: float) -> TerminalE
 
 
 def event_line(event: Event | dict[str, Any]) -> str:
-    """One JSON line: the job id, or an event. Events go through json.dumps like the dicts they
-    once were, so the printed text (ASCII escapes included) stays what scripts already parse."""
+    """One JSON line: the job id, or an event, through json.dumps (non-ASCII as escapes, the
+    format scripts reading `--json` parse)."""
     value = event if isinstance(event, dict) else event.model_dump(mode="json")
     return json.dumps(value, separators=(",", ":"))

@@ -48,6 +48,11 @@ DESTINATION_FIELDS = (
     "imap_username",
     "auth",
 )
+# What a token may be used for. A queued job's token expires (INBOXCHECK_SEALED_MAX_AGE); a
+# registered inbox's stored token does not, so it is never accepted as a job's: the registry
+# seals a fresh job token from it for each recheck, and never turns a job token into one.
+USE_JOB = "job"
+USE_REGISTRY = "registry"
 # A token stamped this far in the future still opens: producers' clocks drift a little.
 CLOCK_SKEW_S = 300.0
 
@@ -103,17 +108,30 @@ class Sealer:
     def __repr__(self) -> str:
         return "Sealer(***)"
 
-    def seal(self, secrets: dict[str, str], inbox_id: str, destination: str) -> str:
+    def seal(self, secrets: dict[str, str], inbox_id: str, destination: str, *, use: str = USE_JOB) -> str:
         """A token of `secrets` for `inbox_id`, usable only with the request whose
-        destination_digest is `destination`."""
+        destination_digest is `destination`, and only as `use` says (a queued job, or a
+        registered inbox's stored copy)."""
         plain = json.dumps(
-            {"v": SEAL_VERSION, "inbox_id": inbox_id, "destination": destination, "secrets": secrets},
+            {
+                "v": SEAL_VERSION,
+                "use": use,
+                "inbox_id": inbox_id,
+                "destination": destination,
+                "secrets": secrets,
+            },
             separators=(",", ":"),
         )
         return self._fernet.encrypt(plain.encode()).decode("ascii")
 
     def open(
-        self, token: str, inbox_id: str, destination: str, *, max_age_s: float | None = None
+        self,
+        token: str,
+        inbox_id: str,
+        destination: str,
+        *,
+        use: str = USE_JOB,
+        max_age_s: float | None = None,
     ) -> dict[str, str]:
         """The secrets in `token`, if it was sealed for this inbox and destination (and, with
         `max_age_s`, no longer ago than that); SealError saying which check failed otherwise."""
@@ -138,8 +156,12 @@ class Sealer:
                 "the request's host, port, TLS mode or user name is not the one the credentials were "
                 "sealed for; nothing was sent anywhere"
             )
+        if plain.get("use") != use:
+            raise SealError(f"the credentials were sealed for {plain.get('use')!s:.20}, not for {use}")
         age_s = time.time() - sealed_at
-        if max_age_s is not None and (age_s > max_age_s or age_s < -CLOCK_SKEW_S):
+        if max_age_s is not None and age_s < -CLOCK_SKEW_S:
+            raise SealError("the sealed credentials are dated in the future; check the producer's clock")
+        if max_age_s is not None and age_s > max_age_s:
             raise SealError(
                 f"the sealed credentials are {age_s:.0f} s old, more than the {max_age_s:g} s "
                 "INBOXCHECK_SEALED_MAX_AGE allows for a queued job; enqueue the check again"

@@ -27,10 +27,9 @@ from jobs.result import ValidationResult
 from jobs.time_units import SECONDS_PER_MINUTE
 from worker.messages import envelope
 from worker.messages import events as event_types
-from worker.messages.sealing import sealer_for
 from worker.rechecks.inbox_health import HealthPolicy
 from worker.rechecks.pacing import Held, HostBusy, InboxBusy, Pacer
-from worker.rechecks.registry import Registry, is_recheck
+from worker.rechecks.registry import Registry, for_settings, is_recheck
 from worker.runtime.context import WorkerContext, as_context
 from worker.runtime.metrics import Metrics, refresh_forever, serve
 from worker.settings import Settings
@@ -39,8 +38,11 @@ log = structlog.get_logger("inboxcheck.recheck")
 
 CRON_NAME = envelope.RECHECK_CRON_FUNCTION
 # Left between the end of the slot wait plus the check's own deadline and arq's job timeout,
-# for writing the event (the same reserve worker.runtime.job keeps).
+# for writing the event (four times the reserve worker.runtime.job keeps: the append and the
+# health update may each wait on Redis).
 EMIT_MARGIN_S = 4.0
+# A job waiting for a paused host or inbox looks again at least this often.
+MAX_PACING_DEFER_S = 300.0
 # A second check of the same inbox comes back after about this long (it is usually short).
 INBOX_BUSY_DEFER_S = 5.0
 # Replies that mean "you are going too fast": the host pauses, not just this inbox.
@@ -80,12 +82,7 @@ def slot_wait_s(settings: Settings) -> float:
 
 
 def build(redis: Redis, settings: Settings, metrics: Metrics | None = None) -> RecheckState:
-    registry = Registry(
-        redis,
-        queue_name=settings.queue_name,
-        sealer=sealer_for(settings.secret_key),
-        allow_plaintext=settings.allow_plaintext_credentials,
-    )
+    registry = for_settings(redis, settings)
     # A lease outlives the whole job, so a live check never loses its slot to expiry.
     pacer = Pacer(redis, settings.pacing_policy(lease_s=settings.job_timeout))
     return RecheckState(settings, registry, pacer, metrics or Metrics(), health_policy(settings))
@@ -192,13 +189,14 @@ async def paced(
             result = await check(attempts)
     except InboxBusy as exc:
         rechecks.metrics.pacing_waits.labels(why="inbox_backed_off" if exc.retry_in_s else "inbox_busy").inc()
-        defer = exc.retry_in_s or INBOX_BUSY_DEFER_S
+        defer = min(exc.retry_in_s or INBOX_BUSY_DEFER_S, MAX_PACING_DEFER_S)
         log.info("inbox_busy", backed_off=bool(exc.retry_in_s), retry_in_s=round(defer, 2))
         raise Retry(defer=defer) from None
     except HostBusy as exc:
         rechecks.metrics.pacing_waits.labels(why="backed_off" if exc.backed_off else "host_full").inc()
         log.info("host_busy", host=exc.host, backed_off=exc.backed_off, retry_in_s=round(exc.retry_in_s, 2))
-        raise Retry(defer=exc.retry_in_s) from None
+        # A pause may last a day: the job looks again well within its own life in the queue.
+        raise Retry(defer=min(exc.retry_in_s, MAX_PACING_DEFER_S)) from None
     for part in (result.smtp, result.imap):
         # Best-effort: the check ran, and a pause that cannot be written must not cost its
         # verdict. Raising would send the job round to log in again, at a host that just asked

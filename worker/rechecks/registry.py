@@ -26,7 +26,7 @@ from redis.exceptions import WatchError
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys, payload, producer, scripts, stream
-from worker.messages.sealing import Sealer
+from worker.messages.sealing import USE_REGISTRY, Sealer
 from worker.rechecks.inbox_health import (
     Health,
     HealthPolicy,
@@ -117,7 +117,7 @@ class Registry:
         assert request.inbox_id is not None  # the request model always fills it in
         now = time.time() if now is None else now
         inbox_id = request.inbox_id
-        body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext)
+        body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext, use=USE_REGISTRY)
         age = body["request"].pop("account_age_days", None)
         first_check = now + random.uniform(0, min(spread_s, every_s))
         fields = {

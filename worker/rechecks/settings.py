@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, PositiveInt
 
 from jobs.hosts import canonical_host
 from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE, UNIT_SECONDS
@@ -49,7 +49,7 @@ class RecheckSettings(BaseModel):
     cert_warning_days: int = Field(default=14, ge=0, le=365)
 
     # Pacing
-    host_limits: dict[str, int] = Field(default_factory=dict)
+    host_limits: dict[str, PositiveInt] = Field(default_factory=dict)
     default_host_limit: int = Field(default=DEFAULT_HOST_LIMIT, ge=1)
     host_backoff: Duration = Field(default=300.0, ge=0)
     # Longest a job waits for a host slot before handing itself back to the queue; also bounded

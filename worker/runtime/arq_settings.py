@@ -31,11 +31,14 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 
 def check_settings(settings: Settings) -> None:
     """Refuse settings that would let arq cancel a check before it reports."""
-    if settings.job_timeout <= settings.check_timeout + JOB_TIMEOUT_MARGIN_S:
+    # The check's real deadline: a single step is allowed its whole limit (Settings.check_options).
+    deadline = settings.check_options().check_timeout
+    if settings.job_timeout <= deadline + JOB_TIMEOUT_MARGIN_S:
         raise SettingsError(
-            f"INBOXCHECK_JOB_TIMEOUT ({settings.job_timeout:g} s) must be more than "
-            f"INBOXCHECK_CHECK_TIMEOUT ({settings.check_timeout:g} s) + {JOB_TIMEOUT_MARGIN_S:g} s, "
-            "so a check that times out still writes its TIMEOUT event before arq cancels it"
+            f"INBOXCHECK_JOB_TIMEOUT ({settings.job_timeout:g} s) must be more than the check's deadline "
+            f"(INBOXCHECK_CHECK_TIMEOUT, or INBOXCHECK_STEP_TIMEOUT when longer: {deadline:g} s) + "
+            f"{JOB_TIMEOUT_MARGIN_S:g} s, so a check that times out still writes its TIMEOUT event "
+            "before arq cancels it"
         )
     Runtime.from_settings(settings)  # a malformed secret key fails here, at start-up
 

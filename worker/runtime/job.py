@@ -20,6 +20,7 @@ from jobs.time_units import MS_PER_S
 from jobs.validate import validate_inbox
 from worker.messages import events, keys, scripts, stream
 from worker.messages.payload import PayloadRejected, decode
+from worker.messages.producer import JOB_EXPIRES_MS
 from worker.messages.sealing import Sealer
 from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held, TriesUsedUp
@@ -64,6 +65,12 @@ class Runtime:
 
 def event_id(job_id: str, enqueue_time_ms: int) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{job_id}:{enqueue_time_ms}"))
+
+
+def attempts_ttl_s(settings: Settings) -> float:
+    """How long a job's attempt count is kept: as long as the job itself can be queued (a day,
+    waits for a paused host included) plus its result's life, so a long wait never resets it."""
+    return JOB_EXPIRES_MS / MS_PER_S + settings.keep_result
 
 
 def retry_defer(settings: Settings, job_try: int, result: ValidationResult | None = None) -> float:
@@ -259,7 +266,7 @@ async def _run(
     # so the attempts that count against max_tries are counted here, when a check really starts.
     # Counted before the check runs and never undone, each attempt that may reach the server is
     # counted whatever fails after it; a run that finds max_tries counted does not check again.
-    attempts = AttemptCounter(redis, keys.attempts_key(eid), settings.keep_result, job_try)
+    attempts = AttemptCounter(redis, keys.attempts_key(eid), attempts_ttl_s(settings), job_try)
 
     async def check(counted: int | None = None) -> ValidationResult:
         if counted is None:
@@ -279,7 +286,7 @@ async def _run(
                 check,
                 done_key=done_key,
                 attempts_key=keys.attempts_key(eid),
-                attempts_ttl_s=settings.keep_result,
+                attempts_ttl_s=attempts_ttl_s(settings),
                 max_tries=settings.max_tries,
                 held=held,
             )

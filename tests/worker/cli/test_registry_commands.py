@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from tests.servers.redis import RedisServer
-from tests.worker.support import scan_for
+from tests.worker.support import run_cli, scan_for
 from worker.messages.sealing import generate_key
 
 PASSWORD = "Registry-Secret-77"
 
 
-def inboxcheck(redis: RedisServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+def inboxcheck(redis: RedisServer, key: str, *args: str) -> CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
     env.update(
         {"INBOXCHECK_REDIS_URL": redis.url, "INBOXCHECK_SECRET_KEY": key, "INBOXCHECK_LOG_FORMAT": "json"}
     )
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_register_list_unregister(redis_server: RedisServer, tmp_path: Path) -> None:

@@ -176,11 +176,13 @@ async def test_check_on_a_full_host_waits_like_hosts_and_counts_nothing_itself(r
     assert not await redis.exists(keys.inbox_lock_key("inbox-1"), ATTEMPTS)
     assert await p.in_use(OTHER) == 0
 
-    async def free_soon() -> None:
-        await asyncio.sleep(0.1)
+    async def free_once_the_check_waits() -> None:
+        # The check holds the inbox lock while it polls for the host: the slot is freed then.
+        while not await redis.exists(keys.inbox_lock_key("inbox-1")):  # noqa: ASYNC110 - state in Redis
+            await asyncio.sleep(0)
         await p.release(HOST, lease)
 
-    releaser = asyncio.ensure_future(free_soon())
+    releaser = asyncio.ensure_future(free_once_the_check_waits())
     async with check(p, [HOST, OTHER], wait_s=WAIT_S) as attempts:
         assert attempts is None  # the caller counts it: the slots came the polling way
         assert await p.in_use(HOST) == 1 and await p.in_use(OTHER) == 1

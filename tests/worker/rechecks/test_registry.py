@@ -64,8 +64,10 @@ async def test_register_stores_sealed_credentials_only(redis: Redis, sealer: Sea
         dump = json.dumps(await redis.hgetall(key)) if await redis.type(key) == "hash" else ""
         assert PASSWORD not in dump
     stored = json.loads(await redis.hget(keys.inbox_key("inbox-0"), "payload"))
-    opened = payload.decode(stored, sealer, allow_plaintext=False)
-    assert opened.smtp_password.get_secret_value() == PASSWORD
+    with pytest.raises(payload.PayloadRejected, match="sealed for registry, not for job"):
+        payload.decode(stored, sealer, allow_plaintext=False)  # a stored token is no job's token
+    opened = payload.decode(payload.reseal(stored, sealer), sealer, allow_plaintext=False)
+    assert opened.smtp_password is not None and opened.smtp_password.get_secret_value() == PASSWORD
     assert [r.inbox_id for r in await reg.list_inboxes()] == ["inbox-0"]
     assert await reg.unregister("inbox-0") and await reg.list_inboxes() == []
     assert not await reg.unregister("inbox-0")

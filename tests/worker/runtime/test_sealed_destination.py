@@ -113,6 +113,27 @@ async def test_an_old_queued_token_is_refused_and_a_registered_one_is_sealed_afr
     assert events["registered-old"]["type"] == "inbox.validation.completed"
 
 
+async def test_a_queued_token_planted_in_the_registry_is_not_sealed_afresh(
+    shared_redis: RedisServer, redis: Redis, aredis: Redis
+) -> None:
+    # `redis` flushes the server first: the registry's keys are not per queue.
+    settings = make_settings(shared_redis, max_tries=1)
+    registry = Registry(aredis, queue_name=settings.queue_name, sealer=Sealer(KEY))
+    await registry.register(request("planted"), 60.0, spread_s=0)
+    job_body = payload.encode(request("planted"), Sealer(KEY))
+    expired = Fernet(KEY).encrypt_at_time(
+        Fernet(KEY).decrypt(job_body["credentials"]["sealed"].encode()), int(time.time() - THREE_DAYS_S)
+    )
+    stored = json.loads(await aredis.hget(keys.inbox_key("planted"), "payload"))
+    stored["credentials"]["sealed"] = expired.decode()
+    await aredis.hset(keys.inbox_key("planted"), "payload", json.dumps(stored))
+    [recheck] = await registry.enqueue_due(claim_ttl_s=60, batch=10, now=time.time() + 120)
+    assert (await queued_payload(aredis, recheck))["credentials"]["sealed"] == expired.decode()
+    await burst(settings)
+    [event] = verdicts(shared_redis, settings.events_stream)
+    assert (event["type"], event["data"]["reason"]) == ("inbox.validation.rejected", "SEALED_CREDENTIALS")
+
+
 def test_a_token_in_the_old_format_is_refused_not_silently_accepted() -> None:
     body = payload.encode(request("v1"), Sealer(KEY))
     v1 = json.dumps({"inbox_id": "v1", "secrets": {"smtp_password": PASSWORD}}).encode()
@@ -142,6 +163,7 @@ async def test_a_job_built_by_hand_from_the_readme_format_is_accepted(
     sealed = json.dumps(
         {
             "v": 2,
+            "use": "job",
             "inbox_id": "by-hand",
             "destination": hashlib.sha256(lines.encode()).hexdigest(),
             "secrets": {"smtp_password": PASSWORD},
