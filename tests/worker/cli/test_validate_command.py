@@ -15,6 +15,7 @@ from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, SmtpScript, silent
+from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.smtp import SmtpServer
 from tests.worker.support import run_cli as inboxcheck
 
@@ -259,3 +260,33 @@ def test_a_bad_allowed_network_is_exit_2_naming_the_variable(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "INBOXCHECK_ALLOW_NETWORKS" in result.stderr and "CIDR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_flags_take_an_oauth2_token_from_the_environment(
+    smtp_server: Callable[..., SmtpServer],
+    oauth_dovecot: Dovecot,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+) -> None:
+    token = oauth_provider.issue_access_token(oauth_user.email, size=2_800)
+    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth={token: oauth_user.email})
+    args = [
+        "validate",
+        "--inbox-type", "CUSTOM_SMTP",
+        "--email", oauth_user.email,
+        "--auth", "oauth2",
+        "--smtp-host", LOOPBACK,
+        "--smtp-port", str(smtp.port),
+        "--smtp-security", "starttls",
+        "--imap-host", LOOPBACK,
+        "--imap-port", str(oauth_dovecot.imaps_port),
+        "--ca-file", ca_file,
+        "--json",
+    ]  # fmt: skip
+    run = run_cli(*args, env={"INBOXCHECK_OAUTH2_ACCESS_TOKEN": token})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["data"]["status"] == "valid"
+    assert token not in run.stdout + run.stderr
+    missing = run_cli(*args, env={"INBOXCHECK_OAUTH2_ACCESS_TOKEN": ""}, stdin="")
+    assert missing.returncode == 2 and "INBOXCHECK_OAUTH2_ACCESS_TOKEN" in missing.stderr

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
+from jobs.request import parse_request
 from tests.worker.support import (
     KEY,
     PASSWORD,
@@ -84,3 +88,36 @@ def test_an_unreadable_job_gets_the_same_event_id_every_time_it_is_read(raw: byt
     assert "unreadable" in first["k"]
     assert event_id("job-1", first["et"]) == event_id("job-1", later["et"])
     assert first["et"] != envelope.deserialize_job(raw + b" ")["et"] or b"et" in raw
+
+
+TOKEN = "ya29." + "t" * 2_500
+
+
+def oauth_request(inbox_id: str = "oauth-1") -> Any:
+    fields = {k: v for k, v in request_fields(inbox_id, 25).items() if k != "smtp_password"}
+    return parse_request({**fields, "auth": "oauth2", "oauth2": {"access_token": TOKEN}})
+
+
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "plaintext-development"])
+def test_an_oauth2_token_travels_in_the_credentials_never_in_the_request(sealed: bool) -> None:
+    sealer = Sealer(KEY) if sealed else None
+    body = payload.encode(oauth_request(), sealer, allow_plaintext=not sealed)
+    assert TOKEN not in json.dumps(body["request"]) and body["request"]["auth"] == "oauth2"
+    if sealed:
+        assert TOKEN not in json.dumps(body)
+    opened = payload.decode(body, sealer, allow_plaintext=not sealed)
+    assert opened.access_token == TOKEN and opened.smtp_password is None
+
+
+def test_a_token_written_into_the_request_is_refused() -> None:
+    body = payload.encode(oauth_request(), Sealer(KEY))
+    leaked = {**body, "request": {**body["request"], "oauth2": {"access_token": TOKEN}}}
+    with pytest.raises(payload.PayloadRejected, match="belong in credentials"):
+        payload.decode(leaked, Sealer(KEY), allow_plaintext=False)
+
+
+def test_switching_a_sealed_password_request_to_oauth2_is_refused() -> None:
+    body = payload.encode(request("switch"), Sealer(KEY))
+    switched = {**body, "request": {**body["request"], "auth": "oauth2"}}
+    with pytest.raises(payload.PayloadRejected, match="not the one the credentials were sealed for"):
+        payload.decode(switched, Sealer(KEY), allow_plaintext=False)
