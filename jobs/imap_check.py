@@ -12,7 +12,7 @@ from jobs.mode_probe import greeting_or_mismatch
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import excerpt
-from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, suggested_backoff_s
+from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, password_login_reason, suggested_backoff_s
 from jobs.reply_text import text_of_lines
 from jobs.request import AuthMethod, Security, ValidationRequest
 from jobs.result import ProtocolResult
@@ -109,7 +109,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         session, request, username, host, port, findings, where, secrets
                     )
                 else:
-                    await _login(session, username, request.password("imap"), findings, where, secrets)
+                    await _login(session, username, request.password("imap"), host, findings, where, secrets)
             async with steps.step(Step.EXAMINE):
                 response = await session.examine("INBOX")
                 if response.result != "OK":
@@ -134,6 +134,7 @@ async def _login(
     session: ImapSession,
     username: str,
     password: str,
+    host: str,
     findings: Findings,
     where: str,
     secrets: tuple[str, ...],
@@ -148,7 +149,7 @@ async def _login(
     if response.result != "OK":
         reply = _reply(response, secrets)
         raise check_error(
-            classify_imap_login(reply),
+            password_login_reason(classify_imap_login(reply), host),
             f"{where} refused LOGIN",
             reply=reply,
             retry_after_s=suggested_backoff_s(reply.text),

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from jobs.errors import Reason, Reply
+from jobs.presets import InboxType, provider_of
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 
 
@@ -30,6 +31,8 @@ SMTP_AUTH_RULES: tuple[Rule, ...] = (
     _rule(r"\b5\.7\.9\b|application-specific password", Reason.APP_PASSWORD_REQUIRED),
     _rule(r"SmtpClientAuthentication is disabled", Reason.SMTP_AUTH_DISABLED),
     _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
+    # Exchange Online once password SMTP AUTH is off for the tenant (from the end of 2026).
+    _rule(r"\b5\.7\.30\b|basic authentication is not supported", Reason.BASIC_AUTH_DISABLED),
     # Yahoo says "too many bad attempts" but means the account needs an app password.
     _rule(r"#AUTH005", Reason.APP_PASSWORD_REQUIRED),
     _rule(r"too many (login|authentication) attempts|^454 4\.7\.0", Reason.TOO_MANY_ATTEMPTS),
@@ -89,6 +92,15 @@ def classify_smtp_auth(reply: Reply) -> Reason:
         if rule.pattern.search(subject):
             return rule.reason
     return Reason.INVALID_CREDENTIALS
+
+
+def password_login_reason(reason: Reason, host: str) -> Reason:
+    """A refused password LOGIN at Microsoft 365's IMAP host says nothing of the password:
+    Microsoft turned password sign-in for IMAP off in every tenant (2022-23), and answers
+    `LOGIN failed.` whatever the password."""
+    if reason is Reason.INVALID_CREDENTIALS and provider_of(host) is InboxType.OUTLOOK_365:
+        return Reason.BASIC_AUTH_DISABLED
+    return reason
 
 
 def classify_imap_login(reply: Reply) -> Reason:

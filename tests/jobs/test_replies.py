@@ -14,6 +14,7 @@ from jobs.replies import (
     classify_imap_login,
     classify_smtp_auth,
     enhanced_code,
+    password_login_reason,
     suggested_backoff_s,
 )
 
@@ -43,6 +44,11 @@ from jobs.replies import (
             Reason.BASIC_AUTH_DISABLED,
         ),
         (535, "5.7.3 Authentication unsuccessful", Reason.INVALID_CREDENTIALS),
+        (
+            550,
+            "5.7.30 Basic authentication is not supported for Client Submission",
+            Reason.BASIC_AUTH_DISABLED,
+        ),
         (535, "5.7.0 (#AUTH005) Too many bad auth attempts.", Reason.APP_PASSWORD_REQUIRED),
         (535, "Authentication Failed", Reason.INVALID_CREDENTIALS),
         (504, "5.5.4 Unrecognized authentication type", Reason.AUTH_MECHANISM_UNSUPPORTED),
@@ -119,3 +125,17 @@ def test_scrub_removes_secret_and_its_base64_forms() -> None:
     text = "535 bad AUTH for aHVudGVyMg== and hunter2 and aHVudGVyMg"
     cleaned = scrub(text, ["hunter2"])
     assert "hunter2" not in cleaned and "aHVudGVyMg" not in cleaned
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("outlook.office365.com", Reason.BASIC_AUTH_DISABLED),
+        ("OUTLOOK.OFFICE365.COM.", Reason.BASIC_AUTH_DISABLED),
+        ("imap.gmail.com", Reason.INVALID_CREDENTIALS),
+        ("mail.example.test", Reason.INVALID_CREDENTIALS),
+    ],
+)
+def test_a_refused_password_login_at_microsoft_is_basic_auth_disabled(host: str, expected: Reason) -> None:
+    assert password_login_reason(Reason.INVALID_CREDENTIALS, host) is expected
+    assert password_login_reason(Reason.TOO_MANY_ATTEMPTS, host) is Reason.TOO_MANY_ATTEMPTS

@@ -418,3 +418,16 @@ async def test_data_sent_with_the_starttls_ready_is_discarded(
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
     assert result.status == "ok", result.detail
     assert result.auth_mechanism == "PLAIN" and len(script.logins) == 1
+
+
+async def test_exchange_refusing_password_auth_is_basic_auth_disabled(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    reply = "550 5.7.30 Basic authentication is not supported for Client Submission"
+    server = fake_server(SmtpScript(starttls_context=pki.valid.ssl_context, auth_reply=reply))
+    result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file))
+    assert (result.error_code, result.reason, result.enhanced_status_code) == (
+        ErrorCode.AUTH_FAILED,
+        Reason.BASIC_AUTH_DISABLED,
+        "5.7.30",
+    )
