@@ -36,6 +36,8 @@ from worker.runtime.inbox_worker import InboxWorker
 from worker.settings import Settings
 
 PASSWORD = "unit-s3cret-Pa55"
+# INBOXCHECK_MAX_TRIES of the worker subprocesses (worker_env).
+WORKER_MAX_TRIES = 2
 KEY = generate_key()
 PIPE_CHUNK = 65_536
 POLL_S = 0.05
@@ -98,7 +100,7 @@ def worker_env(redis_url: str, queue: str, stream: str, **extra: str) -> dict[st
             "INBOXCHECK_STEP_TIMEOUT": "1",
             "INBOXCHECK_CHECK_TIMEOUT": "2",
             "INBOXCHECK_JOB_TIMEOUT": "5",
-            "INBOXCHECK_MAX_TRIES": "2",
+            "INBOXCHECK_MAX_TRIES": str(WORKER_MAX_TRIES),
             "INBOXCHECK_RETRY_BACKOFF": "0.1",
             "INBOXCHECK_RECONNECT_DELAY": "0.1",
             "INBOXCHECK_RECONNECT_MAX_DELAY": "0.5",
