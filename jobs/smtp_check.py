@@ -18,7 +18,7 @@ from jobs.protocol_run import Findings, run_check, transport_error
 from jobs.redact import excerpt, scrub
 from jobs.replies import classify_smtp_auth, enhanced_code
 from jobs.reply_text import capped
-from jobs.request import AuthMethod, Security, ValidationRequest
+from jobs.request import AuthMethod, Endpoint, Security, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.sasl import token_refused
 from jobs.steps import Step, StepLog, Translator
@@ -151,7 +151,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             async with steps.step(Step.AUTH):
                 if request.auth is AuthMethod.OAUTH2:
                     await _authenticate_with_token(
-                        smtp, username, request.access_token, findings, where, secrets
+                        smtp, username, request.access_token, endpoint, findings, where, secrets
                     )
                 else:
                     await _authenticate(smtp, username, request.password("smtp"), findings, where)
@@ -186,7 +186,13 @@ async def _authenticate(
 
 
 async def _authenticate_with_token(
-    smtp: aiosmtplib.SMTP, username: str, token: str, findings: Findings, where: str, secrets: tuple[str, ...]
+    smtp: aiosmtplib.SMTP,
+    username: str,
+    token: str,
+    endpoint: Endpoint,
+    findings: Findings,
+    where: str,
+    secrets: tuple[str, ...],
 ) -> None:
     """One AUTH with the bearer token, as RFC 4954 and the providers want it: the response inline
     when the line stays within 512 octets, else on the line after the server's empty 334; an
@@ -199,8 +205,8 @@ async def _authenticate_with_token(
             f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
         )
     findings.auth_mechanism = mechanism.value
-    hostname, port = smtp.hostname or "", smtp.port or 0
-    response = sasl.initial_response(mechanism, username, token, hostname, port)
+    # The same host and port as the secrets scrubbed from replies (sasl.responses) were made with.
+    response = sasl.initial_response(mechanism, username, token, endpoint.host, endpoint.port)
     inline = f"AUTH {mechanism.value} {response}\r\n"
     if len(inline) <= sasl.SMTP_COMMAND_LIMIT:
         reply = await smtp.execute_command(b"AUTH", mechanism.value.encode(), response.encode())

@@ -198,13 +198,10 @@ def request(inbox_id: str = "inbox-1", port: int | None = None, **extra: Any) ->
 
 
 async def in_process_worker(settings: Settings, **options: Any) -> InboxWorker:
-    """The worker `inboxcheck worker` runs (its pool, its settings), built in this process."""
-    return InboxWorker(
-        **{**worker_kwargs(settings), **{k: options.pop(k) for k in ("cron_jobs",) if k in options}},
-        redis_pool=await redis_pool.connect(settings),
-        handle_signals=False,
-        **options,
-    )
+    """The worker `inboxcheck worker` runs (its pool, its settings), built in this process;
+    `options` override its keyword arguments."""
+    kwargs = {**worker_kwargs(settings), "handle_signals": False, **options}
+    return InboxWorker(**kwargs, redis_pool=await redis_pool.connect(settings))
 
 
 async def burst(settings: Settings, **options: Any) -> InboxWorker:

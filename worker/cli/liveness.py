@@ -55,12 +55,12 @@ async def alive(settings: Settings, *, any_worker: bool = False, hostname: str |
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.liveness:
         path = heartbeat.heartbeat_path(settings)
-        if not heartbeat.is_alive(settings):
-            age = heartbeat.age_s(path)
+        age = heartbeat.age_s(path)
+        if age is None or not heartbeat.is_fresh(age, settings):
             seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
             print(f"inboxcheck: not alive: {seen} ({path})", file=sys.stderr)
             return EXIT_INVALID
-        print(f"alive: heartbeat {heartbeat.age_s(path) or 0:.1f} s ago")
+        print(f"alive: heartbeat {age:.1f} s ago")
         return EXIT_VALID
     any_worker = bool(getattr(args, "any", False))
     try:

@@ -62,6 +62,6 @@ def age_s(path: Path) -> float | None:
         return None
 
 
-def is_alive(settings: Settings) -> bool:
-    age = age_s(heartbeat_path(settings))
+def is_fresh(age: float | None, settings: Settings) -> bool:
+    """A heartbeat `age` seconds old (None: none yet) shows a loop that still turns."""
     return age is not None and age <= settings.health_check_interval * STALE_AFTER_INTERVALS

@@ -91,23 +91,14 @@ def with_local_password(url: str, directory: str | None) -> str:
     return _with_password(url, password) if password else url
 
 
-def answers(url: str) -> bool:
-    """Something speaks Redis at `url` (a refused password still counts: the port is taken)."""
+def answers(url: str, *, refused_counts: bool = True) -> bool:
+    """Something speaks Redis at `url`. By default a refused password still counts (the port is
+    taken, no second server may start there); `refused_counts=False` asks for a usable server."""
     client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
     try:
         return bool(client.ping())
     except (redis.AuthenticationError, redis.ResponseError):
-        return True
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def _ready(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
-    try:
-        return bool(client.ping())
+        return refused_counts
     except (redis.RedisError, OSError):
         return False
     finally:
@@ -175,7 +166,7 @@ def start_if_needed(url: str, directory: str | None) -> LocalRedis | None:
         umask=PRIVATE_UMASK,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not _ready(authed):
+    while not answers(authed, refused_counts=False):
         if process.poll() is not None or time.monotonic() > deadline:
             log.error("local_redis_failed", port=port, exit_code=process.poll(), dir=str(folder))
             process.kill()
