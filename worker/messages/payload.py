@@ -21,7 +21,7 @@ PAYLOAD_VERSION: Final = 1
 # The credentials, sealed apart from the request: its passwords, and each secret of its oauth2
 # object under "oauth2_<name>".
 PASSWORD_FIELDS = ("smtp_password", "imap_password")
-OAUTH2_SECRETS = ("access_token",)
+OAUTH2_SECRETS = ("access_token", "refresh_token", "client_secret", "service_account_key")
 SECRET_FIELDS = (*PASSWORD_FIELDS, *(f"oauth2_{name}" for name in OAUTH2_SECRETS))
 # Inbox ids longer than the request allows are not worth repeating in a rejection.
 MAX_INBOX_ID_CHARS = 256
@@ -36,15 +36,23 @@ class SealedCredentials(BaseModel):
         max_length=MAX_SEALED_CHARS,
         description='Fernet token of {"v": 2, "inbox_id": ..., "destination": <the request\'s '
         'destination digest, see the README>, "secrets": {"smtp_password": ..., "imap_password"?: ...} '
-        'or {"oauth2_access_token": ...}} made with INBOXCHECK_SECRET_KEY.',
+        'or {"oauth2_<name>": ...} for each secret of oauth2}} made with INBOXCHECK_SECRET_KEY.',
     )
 
 
 class PlainCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    plain: dict[Literal["smtp_password", "imap_password", "oauth2_access_token"], str] = Field(
-        description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true."
-    )
+    plain: dict[
+        Literal[
+            "smtp_password",
+            "imap_password",
+            "oauth2_access_token",
+            "oauth2_refresh_token",
+            "oauth2_client_secret",
+            "oauth2_service_account_key",
+        ],
+        str,
+    ] = Field(description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true.")
 
 
 class JobPayload(BaseModel):
@@ -80,7 +88,9 @@ def _secrets_of(request: ValidationRequest) -> dict[str, str]:
             secrets[name] = value.get_secret_value()
     if request.oauth2 is not None:
         for name in OAUTH2_SECRETS:
-            secrets[f"oauth2_{name}"] = getattr(request.oauth2, name).get_secret_value()
+            value = getattr(request.oauth2, name)
+            if value is not None:
+                secrets[f"oauth2_{name}"] = value.get_secret_value()
     return secrets
 
 
@@ -164,7 +174,8 @@ def reseal(body: Any, sealer: Sealer) -> Any:
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
     """A stable byte form of the request (every field, presets filled in) to derive the job id."""
     data = request.model_dump(mode="json")
-    data.pop("oauth2", None)  # its secrets only, masked by the dump; added below as the others
+    if request.oauth2 is not None:  # its secrets are masked by the dump; added below as the others
+        data["oauth2"] = request.oauth2.model_dump(mode="json", exclude=set(OAUTH2_SECRETS))
     for name in PASSWORD_FIELDS:
         data.pop(name, None)
     if with_secrets:
