@@ -250,13 +250,14 @@ class OAuth2Credentials(BaseModel):
                         "grant", "client_credentials is Microsoft's; Google Workspace uses service_account"
                     )
                 )
-            if self.tenant is None:
+            # Microsoft's endpoint is built from it; a custom endpoint names its own issuer.
+            if self.tenant is None and inbox_type is InboxType.OUTLOOK_365:
                 problems.append(
                     _problem(
                         "tenant", "is required with grant client_credentials (the tenant id, never common)"
                     )
                 )
-            elif self.tenant.lower() in MULTI_TENANT:
+            elif self.tenant is not None and self.tenant.lower() in MULTI_TENANT:
                 problems.append(
                     _problem(
                         "tenant",
