@@ -227,6 +227,13 @@ class OAuth2Credentials(BaseModel):
     def fetches_token(self) -> bool:
         return self.grant is not None
 
+    @property
+    def app_id(self) -> str | None:
+        """The OAuth app, for reports: the client id, or a service account's email."""
+        if self.client_id is not None or self.service_account_key is None:
+            return self.client_id
+        return str(json.loads(self.service_account_key.get_secret_value())["client_email"])
+
     def secret_values(self) -> Iterable[str]:
         """Every secret, and the private key inside a service account key, for scrubbing."""
         for name in ("access_token", "refresh_token", "client_secret", "service_account_key"):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from jobs.errors import Reason
 from jobs.imap_check import check_imap
 from jobs.limits import daily_limit
 from jobs.options import CheckOptions
@@ -96,4 +97,9 @@ def summarise(
         recommended_range=RecommendedRange(low=limit.range_low, high=limit.range_high),
         checked_at=checked_at,
         duration_ms=duration_ms,
+        oauth2_client_id=(
+            request.oauth2.app_id
+            if failed and failed.reason is Reason.OAUTH_APP_MISCONFIGURED and request.oauth2
+            else None
+        ),
     )

@@ -503,6 +503,12 @@ class TokenEndpoint(StartStop):
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/introspect")]
 
+    @property
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token minted so far (for tests that look for them where they must not be)."""
+        with self._lock:
+            return list(self._state.access)
+
     def mailbox_for(self, token: str) -> str | None:
         """The mailbox a live access token opens, else None."""
         with self._lock:

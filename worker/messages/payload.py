@@ -171,6 +171,33 @@ def reseal(body: Any, sealer: Sealer) -> Any:
     return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination, use=USE_JOB)}}
 
 
+def replace_secret(body: Any, sealer: Sealer | None, name: str, expected: str, new: str) -> Any | None:
+    """`body` (a registered inbox's stored payload) with secret `name` changed from `expected` to
+    `new`, sealed again for the registry; None when it does not hold `expected` (re-registered
+    meanwhile with other credentials) or does not open."""
+    request = body.get("request") if isinstance(body, dict) else None
+    credentials = body.get("credentials") if isinstance(body, dict) else None
+    if not isinstance(request, dict) or not isinstance(credentials, dict):
+        return None
+    if "plain" in credentials:  # development without a key
+        plain = credentials["plain"]
+        if not isinstance(plain, dict) or plain.get(name) != expected:
+            return None
+        return {**body, "credentials": {"plain": {**plain, name: new}}}
+    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
+    if sealer is None or not isinstance(token, str) or not isinstance(inbox_id, str):
+        return None
+    destination = destination_digest(request)
+    try:
+        secrets = sealer.open(token, inbox_id, destination, use=USE_REGISTRY)
+    except SealError:
+        return None
+    if secrets.get(name) != expected:
+        return None
+    resealed = sealer.seal({**secrets, name: new}, inbox_id, destination, use=USE_REGISTRY)
+    return {**body, "credentials": {"sealed": resealed}}
+
+
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
     """A stable byte form of the request (every field, presets filled in) to derive the job id."""
     data = request.model_dump(mode="json")

@@ -59,6 +59,10 @@ DESTINATION_FIELDS = (
 # seals a fresh job token from it for each recheck, and never turns a job token into one.
 USE_JOB = "job"
 USE_REGISTRY = "registry"
+# A fetched OAuth2 access token kept by the worker, and a rotated refresh token handed back in an
+# event: neither is ever accepted as a job's or a registered inbox's credentials.
+USE_TOKEN_CACHE = "token-cache"
+USE_ROTATED = "rotated"
 # A token stamped this far in the future still opens: producers' clocks drift a little.
 CLOCK_SKEW_S = 300.0
 
