@@ -93,6 +93,9 @@ async def test_each_refusal_of_the_token_endpoint_has_its_reason(
     assert mail.oauth_attempts == [] and len(endpoint.token_requests) == 1
     if reason is Reason.OAUTH_APP_MISCONFIGURED:
         assert "operator" in (result.resolution or "")
+        assert result.oauth2_client_id == "app-1"  # app-wide: the event names the app
+    else:
+        assert result.oauth2_client_id is None
 
 
 @pytest.mark.parametrize(
