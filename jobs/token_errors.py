@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from jobs.errors import CheckError, Reason, check_error
@@ -124,10 +126,19 @@ def unavailable(status: int, where: str, retry_after: str | None) -> CheckError:
     )
 
 
-def retry_after_s(header: str | None) -> float | None:
-    """Retry-After in seconds (bounded as a mail server's suggestion is); an HTTP date, or
-    anything else, is no suggestion."""
-    if header is None or not _SECONDS.fullmatch(header.strip()):
+def retry_after_s(header: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After (RFC 9110: seconds, or an HTTP date) as seconds from now, bounded as a mail
+    server's suggestion is; anything else is no suggestion."""
+    if header is None:
         return None
-    # A run of digits past float's range is inf: a long wait, bounded as one.
-    return bounded_backoff_s(min(float(header.strip()), MAX_BACKOFF_S))
+    text = header.strip()
+    if _SECONDS.fullmatch(text):
+        # A run of digits past float's range is inf: a long wait, bounded as one.
+        return bounded_backoff_s(min(float(text), MAX_BACKOFF_S))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return bounded_backoff_s((when - (now or datetime.now(UTC))).total_seconds())

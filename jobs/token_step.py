@@ -117,7 +117,7 @@ def token_failed(request: ValidationRequest, outcome: TokenOutcome) -> tuple[Pro
             retryable=error.retryable,
             retry_after_s=error.retry_after_s,
             steps=outcome.steps,
-            duration_ms=0.0,
+            duration_ms=sum(step.ms for step in outcome.steps),
         )
         for protocol, endpoint in (("smtp", request.smtp), ("imap", request.imap))
     )

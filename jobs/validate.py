@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -61,6 +62,10 @@ async def _check_both(
     if outcome.token is None:
         return token_failed(request, outcome)
     signed = request.with_access_token(outcome.token.access_token)
+    # The token step's time comes out of the checks' deadline (each step still gets its own full
+    # limit), so a job's time budget holds for OAuth2 inboxes too.
+    spent_s = sum(step.ms for step in outcome.steps) / MS_PER_S
+    options = replace(options, check_timeout=max(options.check_timeout - spent_s, options.step_timeout))
     smtp, imap = await asyncio.gather(check_smtp(signed, options), check_imap(signed, options))
     smtp, imap = with_token_step(smtp, outcome), with_token_step(imap, outcome)
     if outcome.token.from_cache and (cached_token_refused(smtp) or cached_token_refused(imap)):
