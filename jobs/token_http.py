@@ -8,6 +8,7 @@ answer is read in chunks up to MAX_RESPONSE_BYTES: a token answer is a few KB.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,6 +55,9 @@ class _PolicyBackend(httpcore.AsyncNetworkBackend):
         addresses = await net.resolve(host, port)
         sock = await net.connect(addresses, self.where, self.policy)
         try:
+            # As anyio's own connect does: httpcore writes headers and body separately, and Nagle
+            # would hold the second write until the first is acknowledged.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return AnyIOStream(await anyio.abc.SocketStream.from_socket(sock))
         except BaseException:
             sock.close()
