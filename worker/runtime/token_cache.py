@@ -51,6 +51,10 @@ class RedisTokens:
         cache_id = hashlib.sha256(f"{request.inbox_id}\n{destination}".encode()).hexdigest()
         return request.inbox_id, destination, cache_id
 
+    def cache_id(self, request: ValidationRequest) -> str:
+        """What names the request's token and refresh lock in Redis (keys.oauth2_*_key)."""
+        return self._binding(request)[2]
+
     async def get(self, request: ValidationRequest, fetch: Fetch) -> FetchedToken:
         inbox_id, destination, cache_id = self._binding(request)
         lock_key, owner = keys.oauth2_lock_key(cache_id), secrets.token_hex(16)
@@ -73,8 +77,7 @@ class RedisTokens:
             await scripts.of(self.redis).release_lock(keys=[lock_key], args=[owner])
 
     async def discard(self, request: ValidationRequest) -> None:
-        _, _, cache_id = self._binding(request)
-        await self.redis.delete(keys.oauth2_token_key(cache_id))
+        await self.redis.delete(keys.oauth2_token_key(self.cache_id(request)))
         log.info("oauth2_token_discarded")
 
     async def _read(self, cache_id: str, inbox_id: str, destination: str) -> FetchedToken | None:

@@ -75,9 +75,13 @@ async def test_concurrent_checks_of_one_inbox_ask_the_token_endpoint_once(
     later = await obtain_token(request, options(ca_file), RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5))
     assert later.token is not None and later.token.from_cache and later.token.access_token in tokens
     assert len(oauth_provider.token_requests) == before + 1
-    [cached] = [k async for k in aredis.scan_iter(f"{keys.OAUTH2_TOKEN_PREFIX}*")]
-    assert 0 < await aredis.pttl(cached) <= (oauth_provider.expires_in - 60) * 1000
-    assert not [k async for k in aredis.scan_iter(f"{keys.OAUTH2_LOCK_PREFIX}*")]  # released
+    source = RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5)
+    cache_id = source.cache_id(request)
+    ttl_ms = await aredis.pttl(keys.oauth2_token_key(cache_id))
+    assert 0 < ttl_ms <= (oauth_provider.expires_in - 60) * 1000  # gone a minute before the token
+    assert not await aredis.exists(keys.oauth2_lock_key(cache_id))  # released
+    await source.discard(request)  # a kept token the mail server refused
+    assert not await aredis.exists(keys.oauth2_token_key(cache_id))
 
 
 async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
@@ -185,3 +189,47 @@ async def test_a_registered_inbox_keeps_its_rotated_refresh_token_for_the_next_r
         )
     finally:
         await client.aclose()
+
+
+async def test_app_only_access_is_checked_through_the_worker(
+    shared_redis: RedisServer,
+    aredis: Redis,
+    smtp_server: Callable[..., SmtpServer],
+    oauth_dovecot: Dovecot,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+) -> None:
+    app_id, app_secret = f"app-only-{oauth_user.client_id}", "app-only-secret-value"
+    oauth_provider.add_client(app_id, app_secret, app_mailbox=oauth_user.email)
+    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
+    settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
+    request = parse_request(
+        {
+            "inbox_id": "app-only",
+            "inbox_type": "CUSTOM_SMTP",
+            "email": oauth_user.email,
+            "auth": "oauth2",
+            "oauth2": {
+                "grant": "client_credentials",
+                "client_id": app_id,
+                "client_secret": app_secret,
+                "token_url": oauth_provider.token_url,
+                "scopes": ["mail.default"],
+            },
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "smtp_security": "starttls",
+            "imap_host": "127.0.0.1",
+            "imap_port": oauth_dovecot.imaps_port,
+        }
+    )
+    await enqueue_validation(aredis, request, settings=settings)
+    await burst(settings)
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
+    assert event["data"]["status"] == "valid", (
+        event["data"]["smtp"]["detail"],
+        event["data"]["imap"]["detail"],
+    )
+    assert event["data"]["oauth2_refresh_token_sealed"] is None  # nothing to rotate
+    assert scan_for(shared_redis.client(), secrets_of(oauth_user, oauth_provider, app_secret)) == []
