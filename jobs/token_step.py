@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 
@@ -18,7 +18,7 @@ from jobs.errors import CheckError, Reason, check_error
 from jobs.options import CheckOptions
 from jobs.protocol_run import transport_error
 from jobs.redact import scrub
-from jobs.request import ValidationRequest
+from jobs.request import Endpoint, ValidationRequest
 from jobs.result import ProtocolResult
 from jobs.steps import Step, StepLog, StepTiming, Translator
 from jobs.token_fetch import FetchedToken, fetch_token, where_of
@@ -103,8 +103,9 @@ def token_failed(request: ValidationRequest, outcome: TokenOutcome) -> tuple[Pro
     error = outcome.error
     assert error is not None
     detail = scrub(f"the OAuth2 token step failed, so no AUTH was sent: {error.detail}", request.secrets)
-    return tuple(  # type: ignore[return-value]
-        ProtocolResult(
+
+    def failed(protocol: Literal["smtp", "imap"], endpoint: Endpoint) -> ProtocolResult:
+        return ProtocolResult(
             protocol=protocol,
             status="failed",
             host=endpoint.host,
@@ -119,8 +120,8 @@ def token_failed(request: ValidationRequest, outcome: TokenOutcome) -> tuple[Pro
             steps=outcome.steps,
             duration_ms=sum(step.ms for step in outcome.steps),
         )
-        for protocol, endpoint in (("smtp", request.smtp), ("imap", request.imap))
-    )
+
+    return failed("smtp", request.smtp), failed("imap", request.imap)
 
 
 # A refused token that came from a cache is most likely one the provider revoked early: the next
