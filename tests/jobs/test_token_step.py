@@ -3,6 +3,8 @@ check then says in both sections. No AUTH is sent when it fails."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,7 @@ from jobs.validate import validate_inbox
 from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers import oauth
 from tests.servers.certs import PKI
+from tests.servers.fakes import FakeServer
 from tests.servers.oauth import Reply, TokenEndpoint
 from tests.servers.smtp import SmtpServer
 
@@ -185,3 +188,47 @@ async def test_a_fresh_token_over_tls_signs_in_and_the_step_is_timed(
     [sent] = endpoint.token_requests
     assert sent.form["grant_type"] == "refresh_token" and "client_secret" in sent.form  # client_secret_post
     assert sent.headers.get("authorization") is None
+
+
+async def _endless_chunked_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * 16_384
+    with contextlib.suppress(ConnectionError):
+        while True:  # until the client hangs up
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+
+
+async def _endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+            await writer.drain()
+
+
+@pytest.mark.parametrize(
+    ("handler", "said"),
+    [
+        (_endless_chunked_body, f"more than {MAX_RESPONSE_BYTES} bytes"),
+        (_endless_headers, "did not answer in HTTP"),
+    ],
+    ids=["endless-body", "endless-headers"],
+)
+async def test_an_endless_answer_is_cut_at_its_bound(
+    fake_server: Callable[..., FakeServer], ca_file: str, handler: Any, said: str
+) -> None:
+    server = fake_server(handler)
+    endpoint_url = f"http://127.0.0.1:{server.port}/token"
+    started = time.monotonic()
+    result = await check(refresh_request_for(endpoint_url), options(ca_file))
+    assert time.monotonic() - started < STEP_TIMEOUT_S  # cut by size, not by the time limit
+    assert_token_failed(result, Reason.PROTOCOL_ERROR)
+    assert said in (result.smtp.detail or "")
+
+
+def refresh_request_for(token_url: str) -> Any:
+    given = {"refresh_token": "rt-value", "client_id": "app-1", "client_secret": "client-secret-value"}
+    return request(email=EMAIL, auth="oauth2", smtp_password=None, oauth2={**given, "token_url": token_url})
