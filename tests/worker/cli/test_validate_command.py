@@ -371,5 +371,3 @@ def test_cli_checks_app_only_access_with_the_client_secret_from_the_environment(
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["data"]["status"] == "valid"
     assert app_secret not in run.stdout + run.stderr
-    missing = run_cli(*args, env={}, stdin="")
-    assert missing.returncode == 2 and "INBOXCHECK_OAUTH2_CLIENT_SECRET" in missing.stderr
