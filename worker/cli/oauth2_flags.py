@@ -106,6 +106,7 @@ def keep_rotated(rotated: str | None, path: Path | None) -> None:
         )
         return
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(descriptor, PRIVATE_FILE_MODE)  # a file that already existed keeps its mode otherwise
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(rotated + "\n")
     print(f"the new refresh token is in {path}", file=sys.stderr)
