@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from jobs.errors import Reason
 from jobs.request import parse_request
 from jobs.token_step import obtain_token
 from tests.jobs.checks import options
@@ -33,7 +34,13 @@ CONCURRENT_CHECKS = 8
 RECHECK_EVERY_S = 60.0
 
 
-def oauth_request(user: OAuthAccount, provider: TokenEndpoint, inbox_id: str, **fields: Any) -> Any:
+def oauth_request(
+    user: OAuthAccount,
+    provider: TokenEndpoint,
+    inbox_id: str,
+    oauth2: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Any:
     return parse_request(
         {
             "inbox_id": inbox_id,
@@ -45,6 +52,7 @@ def oauth_request(user: OAuthAccount, provider: TokenEndpoint, inbox_id: str, **
                 "client_id": user.client_id,
                 "client_secret": user.client_secret,
                 "token_url": provider.token_url,
+                **(oauth2 or {}),
             },
             "smtp_host": "127.0.0.1",
             "imap_host": "127.0.0.1",
@@ -76,12 +84,44 @@ async def test_concurrent_checks_of_one_inbox_ask_the_token_endpoint_once(
     assert later.token is not None and later.token.from_cache and later.token.access_token in tokens
     assert len(oauth_provider.token_requests) == before + 1
     source = RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5)
-    cache_id = source.cache_id(request)
-    ttl_ms = await aredis.pttl(keys.oauth2_token_key(cache_id))
+    ttl_ms = await aredis.pttl(source.token_key(request))
     assert 0 < ttl_ms <= (oauth_provider.expires_in - 60) * 1000  # gone a minute before the token
-    assert not await aredis.exists(keys.oauth2_lock_key(cache_id))  # released
+    assert not await aredis.exists(keys.oauth2_lock_key(source.cache_id(request)))  # released
     await source.discard(request)  # a kept token the mail server refused
-    assert not await aredis.exists(keys.oauth2_token_key(cache_id))
+    assert not await aredis.exists(source.token_key(request))
+
+
+async def test_a_kept_token_serves_only_the_credentials_that_obtained_it(
+    aredis: Redis, oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
+) -> None:
+    def check(**oauth2: str) -> Any:
+        request = oauth_request(
+            oauth_user, oauth_provider, "per-credentials", oauth2, smtp_port=1, imap_port=1
+        )
+        return obtain_token(request, options(ca_file), RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5))
+
+    first = await check()
+    assert first.token is not None and not first.token.from_cache
+    rotated = first.token.refresh_token  # the stand-in rotates, and revokes the one sent
+    assert rotated is not None
+    asked = len(oauth_provider.token_requests)
+    # The same inbox and app with another refresh token or client secret: the endpoint decides.
+    wrong_token = await check(refresh_token="revoked-or-never-issued")
+    assert wrong_token.error is not None and wrong_token.error.reason is Reason.OAUTH_REAUTH_REQUIRED
+    wrong_secret = await check(client_secret="not-the-apps-secret")
+    assert wrong_secret.error is not None and wrong_secret.error.reason is Reason.OAUTH_APP_MISCONFIGURED
+    assert len(oauth_provider.token_requests) == asked + 2
+    # A producer that has not stored the rotated refresh token yet sends the old one: the token
+    # obtained with it still serves it, with no refresh the provider would refuse.
+    old = await check()
+    assert (
+        old.token is not None and old.token.from_cache and old.token.access_token == first.token.access_token
+    )
+    assert len(oauth_provider.token_requests) == asked + 2
+    # The rotated one is proved by a refresh of its own.
+    new = await check(refresh_token=rotated)
+    assert new.token is not None and not new.token.from_cache
+    assert len(oauth_provider.token_requests) == asked + 3
 
 
 async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
