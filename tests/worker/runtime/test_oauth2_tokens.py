@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
+from jobs import validate
 from jobs.errors import Reason
 from jobs.request import parse_request
 from jobs.token_step import obtain_token
@@ -21,16 +23,18 @@ from tests.servers.dovecot import Dovecot
 from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
-from tests.worker.support import KEY, burst, make_settings, scan_for, stream_events
+from tests.worker.support import KEY, burst, closed_port, make_settings, scan_for, stream_events
 from worker.messages import keys
-from worker.messages.events import COMPLETED
+from worker.messages.events import COMPLETED, FAILED
 from worker.messages.payload import request_fields
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import USE_REGISTRY, USE_ROTATED, Sealer, destination_digest
 from worker.rechecks.registry import Registry
+from worker.runtime.job import TRIES_USED_UP
 from worker.runtime.token_cache import RedisTokens
 
 CONCURRENT_CHECKS = 8
+HTTP_OK = 200
 RECHECK_EVERY_S = 60.0
 
 
@@ -59,6 +63,21 @@ def oauth_request(
             **fields,
         }
     )
+
+
+async def refreshes(provider: TokenEndpoint, user: OAuthAccount, refresh_token: str) -> bool:
+    """Whether the endpoint takes `refresh_token`, as the producer's next request would send it."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            provider.token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": user.client_id,
+                "client_secret": user.client_secret,
+            },
+        )
+    return answer.status_code == HTTP_OK
 
 
 def secrets_of(user: OAuthAccount, provider: TokenEndpoint, *more: str) -> list[bytes]:
@@ -155,19 +174,62 @@ async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
     )
     rotated = opened["oauth2_refresh_token"]
     assert rotated != oauth_user.refresh_token
-    async with httpx.AsyncClient() as http:
-        refreshed = await http.post(
-            oauth_provider.token_url,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": rotated,
-                "client_id": oauth_user.client_id,
-                "client_secret": oauth_user.client_secret,
-            },
-        )
-    assert refreshed.status_code == 200  # the new one works (the old one was revoked)
+    assert await refreshes(oauth_provider, oauth_user, rotated)  # the new one works (the old one was revoked)
     leaks = scan_for(shared_redis.client(), secrets_of(oauth_user, oauth_provider, rotated))
     assert leaks == []
+
+
+class CheckBug(Exception):
+    """A bug in the worker that shows only after the token step."""
+
+
+def crash(*args: Any, **kwargs: Any) -> Any:
+    raise CheckBug
+
+
+@pytest.mark.parametrize("ending", ["bug", "tries-used-up"])
+async def test_a_job_that_ends_failed_still_hands_back_the_rotated_refresh_token(
+    shared_redis: RedisServer,
+    aredis: Redis,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
+) -> None:
+    port = closed_port()  # the mail servers are beside the point: the refresh is what matters
+    request = oauth_request(
+        oauth_user, oauth_provider, f"rotated-then-{ending}", smtp_port=port, imap_port=port
+    )
+    if ending == "bug":
+        # Every attempt crashes after its token step; the first one refreshed (and rotated).
+        monkeypatch.setattr(validate, "summarise", crash)
+        settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=2)
+        await enqueue_validation(aredis, request, settings=settings)
+        await burst(settings)
+    else:
+        # The one attempt refreshed, then its event could not be written (the stream's key holds
+        # a string); the run after it finds the tries used up.
+        settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
+        await aredis.set(settings.events_stream, "not a stream")
+        await enqueue_validation(aredis, request, settings=settings)
+        await burst(settings, max_burst_jobs=1)
+        await aredis.delete(settings.events_stream)
+        await burst(settings)
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
+    assert (event["type"], event["data"]["reason"]) == (
+        FAILED,
+        "CheckBug" if ending == "bug" else TRIES_USED_UP,
+    )
+    opened = Sealer(KEY).open(
+        event["data"]["oauth2_refresh_token_sealed"],
+        request.inbox_id,
+        destination_digest(request_fields(request)),
+        use=USE_ROTATED,
+    )
+    # The refresh token sent was revoked by the rotation: this one is the inbox's only way in.
+    assert not await refreshes(oauth_provider, oauth_user, oauth_user.refresh_token)
+    assert await refreshes(oauth_provider, oauth_user, opened["oauth2_refresh_token"])
 
 
 async def test_a_registered_inbox_keeps_its_rotated_refresh_token_for_the_next_recheck(
