@@ -105,7 +105,9 @@ async def fetch_token(
             Reason.SERVICE_UNAVAILABLE, f"{where} answered HTTP {answer.status} with a body that is not JSON"
         )
     if answer.status != HTTP_OK or "error" in body:
-        raise refusal(answer.status, body, where, oauth2.grant, (*secrets, *form.values()))
+        # The form's secrets are the request's and a service account's signed assertion; its
+        # other values (grant_type, client_id, scope) are names a refusal rightly quotes.
+        raise refusal(answer.status, body, where, oauth2.grant, (*secrets, form.get("assertion", "")))
     token = _token_of(body, where)
     if oauth2.refresh_token is not None and token.refresh_token == oauth2.refresh_token.get_secret_value():
         token = replace(token, refresh_token=None)  # the same one back: nothing rotated

@@ -101,6 +101,25 @@ async def test_each_refusal_of_the_token_endpoint_has_its_reason(
         assert result.oauth2_client_id is None
 
 
+async def test_a_refusal_masks_the_secrets_it_echoes_and_keeps_the_names_it_quotes(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint()
+    req = refresh_request(endpoint)
+    assert req.oauth2 is not None and req.oauth2.refresh_token is not None
+    echoed = req.oauth2.refresh_token.get_secret_value()
+    endpoint.fail_with(
+        oauth.microsoft_error(
+            "invalid_request",
+            900144,
+            f"The request body must contain the following parameter: 'refresh_token'; app 'app-1' sent '{echoed}'.",
+        )
+    )
+    result = await check(req, options(ca_file))  # no secret anywhere in it
+    assert_token_failed(result, Reason.OAUTH_APP_MISCONFIGURED)
+    assert "parameter: 'refresh_token'; app 'app-1' sent '***'" in (result.smtp.detail or "")
+
+
 @pytest.mark.parametrize(
     ("reply", "reason", "retry_after"),
     [
