@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -122,15 +122,21 @@ def _json(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _usable(value: Any) -> TypeGuard[str]:
+    """A token a request could carry (jobs.oauth2_request): a rotated refresh token goes back into
+    the registry or to the producer, and one with a line break in it would make every later
+    request for the inbox invalid."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_CHARS and value.isprintable()
+
+
 def _token_of(body: dict[str, Any], where: str) -> FetchedToken:
     token, refresh, expires_in = body.get("access_token"), body.get("refresh_token"), body.get("expires_in")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS or not token.isprintable():
+    if not _usable(token):
         raise check_error(Reason.PROTOCOL_ERROR, f"{where} answered without a usable access_token")
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
         expires_in = int(expires_in)  # some endpoints send it as a string
-    fresh_refresh = refresh if isinstance(refresh, str) and 0 < len(refresh) <= MAX_TOKEN_CHARS else None
     return FetchedToken(
         access_token=token,
         expires_in_s=float(expires_in) if isinstance(expires_in, int) and expires_in > 0 else None,
-        refresh_token=fresh_refresh,
+        refresh_token=refresh if _usable(refresh) else None,
     )

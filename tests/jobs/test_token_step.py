@@ -16,6 +16,7 @@ from jobs.errors import ErrorCode, Reason
 from jobs.options import CheckOptions
 from jobs.result import ValidationResult
 from jobs.token_http import MAX_RESPONSE_BYTES
+from jobs.token_step import DirectTokens, obtain_token
 from jobs.validate import validate_inbox
 from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers import oauth
@@ -118,6 +119,19 @@ async def test_a_refusal_masks_the_secrets_it_echoes_and_keeps_the_names_it_quot
     result = await check(req, options(ca_file))  # no secret anywhere in it
     assert_token_failed(result, Reason.OAUTH_APP_MISCONFIGURED)
     assert "parameter: 'refresh_token'; app 'app-1' sent '***'" in (result.smtp.detail or "")
+
+
+async def test_a_rotated_refresh_token_no_request_could_carry_is_not_handed_on(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    # Kept, it would make the registry's copy of the inbox (or the producer's next request) invalid.
+    endpoint = token_endpoint()
+    answer = {"access_token": "a" * 2_000, "token_type": "Bearer", "expires_in": 3_600}
+    endpoint.fail_with(oauth.json_reply(200, {**answer, "refresh_token": "new-one\r\nX-Injected: 1"}))
+    tokens = DirectTokens()
+    outcome = await obtain_token(refresh_request(endpoint), options(ca_file), tokens)
+    assert outcome.token is not None and outcome.token.access_token == answer["access_token"]
+    assert tokens.rotated_refresh_token is None
 
 
 @pytest.mark.parametrize(
