@@ -17,6 +17,7 @@ import jwt
 from jobs.errors import Reason, check_error
 from jobs.oauth2_request import MAX_TOKEN_CHARS, Grant, OAuth2Credentials
 from jobs.options import CheckOptions
+from jobs.time_units import SECONDS_PER_DAY
 from jobs.token_errors import refusal, unavailable
 from jobs.token_http import post_form
 
@@ -26,6 +27,9 @@ ASSERTION_LIFETIME_S = 3600
 HTTP_OK = 200
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_SERVER_ERROR = 500
+# A longer lifetime is taken as this: real access tokens live about an hour, and one kept for
+# years would never put the grant to the endpoint again (nor fit Redis's expiry, past some size).
+MAX_EXPIRES_IN_S = SECONDS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +138,12 @@ def _token_of(body: dict[str, Any], where: str) -> FetchedToken:
     if not _usable(token):
         raise check_error(Reason.PROTOCOL_ERROR, f"{where} answered without a usable access_token")
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
-        expires_in = int(expires_in)  # some endpoints send it as a string
+        # Some endpoints send it as a string; float(), unlike int(), takes any number of digits
+        # (too many is inf, capped below).
+        expires_in = float(expires_in)
+    lifetime_s = None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime_s = float(min(expires_in, MAX_EXPIRES_IN_S))
     return FetchedToken(
-        access_token=token,
-        expires_in_s=float(expires_in) if isinstance(expires_in, int) and expires_in > 0 else None,
-        refresh_token=refresh if _usable(refresh) else None,
+        access_token=token, expires_in_s=lifetime_s, refresh_token=refresh if _usable(refresh) else None
     )

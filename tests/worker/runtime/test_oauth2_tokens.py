@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 from jobs import validate
 from jobs.errors import Reason
 from jobs.request import parse_request
+from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from jobs.token_step import obtain_token
 from tests.jobs.checks import options
 from tests.servers.dovecot import Dovecot
-from tests.servers.oauth import OAuthAccount, TokenEndpoint
+from tests.servers.oauth import OAuthAccount, TokenEndpoint, json_reply
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
 from tests.worker.support import KEY, burst, closed_port, make_settings, scan_for, stream_events
@@ -108,6 +109,22 @@ async def test_concurrent_checks_of_one_inbox_ask_the_token_endpoint_once(
     assert not await aredis.exists(keys.oauth2_lock_key(source.cache_id(request)))  # released
     await source.discard(request)  # a kept token the mail server refused
     assert not await aredis.exists(source.token_key(request))
+
+
+@pytest.mark.parametrize("expires_in", [10**30, "9" * 5_000], ids=["past-redis", "past-int"])
+async def test_a_lifetime_past_a_day_keeps_the_token_a_day(
+    aredis: Redis, token_endpoint: Callable[..., TokenEndpoint], ca_file: str, expires_in: Any
+) -> None:
+    # An endpoint's number is outside input: 10**30 s made Redis refuse the SET, 5,000 digits
+    # made int() raise, and every attempt refreshed (and rotated) again.
+    endpoint = token_endpoint()
+    endpoint.fail_with(json_reply(HTTP_OK, {"access_token": "a" * 2_000, "expires_in": expires_in}))
+    account = OAuthAccount("ann@inboxcheck.test", "unused", "app-1", "app-secret", "refresh-token")
+    request = oauth_request(account, endpoint, "long-lived", smtp_port=1, imap_port=1)
+    source = RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5)
+    outcome = await obtain_token(request, options(ca_file), source)
+    assert outcome.token is not None, outcome.error
+    assert 0 < await aredis.pttl(source.token_key(request)) <= SECONDS_PER_DAY * MS_PER_S
 
 
 async def test_a_kept_token_serves_only_the_credentials_that_obtained_it(
