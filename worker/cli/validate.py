@@ -17,7 +17,7 @@ from jobs.result import ValidationResult
 from jobs.token_step import DirectTokens
 from jobs.validate import validate_inbox
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
-from worker.cli.oauth2_flags import add_flags, check_writable, keep_rotated, oauth2_from_flags, secret
+from worker.cli.oauth2_flags import add_flags, check_save_path, oauth2_from_flags, save_rotated, secret
 from worker.cli.report import render
 from worker.logs import install_safe_exception_handler
 from worker.messages import events
@@ -92,10 +92,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"step_timeout": args.timeout})
     if args.ca_file is not None:
         settings = settings.model_copy(update={"tls_ca_file": args.ca_file})
-    check_writable(args.save_refresh_token)
+    check_save_path(args.save_refresh_token)
     tokens = DirectTokens()
     result = asyncio.run(_validate(request, settings, args.public_only, tokens))
-    keep_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
+    save_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
     if args.json:
         print(events.completed(result).model_dump_json())
     else:
