@@ -89,6 +89,8 @@ class Reason(StrEnum):
     TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
     TEMPORARY_AUTH_FAILURE = "TEMPORARY_AUTH_FAILURE"
     MAILBOX_UNAVAILABLE = "MAILBOX_UNAVAILABLE"
+    # LOGIN accepted, then every command refused (Microsoft 365's "authenticated but not connected").
+    AUTHENTICATED_NOT_CONNECTED = "AUTHENTICATED_NOT_CONNECTED"
     # INVALID_REQUEST (worker only)
     MALFORMED_PAYLOAD = "MALFORMED_PAYLOAD"
     SEALED_CREDENTIALS = "SEALED_CREDENTIALS"
@@ -212,6 +214,7 @@ ERROR_CLASS_BY_REASON: dict[Reason, type[CheckError]] = {
     Reason.TOO_MANY_ATTEMPTS: AuthFailed,
     Reason.TEMPORARY_AUTH_FAILURE: AuthFailed,
     Reason.MAILBOX_UNAVAILABLE: AuthFailed,
+    Reason.AUTHENTICATED_NOT_CONNECTED: AuthFailed,
 }
 
 

@@ -52,7 +52,8 @@ from jobs.replies import (
         (535, "5.7.0 (#AUTH005) Too many bad auth attempts.", Reason.APP_PASSWORD_REQUIRED),
         (535, "Authentication Failed", Reason.INVALID_CREDENTIALS),
         (504, "5.5.4 Unrecognized authentication type", Reason.AUTH_MECHANISM_UNSUPPORTED),
-        (454, "4.7.0 Temporary authentication failure", Reason.TOO_MANY_ATTEMPTS),
+        # RFC 4954's temporary failure: a throttle only when the text says so.
+        (454, "4.7.0 Temporary authentication failure", Reason.TEMPORARY_AUTH_FAILURE),
         (451, "4.3.0 Temporary server error", Reason.TEMPORARY_AUTH_FAILURE),
     ],
 )
