@@ -13,49 +13,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from jobs.errors import Reply
-from jobs.imap_check import check_imap
-from jobs.pins import parse_pins
-from jobs.providers import DOMAINS, Provider
 from jobs.replies import matching_rule
 from jobs.reply_rules import RULES, ReplyRule
-from jobs.result import ProtocolResult
-from jobs.smtp_check import check_smtp
-from tests.jobs.checks import LOOPBACK, options, request
-from tests.servers.certs import PKI, ServerCert
+from tests.jobs.served import PASSWORD, provider_cert, provider_host, serve_reply
+from tests.servers.certs import ServerCert
 from tests.servers.fakes import FakeServer
-from tests.servers.replies import ReplyAt
 
-PASSWORD = "Table-Pa55word"
-# Where a row for any provider is served: a host no provider table knows.
-ANY_HOST = "mail.example.net"
-
-
-def host_of(provider: Provider | None, protocol: str) -> str:
-    """A host name of the provider's, as its users configure it (smtp.gmail.com)."""
-    if provider is None:
-        return ANY_HOST
-    domain = next(domain for domain, owner in DOMAINS.items() if owner is provider)
-    return f"{protocol}.{domain}"
-
-
-@pytest.fixture(scope="module")
-def table_cert(pki: PKI) -> ServerCert:
-    hosts = {host_of(rule.provider, rule.protocol) for rule in RULES}
-    return pki.server_cert("reply-table", *sorted(hosts))
-
-
-async def serve(
-    fake_server: Callable[..., FakeServer], cert: ServerCert, ca_file: str, rule: ReplyRule, reply: str
-) -> tuple[ProtocolResult, ReplyAt]:
-    host = host_of(rule.provider, rule.protocol)
-    script = ReplyAt(rule.protocol, rule.served_at, reply, hostname=host)
-    server = fake_server(script, ssl_context=cert.ssl_context)
-    pinned = options(ca_file, pins=parse_pins([f"{host}:{server.port}:{LOOPBACK}"]))
-    if rule.protocol == "smtp":
-        fields = {"smtp_host": host, "smtp_port": server.port, "smtp_security": "ssl"}
-        return await check_smtp(request(smtp_password=PASSWORD, **fields), pinned), script
-    fields = {"imap_host": host, "imap_port": server.port, "imap_use_ssl": True}
-    return await check_imap(request(smtp_password=PASSWORD, **fields), pinned), script
+__all__ = ["provider_cert"]  # a fixture, used by name
 
 
 def _ids(rules: tuple[ReplyRule, ...]) -> Iterator[str]:
@@ -65,9 +29,12 @@ def _ids(rules: tuple[ReplyRule, ...]) -> Iterator[str]:
 
 @pytest.mark.parametrize("rule", RULES, ids=list(_ids(RULES)))
 async def test_each_rule_holds_over_a_real_socket(
-    fake_server: Callable[..., FakeServer], table_cert: ServerCert, ca_file: str, rule: ReplyRule
+    fake_server: Callable[..., FakeServer], provider_cert: ServerCert, ca_file: str, rule: ReplyRule
 ) -> None:
-    result, script = await serve(fake_server, table_cert, ca_file, rule, rule.example)
+    host = provider_host(rule.provider, rule.protocol)
+    result, script = await serve_reply(
+        fake_server, provider_cert, ca_file, rule.protocol, rule.served_at, rule.example, host
+    )
     assert (result.status, result.reason, result.failed_step) == ("failed", rule.reason, rule.served_at)
     assert result.retryable is rule.retryable
     assert (result.retry_after_s is not None) is rule.backoff
