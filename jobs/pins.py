@@ -51,8 +51,9 @@ def parse_pin(entry: str) -> tuple[tuple[str, int], str]:
 def parse_pins(value: object) -> Pins:
     """Pins from "HOST:PORT:ADDRESS,HOST:PORT:ADDRESS" or a list of entries (or a ready mapping).
     An entry repeated for one HOST:PORT adds an address."""
+    # A plain dict, not a read-only view: settings are deep-copied, and a mappingproxy cannot be.
     if isinstance(value, Mapping):
-        return MappingProxyType(dict(value))
+        return dict(value)
     if isinstance(value, str):
         entries: Iterable[object] = value.split(",")
     elif isinstance(value, Iterable):
@@ -66,7 +67,7 @@ def parse_pins(value: object) -> Pins:
         key, address = parse_pin(str(entry))
         if address not in pins.get(key, ()):
             pins[key] = (*pins.get(key, ()), address)
-    return MappingProxyType(pins)
+    return pins
 
 
 def pinned(pins: Pins, host: str, port: int) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from jobs.destinations import DestinationPolicy, IPNetwork, parse_networks
 from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
-from jobs.pins import NO_PINS, Pins, parse_pins
+from jobs.pins import Pins, parse_pins
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
 
@@ -39,7 +39,7 @@ class Settings(BaseSettings, RecheckSettings):
     # every other private, loopback, link-local or metadata address is refused.
     allow_networks: Networks = ()
     # Addresses to connect to for HOST:PORT instead of DNS's; TLS still verifies HOST.
-    resolve: PinsSetting = NO_PINS
+    resolve: PinsSetting = {}
 
     # Logging
     log_format: Literal["json", "console", "auto"] = "auto"
