@@ -37,7 +37,7 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
                 reply=Reply(text=excerpt(text_of_lines([exc.line], secrets))),
             )
         if isinstance(exc, GreetingRefused | ServerBye):
-            # The text after "* BYE" says why; kept, and read like any other reply.
+            # The BYE line says why the server hangs up: kept, and read like any other reply.
             reply = Reply(status="BYE", text=text_of_lines([exc.line], secrets))
             if isinstance(exc, GreetingRefused):
                 fallback, detail = Reason.SERVICE_UNAVAILABLE, f"{where} refused the session in its greeting"

@@ -162,7 +162,12 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                     )
                 else:
                     await _authenticate(
-                        smtp, username, request.password("smtp"), findings, where, security is Security.NONE
+                        smtp,
+                        username,
+                        request.password("smtp"),
+                        findings,
+                        where,
+                        without_tls=security is Security.NONE,
                     )
             with contextlib.suppress(Exception):
                 async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
@@ -177,11 +182,17 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
 
 
 async def _authenticate(
-    smtp: aiosmtplib.SMTP, username: str, password: str, findings: Findings, where: str, plain: bool
+    smtp: aiosmtplib.SMTP,
+    username: str,
+    password: str,
+    findings: Findings,
+    where: str,
+    *,
+    without_tls: bool,
 ) -> None:
     offered = smtp.server_auth_methods
     mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
-    if mechanism is None and plain and not offered and smtp.supports_extension("starttls"):
+    if mechanism is None and without_tls and not offered and smtp.supports_extension("starttls"):
         # Most servers hold AUTH back until the session is encrypted: the fix is TLS, not a
         # mechanism.
         raise check_error(

@@ -214,12 +214,6 @@ def test_a_refused_password_login_at_microsoft_is_basic_auth_disabled(host: str,
         (
             "smtp",
             Step.AUTH,
-            Reply(code=503, text="5.5.1 Error: send HELO/EHLO first"),
-            Reason.INVALID_CREDENTIALS,
-        ),
-        (
-            "smtp",
-            Step.AUTH,
             Reply(code=454, text="4.7.0 Login rate limit exceeded, try later"),
             Reason.TOO_MANY_ATTEMPTS,
         ),

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from jobs.destinations import ALLOW_ALL
-from jobs.pins import parse_pin
+from jobs.pins import parse_pin, parse_pins
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
 from jobs.validate import validate_inbox
@@ -105,10 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"tls_ca_file": args.ca_file})
     if args.resolve:
         # Added to INBOXCHECK_RESOLVE's; a HOST:PORT given here replaces its addresses there.
-        pins: dict[tuple[str, int], tuple[str, ...]] = {}
-        for key, address in args.resolve:
-            pins[key] = (*pins.get(key, ()), address)
-        settings = settings.model_copy(update={"resolve": {**settings.resolve, **pins}})
+        settings = settings.model_copy(update={"resolve": {**settings.resolve, **parse_pins(args.resolve)}})
     result = asyncio.run(_validate(request, settings, args.public_only))
     if args.json:
         print(events.completed(result).model_dump_json())
@@ -127,9 +124,10 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def pin(text: str) -> tuple[tuple[str, int], str]:
+def pin(text: str) -> str:
     try:
-        return parse_pin(text)
+        parse_pin(text)
+        return text
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
