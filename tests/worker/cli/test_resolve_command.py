@@ -48,23 +48,18 @@ def test_validate_pins_a_providers_hosts_from_the_flag_and_the_environment(
             }
         )
     )
-    run = run_cli(
-        "validate",
-        "--request",
-        str(request),
-        "--json",
-        "--ca-file",
-        ca_file,
-        "--resolve",
-        f"imap.gmail.com:{imap.port}:{LOOPBACK}",
-        env={**os.environ, "INBOXCHECK_RESOLVE": f"smtp.gmail.com:{smtp.port}:{LOOPBACK}"},
-    )
+    args = ["validate", "--request", str(request), "--ca-file", ca_file]
+    args += ["--resolve", f"imap.gmail.com:{imap.port}:{LOOPBACK}"]
+    env = {**os.environ, "INBOXCHECK_RESOLVE": f"smtp.gmail.com:{smtp.port}:{LOOPBACK}"}
+    run = run_cli(*args, "--json", env=env)
     assert run.returncode == 1, run.stderr
     data = json.loads(run.stdout)["data"]
     # Gmail's bare 534 5.7.9 is its app-password reply; elsewhere it would mean "mechanism too weak".
     assert (data["provider"], data["reason"]) == ("GOOGLE", "APP_PASSWORD_REQUIRED")
     assert "App passwords" in data["resolution"]
     assert (data["smtp"]["host"], data["imap"]["reason"]) == ("smtp.gmail.com", "INVALID_CREDENTIALS")
+    readable = run_cli(*args, env=env)
+    assert readable.returncode == 1 and "Provider: GOOGLE" in readable.stdout
 
 
 def test_a_bad_pin_is_exit_2_naming_the_flag_or_the_variable(tmp_path: Path) -> None:
