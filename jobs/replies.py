@@ -18,7 +18,7 @@ from jobs.steps import Step
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 
 # A multi-line SMTP reply repeats its enhanced code on each line; a phrase may run across them.
-_SMTP_LINE_BREAK = re.compile(r"\s*\n\s*(?:[245]\.\d{1,3}\.\d{1,3}\s+)?")
+_REPEATED_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\s+")
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 # Microsoft states it in milliseconds, the only unit this reply uses; the unit is not required, so
 # a number long enough to run past the capped reply text still reads (as a very long wait).
@@ -53,6 +53,13 @@ def suggested_backoff_s(text: str) -> float | None:
     return bounded_backoff_s(min(float(match.group(1)) / MS_PER_S, MAX_BACKOFF_S))
 
 
+def _one_line(text: str) -> str:
+    """An SMTP reply's lines joined as one, each continuation without its repeated enhanced code
+    (linear in the text: a server chooses its length, up to the cap)."""
+    first, *rest = text.split("\n")
+    return " ".join([first.strip(), *(_REPEATED_ENHANCED.sub("", line.strip(), count=1) for line in rest)])
+
+
 def matching_rule(
     protocol: Protocol, step: Step, reply: Reply, provider: Provider | None = None
 ) -> ReplyRule | None:
@@ -60,7 +67,7 @@ def matching_rule(
     text = reply.text
     if reply.code is not None:
         code, enhanced = str(reply.code), reply.enhanced_code or enhanced_code(text)
-        text = _SMTP_LINE_BREAK.sub(" ", text)
+        text = _one_line(text)
     else:
         code, enhanced = reply.status or "", None
     for rule in RULES:
