@@ -17,6 +17,7 @@ from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
+from worker.webhooks.settings import WebhookSettings
 
 ENV_PREFIX = "INBOXCHECK_"
 
@@ -24,7 +25,7 @@ ENV_PREFIX = "INBOXCHECK_"
 Networks = Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)]
 
 
-class Settings(BaseSettings, RecheckSettings):
+class Settings(BaseSettings, RecheckSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # The check

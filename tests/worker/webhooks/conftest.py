@@ -1,0 +1,23 @@
+"""Fixtures of the webhook tests: receivers on loopback, stopped after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.servers.webhook_receiver import WebhookReceiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., WebhookReceiver]]:
+    started: list[WebhookReceiver] = []
+
+    def start(secret: str | None = None) -> WebhookReceiver:
+        server = WebhookReceiver(secret)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.stop()

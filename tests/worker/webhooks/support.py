@@ -1,0 +1,94 @@
+"""Helpers of the webhook tests: settings fast enough for a test, events on the stream as the
+worker writes them, endpoints, and the webhooks process run in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from tests.servers.redis import RedisServer
+from tests.worker.support import make_settings
+from worker.messages import events
+from worker.messages.stream import FIELD_EVENT, FIELD_INBOX_ID, FIELD_TYPE
+from worker.settings import Settings
+from worker.webhooks import dispatcher
+from worker.webhooks.endpoints import Endpoint
+from worker.webhooks.metrics import WebhookMetrics
+from worker.webhooks.process import WebhookProcess
+
+# Small enough that retries and take-overs happen within a test's few seconds.
+FAST: dict[str, Any] = dict(
+    webhook_timeout=1.0,
+    webhook_retry_backoff=0.02,
+    webhook_retry_max_delay=0.2,
+    webhook_poll=0.05,
+    webhook_claim_idle=0.5,
+    webhook_metrics_port=0,
+    reconnect_delay=0.05,
+    reconnect_max_delay=0.2,
+)
+
+
+def webhook_settings(server: RedisServer, **changes: Any) -> Settings:
+    return make_settings(server, **{**FAST, **changes})
+
+
+def failed_event(inbox_id: str = "inbox-1") -> events.FailedEvent:
+    return events.failed(events.Failure(inbox_id=inbox_id, reason="TriesUsedUp"))
+
+
+def health_event(inbox_id: str = "inbox-1") -> events.HealthChangedEvent:
+    snapshot = events.HealthSnapshot(
+        health=events.Health.HEALTHY, error_code=None, reason=None, consecutive_failures=0
+    )
+    return events.HealthChangedEvent(
+        subject=inbox_id,
+        data=events.HealthChange(
+            inbox_id=inbox_id, previous=snapshot, current=snapshot, check_event_id=None, warnings=[]
+        ),
+    )
+
+
+async def append(redis: Redis, settings: Settings, *batch: events.EventBase) -> list[str]:
+    """XADD each event as the worker does; returns their ids."""
+    for event in batch:
+        await redis.xadd(
+            settings.events_stream,
+            {
+                FIELD_EVENT: event.model_dump_json(),
+                FIELD_TYPE: event.type,
+                FIELD_INBOX_ID: event.subject or "",
+            },
+        )
+    return [event.id for event in batch]
+
+
+async def add_endpoint(redis: Redis, settings: Settings, url: str, *types: str) -> tuple[Endpoint, str]:
+    endpoint, secret = await dispatcher.add_endpoint(redis, settings, url, types)
+    return endpoint, secret.reveal()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, metrics: WebhookMetrics | None = None) -> AsyncIterator[WebhookProcess]:
+    """`inboxcheck webhooks` in this process's loop, stopped (as by SIGTERM) at the end."""
+    process = WebhookProcess(settings, metrics)
+    task = asyncio.ensure_future(process.run())
+    try:
+        yield process
+    finally:
+        process.stopping.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def pending(redis: Redis, settings: Settings) -> int:
+    """Entries of the stream read by the webhooks group and not yet acknowledged."""
+    return int((await redis.xpending(settings.events_stream, settings.webhook_group))["pending"])
+
+
+def batch_of(count: int) -> list[events.EventBase]:
+    return [failed_event(f"inbox-{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]
