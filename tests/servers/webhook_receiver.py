@@ -22,6 +22,8 @@ from tests.servers.ports import LOOPBACK
 from tests.servers.wait import wait_until
 
 CHUNK = 64 * 1024
+# How soon stop() is noticed.
+POLL_S = 0.02
 # Holding a request never lasts longer than this (so a forgotten hold cannot hang the suite).
 HOLD_LIMIT_S = 30.0
 
@@ -87,7 +89,9 @@ class WebhookReceiver(StartStop):
 
         self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, args=(POLL_S,), name="webhook-receiver", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

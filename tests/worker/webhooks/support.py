@@ -90,5 +90,15 @@ async def pending(redis: Redis, settings: Settings) -> int:
     return int((await redis.xpending(settings.events_stream, settings.webhook_group))["pending"])
 
 
+async def unsettled(redis: Redis, settings: Settings) -> int:
+    """Entries not yet both read by the group and acknowledged (0: every endpoint is done)."""
+    [last] = await redis.xrevrange(settings.events_stream, count=1)
+    [group] = [
+        g for g in await redis.xinfo_groups(settings.events_stream) if g["name"] == settings.webhook_group
+    ]
+    unread = 0 if group["last-delivered-id"] == last[0] else 1
+    return unread + int(group["pending"])
+
+
 def batch_of(count: int) -> list[events.EventBase]:
     return [failed_event(f"inbox-{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]

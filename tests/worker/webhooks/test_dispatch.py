@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
 from tests.servers.wait import wait_until
-from tests.servers.webhook_receiver import WebhookReceiver
-from tests.worker.webhooks.support import add_endpoint, append, batch_of, pending, running, webhook_settings
+from tests.servers.webhook_receiver import Answer, WebhookReceiver
+from tests.worker.webhooks.support import (
+    add_endpoint,
+    append,
+    batch_of,
+    failed_event,
+    health_event,
+    pending,
+    running,
+    unsettled,
+    webhook_settings,
+)
+from worker.messages import events
+from worker.webhooks.dispatcher import ledger_for
+from worker.webhooks.endpoints import registry_for
+from worker.webhooks.metrics import WebhookMetrics
+
+POLL_S = 0.02
 
 
-async def wait_async(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    await asyncio.to_thread(wait_until, probe, timeout=timeout, what=what)
+async def wait_async(probe: Callable[[], bool], limit_s: float, what: str) -> None:
+    await asyncio.to_thread(wait_until, probe, timeout=limit_s, what=what)
+
+
+async def wait_async_redis(read: Callable[[], Awaitable[int]], value: int, limit_s: float = 5.0) -> None:
+    """Until `read()` (a Redis read, on this loop) gives `value`."""
+    deadline = time.monotonic() + limit_s
+    while (current := await read()) != value:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{current} instead of {value} after {limit_s} s")
+        await asyncio.sleep(POLL_S)
 
 
 async def test_every_event_of_a_batch_reaches_a_healthy_receiver_signed(
@@ -28,3 +55,138 @@ async def test_every_event_of_a_batch_reaches_a_healthy_receiver_signed(
         await wait_async(lambda: hook.verified_ids() >= set(ids), 10, "every event delivered")
     assert hook.verified_ids() == set(ids)
     assert await pending(redis, settings) == 0
+
+
+async def test_a_slow_endpoint_never_holds_up_another_and_the_entry_waits_for_both(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_timeout=5.0, webhook_concurrency=2)
+    slow, fast = receiver(), receiver()
+    release = threading.Event()
+    slow.default = Answer(200, release=release)
+    _, slow.secret = await add_endpoint(redis, settings, slow.url)
+    _, fast.secret = await add_endpoint(redis, settings, fast.url)
+    async with running(settings):
+        ids = await append(redis, settings, *batch_of(20))
+        await wait_async(lambda: fast.verified_ids() == set(ids), 5, "the fast endpoint has every event")
+        # The slow one holds its two slots; the rest of its events wait in Redis, not in memory.
+        assert len(slow.received) == settings.webhook_concurrency
+        assert await pending(redis, settings) == len(ids)
+        release.set()
+        await wait_async(lambda: slow.verified_ids() == set(ids), 5, "the slow endpoint has every event")
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+
+
+async def test_an_endpoint_gets_only_the_types_it_subscribed_to(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis)
+    hook = receiver()
+    _, hook.secret = await add_endpoint(redis, settings, hook.url, events.HEALTH_CHANGED)
+    async with running(settings):
+        skipped = await append(redis, settings, *batch_of(3))
+        [wanted] = await append(redis, settings, health_event())
+        await wait_async(lambda: wanted in hook.verified_ids(), 5, "the health event")
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+    assert not set(skipped) & {r.event_id for r in hook.received}
+
+
+async def test_5xx_429_and_timeouts_are_retried_with_the_same_id_until_delivered(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_timeout=0.3)
+    hook = receiver()
+    endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
+    hook.plan(Answer(500), Answer(429), hook.hang(), Answer(503))
+    metrics = WebhookMetrics()
+    async with running(settings, metrics):
+        [event_id] = await append(redis, settings, failed_event())
+        await wait_async(lambda: event_id in hook.verified_ids(), 5, "delivered after four failures")
+    attempts = hook.requests_for(event_id)
+    assert len(attempts) == 5 and all(r.verified for r in attempts)
+    # Signed afresh per attempt, the timestamps never go backwards.
+    stamps = [int(r.headers["webhook-timestamp"]) for r in attempts]
+    assert stamps == sorted(stamps)
+    assert metrics.sample("inboxcheck_webhook_deliveries_total", endpoint=endpoint.id, outcome="retried") == 4
+    assert (
+        metrics.sample("inboxcheck_webhook_deliveries_total", endpoint=endpoint.id, outcome="delivered") == 1
+    )
+    assert metrics.sample("inboxcheck_webhook_delivery_latency_seconds_count", endpoint=endpoint.id) == 1
+
+
+async def test_retry_after_is_honoured(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_retry_max_delay=5.0)
+    hook = receiver()
+    _, hook.secret = await add_endpoint(redis, settings, hook.url)
+    hook.plan(Answer(429, headers={"retry-after": "1"}))
+    async with running(settings):
+        [event_id] = await append(redis, settings, failed_event())
+        await wait_async(lambda: event_id in hook.verified_ids(), 5, "delivered after the wait asked for")
+    first, second = hook.requests_for(event_id)
+    assert second.at - first.at >= 1.0  # the backoff alone would have been 20 ms
+
+
+async def test_other_4xx_are_not_retried_and_go_to_the_dead_letters_which_replay_sends_again(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis)
+    hook = receiver()
+    endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
+    hook.plan(Answer(404))
+    async with running(settings) as process:
+        [event_id] = await append(redis, settings, failed_event())
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+        ledger = ledger_for(redis, settings)
+        [(raw, letter)] = await ledger.dead_letters()
+        assert (letter.endpoint_id, letter.event_id, letter.status, letter.attempts) == (
+            endpoint.id,
+            event_id,
+            404,
+            1,
+        )
+        assert len(hook.requests_for(event_id)) == 1
+        assert (
+            process.metrics.sample(
+                "inboxcheck_webhook_deliveries_total", endpoint=endpoint.id, outcome="failed"
+            )
+            == 1
+        )
+        await ledger.replay(raw, letter)
+        await wait_async(lambda: event_id in hook.verified_ids(), 5, "the replayed event")
+    assert await ledger.dead_letters() == []
+
+
+async def test_a_delivery_failing_past_the_give_up_time_is_a_dead_letter(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_give_up_after=0.3)
+    hook = receiver()
+    hook.default = Answer(500)
+    await add_endpoint(redis, settings, hook.url)
+    async with running(settings):
+        await append(redis, settings, failed_event())
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+    [(_, letter)] = await ledger_for(redis, settings).dead_letters()
+    assert letter.reason.startswith("gave up after") and letter.attempts == len(hook.received) > 1
+
+
+async def test_410_disables_the_endpoint_and_its_queue_goes_to_the_dead_letters(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_concurrency=1)
+    hook, other = receiver(), receiver()
+    gone, _ = await add_endpoint(redis, settings, hook.url)
+    _, other.secret = await add_endpoint(redis, settings, other.url)
+    hook.default = Answer(410)
+    async with running(settings):
+        ids = await append(redis, settings, *batch_of(5))
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+        later = await append(redis, settings, *batch_of(2))
+        await wait_async(lambda: other.verified_ids() == set(ids + later), 5, "the other endpoint has all")
+    registry = registry_for(redis, settings.secret_key)
+    assert (await registry.get(gone.id)).disabled.startswith("410 Gone")  # type: ignore[union-attr]
+    assert len(hook.received) == 1
+    letters = [letter for _, letter in await ledger_for(redis, settings).dead_letters()]
+    assert sorted(letter.event_id for letter in letters) == sorted(ids)
