@@ -90,13 +90,16 @@ async def pending(redis: Redis, settings: Settings) -> int:
     return int((await redis.xpending(settings.events_stream, settings.webhook_group))["pending"])
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def unsettled(redis: Redis, settings: Settings) -> int:
     """Entries not yet both read by the group and acknowledged (0: every endpoint is done)."""
-    [last] = await redis.xrevrange(settings.events_stream, count=1)
-    [group] = [
-        g for g in await redis.xinfo_groups(settings.events_stream) if g["name"] == settings.webhook_group
-    ]
-    unread = 0 if group["last-delivered-id"] == last[0] else 1
+    [(last, _)] = await redis.xrevrange(settings.events_stream, count=1)
+    groups = await redis.xinfo_groups(settings.events_stream)
+    [group] = [g for g in groups if _text(g["name"]) == settings.webhook_group]
+    unread = 0 if _text(group["last-delivered-id"]) == _text(last) else 1
     return unread + int(group["pending"])
 
 
