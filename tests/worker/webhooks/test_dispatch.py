@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+import structlog
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
@@ -99,9 +100,12 @@ async def test_5xx_429_and_timeouts_are_retried_with_the_same_id_until_delivered
     endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
     hook.plan(Answer(500), Answer(429), hook.hang(), Answer(503))
     metrics = WebhookMetrics()
-    async with running(settings, metrics):
-        [event_id] = await append(redis, settings, failed_event())
-        await wait_async(lambda: event_id in hook.verified_ids(), 5, "delivered after four failures")
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings, metrics):
+            [event_id] = await append(redis, settings, failed_event())
+            await wait_async(lambda: event_id in hook.verified_ids(), 5, "delivered after four failures")
+    assert [e["event"] for e in logs].count("webhook_retry") == 4
+    assert hook.secret.removeprefix("whsec_") not in repr(logs)
     attempts = hook.requests_for(event_id)
     assert len(attempts) == 5 and all(r.verified for r in attempts)
     # Signed afresh per attempt, the timestamps never go backwards.
