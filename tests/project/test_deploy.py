@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import liveness, worker
+from worker.cli import liveness, webhooks, worker
 from worker.cli.main import build_parser
 from worker.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROGRAM = "inboxcheck"
-HANDLERS = {"worker": worker.run, "health": liveness.run}
+HANDLERS = {"worker": worker.run, "health": liveness.run, "webhooks": webhooks.run}
 
 
 def resolve(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +48,7 @@ def test_procfile_names_the_worker() -> None:
         if line.strip() and not line.startswith("#")
     )
     assert_runs(shlex.split(entries["worker"]), "worker")
+    assert_runs(shlex.split(entries["webhooks"]), "webhooks")
 
 
 def dockerfile_instructions() -> dict[str, str]:
@@ -97,6 +98,10 @@ def test_compose_runs_workers_against_its_redis() -> None:
     assert "redis" in services and "redis" in worker["depends_on"]
     assert re.fullmatch(r"redis:7-alpine@sha256:[0-9a-f]{64}", services["redis"]["image"])
     assert "--requirepass" in " ".join(services["redis"]["command"])
+    assert_runs(services["webhooks"]["command"], "webhooks")
+    assert services["webhooks"]["environment"].keys() == worker["environment"].keys() - {
+        "INBOXCHECK_MAX_JOBS"
+    }
 
 
 def k8s(kind: str) -> dict[str, Any]:
