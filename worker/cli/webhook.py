@@ -24,6 +24,7 @@ from worker.webhooks.delivery import Outcome
 from worker.webhooks.dispatcher import add_endpoint, client_for, drain, ledger_for, policy_for
 from worker.webhooks.endpoints import (
     EVENT_TYPES,
+    UNUSABLE_SECRET,
     Endpoint,
     EndpointRegistry,
     WebhookError,
@@ -142,6 +143,8 @@ async def _test(
         raise WebhookError(
             f"ID: {endpoint.id} is disabled ({endpoint.disabled}); `inboxcheck webhook enable` it first"
         )
+    if not endpoint.keys:
+        raise WebhookError(f"ID: {endpoint.id}: {UNUSABLE_SECRET}")
     body = test_event(endpoint.id)
     async with client_for(settings) as http:
         attempt = await delivery.post(http, endpoint, json.loads(body)["id"], body, settings.webhook_timeout)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from jobs.destinations import DestinationPolicy
 from jobs.time_units import MS_PER_S
@@ -33,10 +33,10 @@ from worker.messages.stream import FIELD_EVENT, FIELD_TYPE
 from worker.settings import Settings
 from worker.webhooks import delivery, transport
 from worker.webhooks.delivery import Outcome
-from worker.webhooks.endpoints import Endpoint, EndpointRegistry, registry_for
-from worker.webhooks.signing import SigningSecret
+from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, registry_for
 from worker.webhooks.ledger import Claimed, Ledger, event_id_of
 from worker.webhooks.metrics import WebhookMetrics
+from worker.webhooks.signing import SigningSecret
 
 log = structlog.get_logger("inboxcheck.webhooks")
 
@@ -134,8 +134,16 @@ class EndpointRunner:
         lease_s = settings.webhook_timeout * LEASE_TIMEOUTS
         while not self.stopping:
             free = settings.webhook_concurrency - len(self.in_flight)
-            if free > 0:
-                for item in await self.ctx.ledger.claim(self.endpoint.id, free, lease_s):
+            # Without its secret (another INBOXCHECK_SECRET_KEY) this process leaves the endpoint's
+            # deliveries queued for one that has it.
+            if free > 0 and self.endpoint.keys:
+                try:
+                    claimed = await self.ctx.ledger.claim(self.endpoint.id, free, lease_s)
+                except (RedisError, OSError) as exc:
+                    # The stream reader sees the same outage and has the process reconnect.
+                    log.warning("webhook_claim_failed", endpoint=self.endpoint.id, error=type(exc).__name__)
+                    claimed = []
+                for item in claimed:
                     task = asyncio.ensure_future(self._deliver(item))
                     self.in_flight.add(task)
                     task.add_done_callback(self._done)
@@ -251,7 +259,6 @@ class Dispatcher:
             group.create_task(self._read())
             group.create_task(self._reclaim())
             group.create_task(self._watch_endpoints())
-            group.create_task(self._watch_runners())
 
     async def refresh(self) -> None:
         """Endpoints as Redis has them now: a runner per active one; what a disabled or removed one
@@ -263,6 +270,8 @@ class Dispatcher:
             runner = self.runners.get(endpoint.id)
             if runner is None or runner.task.done():
                 self.runners[endpoint.id] = EndpointRunner(endpoint, self.ctx)
+                if not endpoint.keys:
+                    log.error("webhook_secret_unusable", endpoint=endpoint.id, why=UNUSABLE_SECRET)
             else:
                 runner.endpoint = endpoint  # a rotated secret signs from now on
         known = {e.id for e in endpoints}
@@ -285,14 +294,6 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.settings.webhook_poll)
             await self.refresh()
-
-    async def _watch_runners(self) -> None:
-        # A runner's Redis error must reach run()'s caller, which reconnects.
-        while True:
-            for runner in list(self.runners.values()):
-                if runner.task.done() and not runner.task.cancelled() and runner.task.exception():
-                    raise runner.task.exception()  # type: ignore[misc]
-            await asyncio.sleep(self.settings.webhook_poll)
 
     async def fan_out(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         body = fields.get(FIELD_EVENT.encode())

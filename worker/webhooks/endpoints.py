@@ -51,6 +51,10 @@ _URL, _EVENTS, _SECRET, _PREVIOUS, _PREVIOUS_UNTIL, _CREATED, _DISABLED = (
     "disabled",
 )
 _SEALED_FIELD = "secret"
+UNUSABLE_SECRET = (
+    "its signing secret does not open with this INBOXCHECK_SECRET_KEY for its URL "
+    "(another key, or the URL was changed in Redis)"
+)
 
 
 class WebhookError(InboxcheckError):
@@ -123,6 +127,7 @@ class Endpoint:
     events: tuple[str, ...]  # empty: every type
     created_at: float
     disabled: str  # why it no longer gets events ("" while it does)
+    # Asked for and still empty: the secret does not open here (UNUSABLE_SECRET).
     keys: tuple[SigningSecret, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -210,8 +215,9 @@ class EndpointRegistry:
                 if fields.get(_PREVIOUS) and until_ms > time.time() * MS_PER_S:
                     secrets_ += (self._open(endpoint_id, url, fields[_PREVIOUS]),)
             except (SealError, ValueError):
-                # Sealed with another key, or the URL was rewritten in Redis: never sign with it.
-                disabled = "its signing secret does not open with this INBOXCHECK_SECRET_KEY for its URL"
+                # Sealed with another key, or the URL was rewritten in Redis: never sign with it,
+                # and leave its deliveries to a process that can (no keys: see UNUSABLE_SECRET).
+                secrets_ = ()
         return Endpoint(
             id=endpoint_id,
             url=url,

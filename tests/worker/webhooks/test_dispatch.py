@@ -24,7 +24,7 @@ from tests.worker.webhooks.support import (
     unsettled,
     webhook_settings,
 )
-from worker.messages import events
+from worker.messages import events, keys
 from worker.webhooks.dispatcher import ledger_for
 from worker.webhooks.endpoints import registry_for
 from worker.webhooks.metrics import WebhookMetrics
@@ -194,3 +194,24 @@ async def test_410_disables_the_endpoint_and_its_queue_goes_to_the_dead_letters(
     assert len(hook.received) == 1
     letters = [letter for _, letter in await ledger_for(redis, settings).dead_letters()]
     assert sorted(letter.event_id for letter in letters) == sorted(ids)
+
+
+async def test_an_endpoint_whose_secret_does_not_open_gets_nothing_its_deliveries_wait(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis)
+    hook, elsewhere = receiver(), receiver()
+    endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
+    # Someone with write access to Redis points the endpoint elsewhere: its seal no longer opens.
+    await redis.hset(keys.webhook_endpoint_key(endpoint.id), "url", elsewhere.url)
+    ledger = ledger_for(redis, settings)
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings):
+            [event_id] = await append(redis, settings, failed_event())
+            await wait_async_redis(lambda: ledger.queued(endpoint.id), 1)
+    assert elsewhere.received == [] and hook.received == []
+    assert any(e["event"] == "webhook_secret_unusable" for e in logs)
+    # Put back, a process with the key delivers what waited.
+    await redis.hset(keys.webhook_endpoint_key(endpoint.id), "url", hook.url)
+    async with running(settings):
+        await wait_async(lambda: event_id in hook.verified_ids(), 5, "the event that waited")
