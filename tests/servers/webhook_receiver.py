@@ -9,6 +9,7 @@ headers, a body of any size (`body_bytes`, or endless with `endless=True`), or h
 from __future__ import annotations
 
 import http.server
+import ssl
 import threading
 import time
 from collections import deque
@@ -51,8 +52,11 @@ class Received:
 
 
 class WebhookReceiver(StartStop):
-    def __init__(self, secret: str | None = None, path: str = "/hook") -> None:
+    def __init__(
+        self, secret: str | None = None, path: str = "/hook", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.secret = secret
+        self.ssl_context = ssl_context
         self.path = path
         self.default = Answer()
         self.received: list[Received] = []
@@ -65,7 +69,8 @@ class WebhookReceiver(StartStop):
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}{self.path}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{LOOPBACK}:{self._server.server_address[1]}{self.path}"
 
     def plan(self, *answers: Answer) -> None:
         with self._lock:
@@ -89,6 +94,8 @@ class WebhookReceiver(StartStop):
 
         self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
         self._server.daemon_threads = True
+        if self.ssl_context is not None:
+            self._server.socket = self.ssl_context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(
             target=self._server.serve_forever, args=(POLL_S,), name="webhook-receiver", daemon=True
         ).start()

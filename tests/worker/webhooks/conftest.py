@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,8 +14,8 @@ from tests.servers.webhook_receiver import WebhookReceiver
 def receiver() -> Iterator[Callable[..., WebhookReceiver]]:
     started: list[WebhookReceiver] = []
 
-    def start(secret: str | None = None) -> WebhookReceiver:
-        server = WebhookReceiver(secret)
+    def start(secret: str | None = None, ssl_context: ssl.SSLContext | None = None) -> WebhookReceiver:
+        server = WebhookReceiver(secret, ssl_context=ssl_context)
         started.append(server)
         return server.start()
 

@@ -13,6 +13,7 @@ from standardwebhooks import Webhook
 
 from jobs.destinations import DestinationPolicy
 from tests.jobs.checks import ALLOW_LOOPBACK
+from tests.servers.certs import PKI
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
 from worker.webhooks import delivery, signing, transport
 from worker.webhooks.delivery import Outcome
@@ -145,3 +146,18 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_unless_allowed
     assert attempt.outcome is Outcome.FAILED and "localhost" in attempt.detail
     assert hook.received == []  # nothing reached it
     assert (await post(url)).outcome is Outcome.DELIVERED  # allowed: INBOXCHECK_ALLOW_NETWORKS
+
+
+async def test_https_connects_to_the_judged_address_and_verifies_the_name(
+    receiver: Callable[..., WebhookReceiver], pki: PKI
+) -> None:
+    good = receiver(ssl_context=pki.valid.ssl_context)
+    wrong = receiver(ssl_context=pki.wrong_host.ssl_context)
+    for hook, outcome in ((good, Outcome.DELIVERED), (wrong, Outcome.RETRY)):
+        url = hook.url.replace("127.0.0.1", "localhost")  # resolved, judged, then TLS to the name
+        async with transport.client(
+            ALLOW_LOOPBACK, ca_file=str(pki.ca_file), timeout_s=TIMEOUT_S, max_connections=1
+        ) as client:
+            attempt = await delivery.post(client, endpoint(url), "evt-1", BODY, TIMEOUT_S)
+        assert attempt.outcome is outcome, attempt
+    assert len(good.received) == 1 and wrong.received == []
