@@ -36,6 +36,13 @@ from worker.webhooks.signing import SigningSecret
 
 TEST_EVENT_TYPE = "inboxcheck.webhook.test"
 DEFAULT_KEEP_PREVIOUS = "1d"
+# What the answer to a test POST would mean for an event.
+TEST_VERDICTS = {
+    Outcome.DELIVERED: "delivered",
+    Outcome.RETRY: "not delivered (an event would be retried)",
+    Outcome.FAILED: "not delivered (an event would not be retried)",
+    Outcome.GONE: "not delivered (410 Gone: an event would disable the endpoint)",
+}
 
 
 async def _endpoint(registry: EndpointRegistry, endpoint_id: str, *, with_keys: bool = False) -> Endpoint:
@@ -148,7 +155,8 @@ async def _test(
     body = test_event(endpoint.id)
     async with client_for(settings) as http:
         attempt = await delivery.post(http, endpoint, json.loads(body)["id"], body, settings.webhook_timeout)
-    print(f"{endpoint.id}: {attempt.outcome.value}: {attempt.detail} in {attempt.seconds * 1000:.0f} ms")
+    verdict = TEST_VERDICTS[attempt.outcome]
+    print(printable(f"{endpoint.id}: {verdict}: {attempt.detail} in {attempt.seconds * 1000:.0f} ms"))
     return client.EXIT_VALID if attempt.outcome is Outcome.DELIVERED else client.EXIT_INVALID
 
 

@@ -30,6 +30,8 @@ RETRIED_STATUSES = frozenset({408, 429})
 GONE = 410
 HTTP_OK_MIN, HTTP_OK_MAX = 200, 299
 HTTP_SERVER_ERROR = 500
+# Most characters of a network error's text kept in a detail.
+DETAIL_MAX = 120
 # Backoff jitter: each delay is drawn from [JITTER_FLOOR, 1] times the doubled base.
 JITTER_FLOOR = 0.5
 # 2**attempts stops growing here (the cap is far below anyway); keeps the float finite.
@@ -126,7 +128,9 @@ async def post(
             return attempt(outcome_of(status), status, f"HTTP {status}", asked)
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
             return attempt(Outcome.RETRY, None, f"no answer within {timeout_s:g} s")
-        return attempt(Outcome.RETRY, None, f"connection failed: {type(exc).__name__}")
+        # httpcore's texts name the host or the errno, never what was sent.
+        reason = str(exc)[:DETAIL_MAX] or type(exc).__name__
+        return attempt(Outcome.RETRY, None, f"connection failed: {reason}")
     except httpx.HTTPError as exc:
         return attempt(Outcome.FAILED, None, f"request failed: {type(exc).__name__}")
     return attempt(outcome_of(status), status, f"HTTP {status}", asked)
