@@ -215,3 +215,20 @@ async def test_an_endpoint_whose_secret_does_not_open_gets_nothing_its_deliverie
     await redis.hset(keys.webhook_endpoint_key(endpoint.id), "url", hook.url)
     async with running(settings):
         await wait_async(lambda: event_id in hook.verified_ids(), 5, "the event that waited")
+
+
+async def test_past_its_queue_bound_an_endpoint_gets_dead_letters_and_the_entry_is_acknowledged(
+    redis: Redis, shared_redis: RedisServer
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_queue_max=1)
+    endpoint, _ = await add_endpoint(redis, settings, "https://hooks.example/x")
+    ledger = ledger_for(redis, settings)
+    ids = await append(redis, settings, *batch_of(2))
+    [(_, entries)] = await redis.xreadgroup(settings.webhook_group, "c", {settings.events_stream: ">"})
+    for (entry_id, fields), event_id in zip(entries, ids, strict=True):
+        await ledger.fan_out(entry_id, entry_id, fields["event"], fields["type"], event_id, [endpoint.id])
+    assert await ledger.queued(endpoint.id) == 1
+    [(_, letter)] = await ledger.dead_letters()
+    assert (letter.event_id, letter.reason, letter.attempts) == (ids[1], "queue full", 0)
+    assert letter.event == entries[1][1]["event"]
+    assert await pending(redis, settings) == 1  # the second entry needed nothing more
