@@ -53,6 +53,14 @@ class WebhookProcess:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self._supervise()
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+        log.info("webhooks_stopped")
+
+    async def _supervise(self) -> None:
         delay = self.settings.reconnect_delay
         log.info("webhooks_started", consumer=self.consumer, group=self.settings.webhook_group)
         while not self.stopping.is_set():
@@ -71,7 +79,6 @@ class WebhookProcess:
                 await self._run_one(redis)
             finally:
                 await redis.aclose()
-        log.info("webhooks_stopped")
 
     async def _run_one(self, redis: Redis) -> None:
         registry = registry_for(redis, self.settings.secret_key)
