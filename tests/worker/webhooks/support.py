@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
-from tests.worker.support import make_settings
+from tests.worker.support import KEY, REPO, make_settings, worker_env
 from worker.messages import events
 from worker.messages.stream import FIELD_EVENT, FIELD_INBOX_ID, FIELD_TYPE
 from worker.settings import Settings
@@ -105,3 +108,25 @@ async def unsettled(redis: Redis, settings: Settings) -> int:
 
 def batch_of(count: int) -> list[events.EventBase]:
     return [failed_event(f"inbox-{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]
+
+
+def webhooks_process(settings: Settings, log_file: Path) -> subprocess.Popen[bytes]:
+    env = worker_env(
+        settings.redis_url,
+        settings.queue_name,
+        settings.events_stream,
+        INBOXCHECK_SECRET_KEY=KEY,
+        INBOXCHECK_WEBHOOK_TIMEOUT=str(settings.webhook_timeout),
+        INBOXCHECK_WEBHOOK_POLL=str(settings.webhook_poll),
+        INBOXCHECK_WEBHOOK_CLAIM_IDLE=str(settings.webhook_claim_idle),
+        INBOXCHECK_WEBHOOK_RETRY_BACKOFF=str(settings.webhook_retry_backoff),
+        INBOXCHECK_WEBHOOK_METRICS_PORT="0",
+    )
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "webhooks"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

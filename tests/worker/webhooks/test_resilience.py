@@ -4,8 +4,6 @@ a retry pending, an entry whose reader died before queueing it. No event is lost
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +13,7 @@ from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
-from tests.worker.support import KEY, REPO, scan_for, worker_env
+from tests.worker.support import scan_for
 from tests.worker.webhooks.support import (
     add_endpoint,
     append,
@@ -24,31 +22,9 @@ from tests.worker.webhooks.support import (
     running,
     unsettled,
     webhook_settings,
+    webhooks_process,
 )
 from tests.worker.webhooks.test_dispatch import wait_async, wait_async_redis
-from worker.settings import Settings
-
-
-def webhooks_process(settings: Settings, log_file: Path) -> subprocess.Popen[bytes]:
-    env = worker_env(
-        settings.redis_url,
-        settings.queue_name,
-        settings.events_stream,
-        INBOXCHECK_SECRET_KEY=KEY,
-        INBOXCHECK_WEBHOOK_TIMEOUT=str(settings.webhook_timeout),
-        INBOXCHECK_WEBHOOK_POLL=str(settings.webhook_poll),
-        INBOXCHECK_WEBHOOK_CLAIM_IDLE=str(settings.webhook_claim_idle),
-        INBOXCHECK_WEBHOOK_RETRY_BACKOFF=str(settings.webhook_retry_backoff),
-        INBOXCHECK_WEBHOOK_METRICS_PORT="0",
-    )
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "webhooks"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
 
 async def test_a_killed_process_loses_no_event_its_successor_sends_them(
