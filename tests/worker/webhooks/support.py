@@ -110,7 +110,8 @@ def batch_of(count: int) -> list[events.EventBase]:
     return [failed_event(f"inbox-{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]
 
 
-def webhooks_process(settings: Settings, log_file: Path) -> subprocess.Popen[bytes]:
+def webhooks_process(settings: Settings, log_file: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+    """`inboxcheck webhooks` as a real subprocess, with `settings`' webhook timings."""
     env = worker_env(
         settings.redis_url,
         settings.queue_name,
@@ -120,7 +121,8 @@ def webhooks_process(settings: Settings, log_file: Path) -> subprocess.Popen[byt
         INBOXCHECK_WEBHOOK_POLL=str(settings.webhook_poll),
         INBOXCHECK_WEBHOOK_CLAIM_IDLE=str(settings.webhook_claim_idle),
         INBOXCHECK_WEBHOOK_RETRY_BACKOFF=str(settings.webhook_retry_backoff),
-        INBOXCHECK_WEBHOOK_METRICS_PORT="0",
+        INBOXCHECK_WEBHOOK_CONCURRENCY=str(settings.webhook_concurrency),
+        INBOXCHECK_WEBHOOK_METRICS_PORT=str(metrics_port),
     )
     with open(log_file, "ab") as log:
         return subprocess.Popen(

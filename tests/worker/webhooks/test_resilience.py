@@ -3,14 +3,17 @@ a retry pending, an entry whose reader died before queueing it. No event is lost
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from redis.asyncio import Redis
 
+from tests.servers.ports import free_port
 from tests.servers.redis import RedisServer
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
 from tests.worker.support import scan_for
@@ -27,13 +30,18 @@ from tests.worker.webhooks.support import (
 from tests.worker.webhooks.test_dispatch import wait_async, wait_async_redis
 
 
+def read_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 async def test_a_killed_process_loses_no_event_its_successor_sends_them(
     redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver], tmp_path: Path
 ) -> None:
     settings = webhook_settings(shared_redis)
     hook = receiver()
     hook.default = hook.hang()  # the first process's POSTs never get an answer
-    _, hook.secret = await add_endpoint(redis, settings, hook.url)
+    endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
     ids = await append(redis, settings, *batch_of(12))
     log_file = tmp_path / "webhooks.log"
     first = webhooks_process(settings, log_file)
@@ -44,10 +52,14 @@ async def test_a_killed_process_loses_no_event_its_successor_sends_them(
     finally:
         first.kill()
     hook.default = Answer(200)
-    second = webhooks_process(settings, log_file)
+    metrics_port = free_port()
+    second = webhooks_process(settings, log_file, metrics_port)
     try:
         await wait_async(lambda: hook.verified_ids() == set(ids), 10, "every event, after the restart")
         await wait_async_redis(lambda: unsettled(redis, settings), 0)
+        scraped = await asyncio.to_thread(read_metrics, metrics_port)
+        delivered = f'inboxcheck_webhook_deliveries_total{{endpoint="{endpoint.id}",outcome="delivered"}}'
+        assert f"{delivered} {len(ids)}.0" in scraped
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
     finally:
