@@ -126,6 +126,22 @@ _GENERAL: dict[Reason, str] = {
         "The login worked but the INBOX could not be opened. Check that the mailbox exists and "
         "is not locked, archived or over quota."
     ),
+    Reason.OAUTH_REAUTH_REQUIRED: (
+        "The OAuth2 refresh token no longer works (revoked, expired after months unused, or the "
+        "password changed). The inbox owner must connect the inbox again (sign in and consent); "
+        "then send the new refresh token."
+    ),
+    Reason.OAUTH_CONSENT_REQUIRED: (
+        "Signing in needs a person: consent to the app, a multi-factor or an interactive sign-in, "
+        "or a conditional access policy blocks it. The inbox owner (or the tenant admin, for "
+        "consent and policies) must sign in once interactively and grant the app's access."
+    ),
+    Reason.OAUTH_APP_MISCONFIGURED: (
+        "The platform's OAuth app is refused by the provider (wrong or expired client secret, an "
+        "unknown or unauthorised app, a scope it may not ask for): every inbox using this app "
+        "fails. The platform's operator must fix the app's registration or credentials; the "
+        "inbox owner cannot."
+    ),
     Reason.MALFORMED_PAYLOAD: "Fix the request as the message says and enqueue it again.",
     Reason.SEALED_CREDENTIALS: (
         "The credentials could not be opened. Producer and worker must share the same "
@@ -160,6 +176,22 @@ _BY_PROVIDER: dict[tuple[InboxType, Reason], str] = {
     (InboxType.OUTLOOK_365, Reason.APP_PASSWORD_REQUIRED): (
         "The account uses multi-factor sign-in. Create an app password (Admin center > Users > "
         "Active users > Manage app passwords) or use OAuth2 if the tenant enforces it."
+    ),
+    (InboxType.GOOGLE_WORKSPACE, Reason.OAUTH_REAUTH_REQUIRED): (
+        "Google no longer accepts this refresh token: revoked, unused for six months, the "
+        "password changed, too many tokens for the app, or an app left in Testing (tokens last "
+        "seven days there). The inbox owner must connect the inbox again."
+    ),
+    (InboxType.OUTLOOK_365, Reason.OAUTH_REAUTH_REQUIRED): (
+        "Microsoft no longer accepts this refresh token (revoked, or unused for 90 days). The "
+        "inbox owner must connect the inbox again; always keep the newest refresh token Microsoft "
+        "returns, since each refresh issues one."
+    ),
+    (InboxType.OUTLOOK_365, Reason.OAUTH_APP_MISCONFIGURED): (
+        "Microsoft refuses the platform's app (client secret wrong or expired, app not in the "
+        "tenant, or a scope it lacks). The platform's operator must fix the app registration in "
+        "Entra ID; for app-only access the tenant admin grants IMAP.AccessAsApp and SMTP.SendAsApp "
+        "and gives the Exchange service principal access to the mailbox."
     ),
     (InboxType.OUTLOOK_365, Reason.INVALID_CREDENTIALS): (
         "Microsoft rejected the login. Check the password; if it is right, SMTP AUTH may be off "

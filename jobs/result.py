@@ -73,3 +73,8 @@ class ValidationResult(BaseModel):
     checked_at: datetime
     duration_ms: float
     attempts: int = 1
+    # OAUTH_APP_MISCONFIGURED: the app the provider refused; every inbox using it fails alike.
+    oauth2_client_id: str | None = None
+    # A refresh token the provider issued in place of the one sent, sealed with the shared key
+    # ({"oauth2_refresh_token": ...}, use "rotated"): the producer stores it for the next request.
+    oauth2_refresh_token_sealed: str | None = None

@@ -223,6 +223,15 @@ return due
 """
 
 
+# KEYS[1] a lock (an OAuth2 token refresh's). ARGV[1] the holder's token. Returns 1 when deleted.
+# Atomic: a lock that expired and was taken by another worker is not deleted from under it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 # Webhook deliveries (worker.webhooks.ledger). A delivery hash per event (keys.webhook_delivery_key):
 # `event` the body, `type`, `entry` the stream entry to acknowledge ('' for a replay), `created`
 # ms, `pending` how many endpoints still owe it, `ep:<id>` each one's attempts; per endpoint a due
@@ -317,6 +326,7 @@ class Scripts:
         self.count_attempt: AsyncScript = redis.register_script(COUNT_ATTEMPT)
         self.append_once: AsyncScript = redis.register_script(APPEND_ONCE)
         self.claim_due: AsyncScript = redis.register_script(CLAIM_DUE)
+        self.release_lock: AsyncScript = redis.register_script(RELEASE_LOCK)
         self.webhook_fan_out: AsyncScript = redis.register_script(WEBHOOK_FAN_OUT)
         self.webhook_settle: AsyncScript = redis.register_script(WEBHOOK_SETTLE)
 

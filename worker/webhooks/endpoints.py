@@ -26,11 +26,9 @@ from jobs.destinations import DestinationPolicy
 from jobs.errors import InboxcheckError
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys
-from worker.messages.sealing import Sealer, SealError, sealer_for
+from worker.messages.sealing import USE_WEBHOOK, Sealer, SealError, sealer_for
 from worker.webhooks.signing import SigningSecret
 
-# What a sealed webhook secret may be used for (sealing.USE_JOB and USE_REGISTRY are the others).
-USE_WEBHOOK = "webhook"
 ID_PREFIX = "ep_"
 ID_HEX_CHARS = 12
 MAX_URL_CHARS = 2048

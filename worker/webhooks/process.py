@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -31,8 +30,6 @@ log = structlog.get_logger("inboxcheck.webhooks")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CONNECT_TIMEOUT_S = 1.0
-# httpx logs each request's URL at INFO, and a URL may carry a token in its query.
-QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def consumer_name() -> str:
@@ -101,8 +98,6 @@ class WebhookProcess:
 
 def run_webhooks(settings: Settings) -> int:
     sealer_required(settings.secret_key)  # no key: say so before starting
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
     process = WebhookProcess(settings.model_copy(update={"redis_url": url}))
     if settings.webhook_metrics_port:
