@@ -39,11 +39,13 @@ def consumer_name() -> str:
 
 
 class WebhookProcess:
-    def __init__(self, settings: Settings, metrics: WebhookMetrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: WebhookMetrics | None = None, consumer: str | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or WebhookMetrics()
         self.stopping = asyncio.Event()
-        self.consumer = consumer_name()
+        self.consumer = consumer or consumer_name()
 
     async def run(self) -> None:
         install_safe_exception_handler()

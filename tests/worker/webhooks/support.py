@@ -77,9 +77,11 @@ async def add_endpoint(redis: Redis, settings: Settings, url: str, *types: str) 
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, metrics: WebhookMetrics | None = None) -> AsyncIterator[WebhookProcess]:
+async def running(
+    settings: Settings, metrics: WebhookMetrics | None = None, consumer: str | None = None
+) -> AsyncIterator[WebhookProcess]:
     """`inboxcheck webhooks` in this process's loop, stopped (as by SIGTERM) at the end."""
-    process = WebhookProcess(settings, metrics)
+    process = WebhookProcess(settings, metrics, consumer)
     task = asyncio.ensure_future(process.run())
     try:
         yield process

@@ -232,3 +232,29 @@ async def test_past_its_queue_bound_an_endpoint_gets_dead_letters_and_the_entry_
     assert (letter.event_id, letter.reason, letter.attempts) == (ids[1], "queue full", 0)
     assert letter.event == entries[1][1]["event"]
     assert await pending(redis, settings) == 1  # the second entry needed nothing more
+
+
+async def test_several_processes_share_the_work_and_deliver_each_event_once_per_endpoint(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis)
+    hooks = [receiver(), receiver()]
+    endpoint_ids = []
+    for hook in hooks:
+        endpoint, hook.secret = await add_endpoint(redis, settings, hook.url)
+        endpoint_ids.append(endpoint.id)
+    metrics = [WebhookMetrics(), WebhookMetrics()]
+    async with running(settings, metrics[0], "host-a"), running(settings, metrics[1], "host-b"):
+        ids = await append(redis, settings, *batch_of(40))
+        await wait_async(lambda: all(h.verified_ids() == set(ids) for h in hooks), 10, "every event, both")
+        await wait_async_redis(lambda: unsettled(redis, settings), 0)
+    for hook in hooks:
+        assert sorted(r.event_id for r in hook.received) == sorted(ids)  # no event sent twice
+    delivered = [
+        sum(
+            m.sample("inboxcheck_webhook_deliveries_total", endpoint=e, outcome="delivered") or 0
+            for e in endpoint_ids
+        )
+        for m in metrics
+    ]
+    assert sum(delivered) == 2 * len(ids), delivered
