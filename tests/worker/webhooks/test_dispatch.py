@@ -181,7 +181,7 @@ async def test_410_disables_the_endpoint_and_its_queue_goes_to_the_dead_letters(
 ) -> None:
     settings = webhook_settings(shared_redis, webhook_concurrency=1)
     hook, other = receiver(), receiver()
-    gone, _ = await add_endpoint(redis, settings, hook.url)
+    gone, hook.secret = await add_endpoint(redis, settings, hook.url)
     _, other.secret = await add_endpoint(redis, settings, other.url)
     hook.default = Answer(410)
     async with running(settings):
@@ -192,8 +192,16 @@ async def test_410_disables_the_endpoint_and_its_queue_goes_to_the_dead_letters(
     registry = registry_for(redis, settings.secret_key)
     assert (await registry.get(gone.id)).disabled.startswith("410 Gone")  # type: ignore[union-attr]
     assert len(hook.received) == 1
-    letters = [letter for _, letter in await ledger_for(redis, settings).dead_letters()]
-    assert sorted(letter.event_id for letter in letters) == sorted(ids)
+    ledger = ledger_for(redis, settings)
+    dead = await ledger.dead_letters()
+    assert sorted(letter.event_id for _, letter in dead) == sorted(ids)
+    # Back (`webhook enable`), its dead letters replayed (`webhook replay`): it gets them all.
+    hook.default = Answer(200)
+    assert await registry.enable(gone.id)
+    for raw, letter in dead:
+        await ledger.replay(raw, letter)
+    async with running(settings):
+        await wait_async(lambda: hook.verified_ids() == set(ids), 5, "the replayed events")
 
 
 async def test_an_endpoint_whose_secret_does_not_open_gets_nothing_its_deliveries_wait(
