@@ -4,8 +4,8 @@ endpoint that sends what the ledger says is due.
 Reading never waits on an endpoint: an entry read (XREADGROUP) is fanned out to the ledger at once
 and stays pending in the group until every subscribed endpoint has delivered it or given up
 (worker.webhooks.ledger acknowledges it then). An entry whose reader died before fanning it out
-is taken over by another process after INBOXCHECK_WEBHOOK_CLAIM_IDLE (XAUTOCLAIM); fanning out
-twice does nothing, so taking over an entry already fanned out is harmless.
+is taken over by another process after INBOXCHECK_WEBHOOK_CLAIM_IDLE (XPENDING, XCLAIM); fanning
+out twice does nothing, so a race between two takers is harmless.
 
 Each endpoint's runner has at most INBOXCHECK_WEBHOOK_CONCURRENCY POSTs in flight and claims
 only as many due deliveries as it has room for; the rest wait in Redis, where any process may
@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import structlog
@@ -51,6 +52,10 @@ GROUP_START_ID = "$"
 LEASE_TIMEOUTS = 2
 # A consumer (one per process run) with nothing pending, idle this many claim periods, is gone.
 STALE_CONSUMER_CLAIMS = 10
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -328,34 +333,39 @@ class Dispatcher:
                 await self.fan_out(entry_id.decode(), fields)
 
     async def _reclaim(self) -> None:
-        stream, group = self.settings.events_stream, self.settings.webhook_group
         idle_ms = int(self.settings.webhook_claim_idle * MS_PER_S)
         while True:
             await asyncio.sleep(self.settings.webhook_claim_idle / 2)
-            cursor: bytes | str = "0-0"
-            while True:
-                # (redis-py drops the cursor of a JUSTID reply, so the entries come whole.)
-                reply = await self.redis.xautoclaim(
-                    stream, group, self.consumer, idle_ms, cursor, count=READ_BATCH
-                )
-                cursor, entries = reply[0], reply[1]
-                await self._take_over(entries)
-                if cursor in (b"0-0", "0-0"):
-                    break
+            await self._take_over(idle_ms)
             await self._forget_stale_consumers(idle_ms * STALE_CONSUMER_CLAIMS)
 
-    async def _take_over(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Fan out the claimed entries that never were (their reader died first)."""
-        if not entries:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id, _ in entries:
-                pipe.exists(keys.webhook_delivery_key(entry_id.decode()))
-            fanned = await pipe.execute()
-        for (entry_id, fields), exists in zip(entries, fanned, strict=True):
-            if not exists:
-                log.info("webhook_entry_taken_over", entry=entry_id.decode())
-                await self.fan_out(entry_id.decode(), fields)
+    async def _take_over(self, idle_ms: int) -> None:
+        """Claim and fan out the entries read at least `idle_ms` ago and never fanned out (their
+        reader died first). An entry already fanned out stays where it is: it only waits for its
+        deliveries, which the ledger holds. (Not XAUTOCLAIM: it would move, and send back whole,
+        every entry waiting on a day of retries, again and again.)"""
+        stream, group = self.settings.events_stream, self.settings.webhook_group
+        start = "-"
+        while rows := await self.redis.xpending_range(
+            stream, group, min=start, max="+", count=READ_BATCH, idle=idle_ms
+        ):
+            ids = [_text(row["message_id"]) for row in rows]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for entry_id in ids:
+                    pipe.exists(keys.webhook_delivery_key(entry_id))
+                fanned = await pipe.execute()
+            orphans: list[Any] = [
+                entry_id for entry_id, exists in zip(ids, fanned, strict=True) if not exists
+            ]
+            if orphans:
+                for entry_id, fields in await self.redis.xclaim(
+                    stream, group, self.consumer, idle_ms, orphans
+                ):
+                    log.info("webhook_entry_taken_over", entry=_text(entry_id))
+                    await self.fan_out(_text(entry_id), fields or {})
+            if len(rows) < READ_BATCH:
+                return
+            start = "(" + ids[-1]  # exclusive: after the last one seen
 
     async def _forget_stale_consumers(self, idle_ms: int) -> None:
         stream, group = self.settings.events_stream, self.settings.webhook_group

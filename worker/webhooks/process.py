@@ -34,7 +34,7 @@ CONNECT_TIMEOUT_S = 1.0
 
 def consumer_name() -> str:
     """One consumer per process run: a restarted process's unfinished reads are taken over by
-    XAUTOCLAIM, and two processes on one host never share a name."""
+    XCLAIM, and two processes on one host never share a name."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
