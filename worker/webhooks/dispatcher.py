@@ -34,7 +34,7 @@ from worker.messages.stream import FIELD_EVENT, FIELD_TYPE
 from worker.settings import Settings
 from worker.webhooks import delivery, transport
 from worker.webhooks.delivery import Outcome
-from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, registry_for
+from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, as_text, registry_for
 from worker.webhooks.ledger import Claimed, Ledger, event_id_of
 from worker.webhooks.metrics import WebhookMetrics
 from worker.webhooks.signing import SigningSecret
@@ -52,10 +52,6 @@ GROUP_START_ID = "$"
 LEASE_TIMEOUTS = 2
 # A consumer (one per process run) with nothing pending, idle this many claim periods, is gone.
 STALE_CONSUMER_CLAIMS = 10
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def ensure_group(redis: Redis, stream: str, group: str) -> None:
@@ -349,7 +345,7 @@ class Dispatcher:
         while rows := await self.redis.xpending_range(
             stream, group, min=start, max="+", count=READ_BATCH, idle=idle_ms
         ):
-            ids = [_text(row["message_id"]) for row in rows]
+            ids = [as_text(row["message_id"]) for row in rows]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for entry_id in ids:
                     pipe.exists(keys.webhook_delivery_key(entry_id))
@@ -361,8 +357,8 @@ class Dispatcher:
                 for entry_id, fields in await self.redis.xclaim(
                     stream, group, self.consumer, idle_ms, orphans
                 ):
-                    log.info("webhook_entry_taken_over", entry=_text(entry_id))
-                    await self.fan_out(_text(entry_id), fields or {})
+                    log.info("webhook_entry_taken_over", entry=as_text(entry_id))
+                    await self.fan_out(as_text(entry_id), fields or {})
             if len(rows) < READ_BATCH:
                 return
             start = "(" + ids[-1]  # exclusive: after the last one seen
@@ -370,8 +366,7 @@ class Dispatcher:
     async def _forget_stale_consumers(self, idle_ms: int) -> None:
         stream, group = self.settings.events_stream, self.settings.webhook_group
         for consumer in await self.redis.xinfo_consumers(stream, group):
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else name
+            name = as_text(consumer["name"])
             if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > idle_ms:
                 await self.redis.xgroup_delconsumer(stream, group, name)
 

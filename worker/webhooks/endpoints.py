@@ -145,7 +145,8 @@ class Endpoint:
         }
 
 
-def _text(value: bytes | str | None) -> str:
+def as_text(value: bytes | str | None) -> str:
+    """A Redis reply as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
@@ -192,7 +193,7 @@ class EndpointRegistry:
 
     async def all(self, *, with_keys: bool = False) -> list[Endpoint]:
         ids = sorted(
-            _text(i)
+            as_text(i)
             for i in await cast(Awaitable[set[bytes]], self.redis.smembers(keys.WEBHOOK_ENDPOINTS_KEY))
         )
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -202,7 +203,7 @@ class EndpointRegistry:
         return [self._endpoint(i, raw, with_keys) for i, raw in zip(ids, raws, strict=True) if raw]
 
     def _endpoint(self, endpoint_id: str, raw: dict[bytes, bytes], with_keys: bool) -> Endpoint:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         url = fields.get(_URL, "")
         disabled = fields.get(_DISABLED, "")
         secrets_: tuple[SigningSecret, ...] = ()
@@ -235,7 +236,7 @@ class EndpointRegistry:
     async def rotate(self, endpoint: Endpoint, keep_previous_s: float) -> SigningSecret:
         """A new secret for `endpoint`; the current one still signs for `keep_previous_s`."""
         key = keys.webhook_endpoint_key(endpoint.id)
-        current = _text(await cast(Awaitable[bytes | None], self.redis.hget(key, _SECRET)))
+        current = as_text(await cast(Awaitable[bytes | None], self.redis.hget(key, _SECRET)))
         secret = SigningSecret.generate()
         until_ms = int((time.time() + keep_previous_s) * MS_PER_S)
         await cast(

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys, scripts
+from worker.webhooks.endpoints import as_text
 
 REPLAY_REF_PREFIX = "replay:"
 # A claim that takes everything queued, due or not (draining an endpoint that is gone).
@@ -53,10 +54,6 @@ class Claimed:
     type: str
     created_ms: int
     attempts: int  # made before this one
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def event_id_of(body: str | bytes) -> str | None:
@@ -113,7 +110,7 @@ class Ledger:
         due = await self._scripts.claim_due(
             keys=[keys.webhook_due_key(endpoint_id)], args=[now_ms, int(lease_s * MS_PER_S), limit]
         )
-        refs = [_text(ref) for ref in due[::2]]
+        refs = [as_text(ref) for ref in due[::2]]
         if not refs:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -131,7 +128,7 @@ class Ledger:
                     endpoint_id=endpoint_id,
                     event_id=event_id_of(body) or ref,
                     body=body if isinstance(body, bytes) else body.encode(),
-                    type=_text(event_type),
+                    type=as_text(event_type),
                     created_ms=int(created or 0),
                     attempts=int(attempts),
                 )

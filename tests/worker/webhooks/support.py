@@ -7,14 +7,16 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
+from tests.servers.wait import wait_until
 from tests.worker.support import KEY, REPO, make_settings, worker_env
 from worker.messages import events
 from worker.messages.stream import FIELD_EVENT, FIELD_INBOX_ID, FIELD_TYPE
@@ -24,6 +26,7 @@ from worker.webhooks.endpoints import Endpoint
 from worker.webhooks.metrics import WebhookMetrics
 from worker.webhooks.process import WebhookProcess
 
+POLL_S = 0.02
 # Small enough that retries and take-overs happen within a test's few seconds.
 FAST: dict[str, Any] = dict(
     webhook_timeout=1.0,
@@ -134,3 +137,16 @@ def webhooks_process(settings: Settings, log_file: Path, metrics_port: int = 0) 
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+async def wait_async(probe: Callable[[], bool], limit_s: float, what: str) -> None:
+    await asyncio.to_thread(wait_until, probe, timeout=limit_s, what=what)
+
+
+async def wait_async_redis(read: Callable[[], Awaitable[int]], value: int, limit_s: float = 5.0) -> None:
+    """Until `read()` (a Redis read, on this loop) gives `value`."""
+    deadline = time.monotonic() + limit_s
+    while (current := await read()) != value:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{current} instead of {value} after {limit_s} s")
+        await asyncio.sleep(POLL_S)

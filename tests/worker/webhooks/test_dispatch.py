@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
-from tests.servers.wait import wait_until
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
 from tests.worker.webhooks.support import (
     add_endpoint,
@@ -22,27 +19,14 @@ from tests.worker.webhooks.support import (
     pending,
     running,
     unsettled,
+    wait_async,
+    wait_async_redis,
     webhook_settings,
 )
 from worker.messages import events, keys
 from worker.webhooks.dispatcher import ledger_for
 from worker.webhooks.endpoints import registry_for
 from worker.webhooks.metrics import WebhookMetrics
-
-POLL_S = 0.02
-
-
-async def wait_async(probe: Callable[[], bool], limit_s: float, what: str) -> None:
-    await asyncio.to_thread(wait_until, probe, timeout=limit_s, what=what)
-
-
-async def wait_async_redis(read: Callable[[], Awaitable[int]], value: int, limit_s: float = 5.0) -> None:
-    """Until `read()` (a Redis read, on this loop) gives `value`."""
-    deadline = time.monotonic() + limit_s
-    while (current := await read()) != value:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{current} instead of {value} after {limit_s} s")
-        await asyncio.sleep(POLL_S)
 
 
 async def test_every_event_of_a_batch_reaches_a_healthy_receiver_signed(

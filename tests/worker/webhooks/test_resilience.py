@@ -24,10 +24,11 @@ from tests.worker.webhooks.support import (
     failed_event,
     running,
     unsettled,
+    wait_async,
+    wait_async_redis,
     webhook_settings,
     webhooks_process,
 )
-from tests.worker.webhooks.test_dispatch import wait_async, wait_async_redis
 
 
 def read_metrics(port: int) -> str:
