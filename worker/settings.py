@@ -19,6 +19,7 @@ from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckO
 from jobs.pins import Pins, parse_pins
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
+from worker.webhooks.settings import WebhookSettings
 
 ENV_PREFIX = "INBOXCHECK_"
 
@@ -30,7 +31,7 @@ PinsSetting = Annotated[Pins, NoDecode, BeforeValidator(parse_pins)]
 DnsServersSetting = Annotated[DnsServers, NoDecode, BeforeValidator(parse_dns_servers)]
 
 
-class Settings(BaseSettings, RecheckSettings):
+class Settings(BaseSettings, RecheckSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # The check
