@@ -25,7 +25,8 @@ derive from it (worker/ defines most of them; jobs/ never imports worker/).
         ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)
         ├── SecretKeyError         ValueError         worker.messages.sealing
         ├── SealError              -                  worker.messages.sealing
-        └── ResultError            ValueError         worker.messages.envelope
+        ├── ResultError            ValueError         worker.messages.envelope
+        └── WebhookError           -                  worker.webhooks.endpoints
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Reason(StrEnum):
     OAUTH_REAUTH_REQUIRED = "OAUTH_REAUTH_REQUIRED"
     OAUTH_CONSENT_REQUIRED = "OAUTH_CONSENT_REQUIRED"
     OAUTH_APP_MISCONFIGURED = "OAUTH_APP_MISCONFIGURED"
+    # LOGIN accepted, then every command refused (Microsoft 365's "authenticated but not connected").
+    AUTHENTICATED_NOT_CONNECTED = "AUTHENTICATED_NOT_CONNECTED"
     # INVALID_REQUEST (worker only)
     MALFORMED_PAYLOAD = "MALFORMED_PAYLOAD"
     SEALED_CREDENTIALS = "SEALED_CREDENTIALS"
@@ -220,6 +223,7 @@ ERROR_CLASS_BY_REASON: dict[Reason, type[CheckError]] = {
     Reason.OAUTH_REAUTH_REQUIRED: AuthFailed,
     Reason.OAUTH_CONSENT_REQUIRED: AuthFailed,
     Reason.OAUTH_APP_MISCONFIGURED: AuthFailed,
+    Reason.AUTHENTICATED_NOT_CONNECTED: AuthFailed,
 }
 
 

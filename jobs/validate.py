@@ -13,6 +13,7 @@ from jobs.errors import Reason
 from jobs.imap_check import check_imap
 from jobs.limits import daily_limit
 from jobs.options import CheckOptions
+from jobs.providers import identify
 from jobs.request import ValidationRequest
 from jobs.resolutions import resolution
 from jobs.result import ProtocolResult, RecommendedRange, ValidationResult
@@ -86,14 +87,16 @@ def summarise(
     valid = failed is None
     hosts = [host for host in (request.smtp_host, request.imap_host) if host is not None]
     limit = daily_limit(request.inbox_type, request.account_age_days, valid, hosts)
+    provider = identify(request.inbox_type, [(part.host, part.port) for part in (failed or smtp, imap, smtp)])
     return ValidationResult(
         inbox_id=request.inbox_id or request.email,
         inbox_type=request.inbox_type,
+        provider=provider,
         email=request.email,
         status="valid" if valid else "invalid",
         error_code=failed.error_code if failed else None,
         reason=failed.reason if failed else None,
-        resolution=resolution(failed.reason, request.inbox_type) if failed and failed.reason else None,
+        resolution=resolution(failed.reason, provider) if failed and failed.reason else None,
         retryable=all(p.retryable for p in (smtp, imap) if p.status == "failed") and not valid,
         smtp=smtp,
         imap=imap,

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from jobs.destinations import ALLOW_ALL
+from jobs.pins import parse_pin, parse_pins
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
 from jobs.token_step import DirectTokens
@@ -92,6 +93,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"step_timeout": args.timeout})
     if args.ca_file is not None:
         settings = settings.model_copy(update={"tls_ca_file": args.ca_file})
+    if args.resolve:
+        # Added to INBOXCHECK_RESOLVE's; a HOST:PORT given here replaces its addresses there.
+        settings = settings.model_copy(update={"resolve": {**settings.resolve, **parse_pins(args.resolve)}})
     check_save_path(args.save_refresh_token)
     tokens = DirectTokens()
     result = asyncio.run(_validate(request, settings, args.public_only, tokens))
@@ -111,6 +115,14 @@ def positive_seconds(text: str) -> float:
     if not 0 < value <= MAX_STEP_TIMEOUT_S:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_STEP_TIMEOUT_S:g} seconds")
     return value
+
+
+def pin(text: str) -> str:
+    try:
+        parse_pin(text)
+        return text
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def existing_file(text: str) -> Path:
@@ -151,6 +163,15 @@ def add_parser(commands: Any) -> None:
     _add_request_flags(parser)
     parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="time limit per step")
     parser.add_argument("--ca-file", type=existing_file, metavar="PEM", help="extra trusted CA certificates")
+    parser.add_argument(
+        "--resolve",
+        type=pin,
+        action="append",
+        default=[],
+        metavar="HOST:PORT:ADDRESS",
+        help="connect to ADDRESS for HOST:PORT (repeatable, as curl's); TLS still verifies HOST "
+        "and HOST still names the provider",
+    )
     parser.add_argument("--json", action="store_true", help="print the result event as JSON")
     parser.add_argument(
         "--public-only",
