@@ -129,9 +129,8 @@ async def test_a_token_answer_shows_no_token_in_its_repr(
     endpoint = token_endpoint()
     req = refresh_request(endpoint)
     assert req.oauth2 is not None
-    opts = options(ca_file)
     answer = await post_form(
-        endpoint.token_url, token_form(req.oauth2, EMAIL), "token endpoint", opts.destinations, ca_file
+        endpoint.token_url, token_form(req.oauth2, EMAIL), "token endpoint", options(ca_file)
     )
     tokens = json.loads(answer.body)
     assert answer.status == 200 and tokens["access_token"] and tokens["refresh_token"]
