@@ -48,7 +48,8 @@ THROTTLE = (
     r"?(attempts|failures|requests)?|throttl|rate[- ]?limit|login rate|too many logins"
 )
 TOO_MANY_CONNECTIONS = (
-    r"too many (simultaneous |concurrent |open )?connections|maximum number of connections|connection limit"
+    r"too many (simultaneous |concurrent |open )?(smtp |imap )?connections|maximum number of connections"
+    r"|connection limit"
 )
 ACCESS_RIGHTS = r"(no|not have|without) access rights to this service"
 
@@ -255,6 +256,16 @@ RULES: tuple[ReplyRule, ...] = (
         text=THROTTLE,
         example="454 4.7.0 Too many login attempts, please try again later.",
         seen=f"Gmail ({REFERENCE}, Google)",
+    ),
+    # A session turned away for the connections already open, at the greeting or any later step.
+    ReplyRule(
+        protocol="smtp",
+        reason=Reason.TOO_MANY_CONNECTIONS,
+        retryable=True,
+        code="421",
+        text=TOO_MANY_CONNECTIONS,
+        example="421 4.7.0 Too many concurrent SMTP connections; please try again later.",
+        seen="Exchange; Postfix's '421 4.7.0 <host> Error: too many connections from <address>'",
     ),
     # 454 4.7.0 is RFC 4954's temporary authentication failure: a throttle only when it says so.
     ReplyRule(

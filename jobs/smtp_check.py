@@ -61,9 +61,9 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
             )
         if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
             reply = _reply(exc, secrets)
-            return check_error(
-                Reason.SERVICE_UNAVAILABLE, f"{where} greeted with {exc.code} instead of 220", reply=reply
-            )
+            reason, wait = judge("smtp", step, reply, Reason.SERVICE_UNAVAILABLE, provider)
+            detail = f"{where} greeted with {exc.code} instead of 220"
+            return check_error(reason, detail, reply=reply, retry_after_s=wait)
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             reply = _reply(exc, secrets)
             if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
