@@ -101,3 +101,15 @@ class PKI:
         leaf.private_key_pem.write_to_path(str(key_file))
         key_file.chmod(0o600)  # owner-only, as servers expect of a private key
         return ServerCert(name, cert_file, key_file, server_context(cert_file, key_file))
+
+
+def expiring_cert(pki: PKI, days: int) -> ServerCert:
+    """A cert from the trusted CA for the test names, still valid but expiring in `days` days."""
+    now = dt.datetime.now(dt.UTC)
+    return pki._issue(
+        f"expiring-{days}d",
+        pki._ca,
+        SERVER_IDENTITIES,
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=days),
+    )
