@@ -35,9 +35,9 @@ def test_invalid_inbox_gets_zero() -> None:
     [(InboxType.GOOGLE_WORKSPACE, 2_000), (InboxType.OUTLOOK_365, 5_000), (InboxType.CUSTOM_SMTP, 100_000)],
 )
 def test_provider_maximum(inbox_type: InboxType, cap: int) -> None:
-    limit = daily_limit(inbox_type, 100, True)
-    assert limit.max_daily_limit == cap
-    assert limit.recommended <= cap
+    # The maximum as reported. That it caps the recommendation cannot show with these numbers
+    # (the bands top out at 100 a day): see the lowered maximum below.
+    assert daily_limit(inbox_type, 100, True).max_daily_limit == cap
 
 
 @pytest.mark.parametrize(
