@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, PositiveInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PositiveInt
 
 from jobs.hosts import canonical_host
 from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE, UNIT_SECONDS
@@ -28,13 +28,22 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def divides_a_minute(seconds: int) -> int:
+    """A cron tick that divides the minute, so ticks come evenly (7 would tick at :56 and :00)."""
+    if SECONDS_PER_MINUTE % seconds:
+        raise ValueError(f"must divide {SECONDS_PER_MINUTE} (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+    return seconds
+
+
 class RecheckSettings(BaseModel):
     """Rechecks and pacing (the README's settings table says what each does)."""
 
     # Rechecks
     recheck_every: Duration = Field(default=6.0 * SECONDS_PER_HOUR, ge=1)
     # How often the cron looks for due inboxes; a divisor of a minute (tests use 1).
-    recheck_tick: int = Field(default=SECONDS_PER_MINUTE, ge=1, le=SECONDS_PER_MINUTE)
+    recheck_tick: Annotated[int, AfterValidator(divides_a_minute)] = Field(
+        default=SECONDS_PER_MINUTE, ge=1, le=SECONDS_PER_MINUTE
+    )
     # A newly registered inbox's first check lands at a random point this far ahead (capped by
     # its interval): a thousand registered at once are spread over it instead of one second.
     recheck_spread: Duration = Field(default=300.0, ge=0)
