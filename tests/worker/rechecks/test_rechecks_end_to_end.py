@@ -285,9 +285,8 @@ async def test_a_killed_workers_slots_are_released(
         # cleaning up.
         pacer = Pacer(client, PacingPolicy(host_limits={LOOPBACK: HOST_CAP}, lease_s=job_timeout_s))
         assert (await pacer.try_acquire(LOOPBACK, HOST_CAP))[0] is None
-        started = time.monotonic()
+        # acquire() raises HostBusy when the wait passes with no slot: getting one is the proof.
         lease = await pacer.acquire(LOOPBACK, HOST_CAP, wait_s=job_timeout_s + 1.0)
-        assert time.monotonic() - started <= job_timeout_s + 1.0
         await pacer.release(LOOPBACK, lease, HOST_CAP)
     finally:
         silent.stop()
