@@ -135,6 +135,8 @@ def test_sigterm_lets_the_checks_in_flight_finish_within_the_grace(
             lambda: all(client.exists(keys.in_progress_key(j)) for j in job_ids), "every job running", worker
         )
         assert client.xlen(f"ev:{name}") == 0  # all still in flight
+        # Queued behind them (every slot is taken): a stopping worker must not start these.
+        waiting = [enqueue(client, f"q:{name}", f"{name}-waiting-{n}", server.port) for n in range(2)]
         stopped_at = time.monotonic()
         worker.signal(signal.SIGTERM)
         assert worker.wait(GRACE_S + DEADLINE_S) == 0
@@ -147,7 +149,7 @@ def test_sigterm_lets_the_checks_in_flight_finish_within_the_grace(
         (COMPLETED, "TIMEOUT", 1)
     }
     assert not worker.log_has("handing_back_jobs")
-    assert client.zcard(f"q:{name}") == 0  # nothing handed back
+    assert {m.decode() for m in client.zrange(f"q:{name}", 0, -1)} == set(waiting)  # never taken
 
 
 def test_the_worker_reconnects_with_a_doubling_backoff(tmp_path: Path, redis_server: RedisServer) -> None:
