@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from arq.constants import retry_key_prefix
 
 from jobs.time_units import MS_PER_S
 from tests.servers.fakes import FakeServer, silent
@@ -38,7 +39,7 @@ from worker.messages.sealing import Sealer
 from worker.runtime import local_redis
 
 DEADLINE_S = 20.0
-# The checks a stopping worker lets finish: one silent-server check each (1 s, its deadline).
+# The checks a stopping worker lets finish.
 IN_FLIGHT = 3
 GRACE_S = 10.0
 FAST_TIMEOUTS = {
@@ -112,14 +113,15 @@ def test_with_no_redis_the_worker_starts_its_own_and_the_commands_find_it(tmp_pa
     assert run_cli("health", env=env).returncode == 1
 
 
-def test_sigterm_lets_the_checks_in_flight_finish_within_the_grace(
+def test_sigterm_lets_the_checks_in_flight_finish_and_starts_no_other(
     shared_redis: RedisServer, tmp_path: Path, fake_server: Callable[..., FakeServer]
 ) -> None:
     name = f"grace-{time.monotonic_ns()}"
+    queue, stream = f"q:{name}", f"ev:{name}"
     env = worker_env(
         shared_redis.url,
-        f"q:{name}",
-        f"ev:{name}",
+        queue,
+        stream,
         INBOXCHECK_SECRET_KEY=KEY,
         INBOXCHECK_MAX_TRIES="1",
         INBOXCHECK_MAX_JOBS=str(IN_FLIGHT),
@@ -127,29 +129,34 @@ def test_sigterm_lets_the_checks_in_flight_finish_within_the_grace(
         **FAST_TIMEOUTS,
     )
     client = shared_redis.client()
-    server = fake_server(silent)
-    job_ids = [enqueue(client, f"q:{name}", f"{name}-{n}", server.port) for n in range(IN_FLIGHT)]
+    # One check runs to its deadline (1 s); the others end as soon as their server goes away,
+    # freeing their slots while the worker still waits for the first.
+    slow, quick = fake_server(silent), fake_server(silent)
+    ports = [slow.port] + [quick.port] * (IN_FLIGHT - 1)
+    running = [enqueue(client, queue, f"{name}-{n}", port) for n, port in enumerate(ports)]
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         wait_until(
-            lambda: all(client.exists(keys.in_progress_key(j)) for j in job_ids), "every job running", worker
+            lambda: all(client.exists(keys.in_progress_key(j)) for j in running), "every job running", worker
         )
-        assert client.xlen(f"ev:{name}") == 0  # all still in flight
-        # Queued behind them (every slot is taken): a stopping worker must not start these.
-        waiting = [enqueue(client, f"q:{name}", f"{name}-waiting-{n}", server.port) for n in range(2)]
+        assert client.xlen(stream) == 0  # all still in flight
+        # Queued behind them (every slot is taken): a stopping worker must start none of these.
+        waiting = [enqueue(client, queue, f"{name}-waiting-{n}", quick.port) for n in range(2)]
         stopped_at = time.monotonic()
         worker.signal(signal.SIGTERM)
+        quick.stop()
         assert worker.wait(GRACE_S + DEADLINE_S) == 0
         assert time.monotonic() - stopped_at < GRACE_S
     finally:
         worker.kill()
-    events = stream_events(client, f"ev:{name}")
-    assert sorted(e["subject"] for e in events) == sorted(f"{name}-{n}" for n in range(IN_FLIGHT))
-    assert {(e["type"], e["data"]["error_code"], e["data"]["attempts"]) for e in events} == {
-        (COMPLETED, "TIMEOUT", 1)
-    }
+    events = {e["subject"]: e for e in stream_events(client, stream)}
+    assert sorted(events) == sorted(f"{name}-{n}" for n in range(IN_FLIGHT))  # every one finished
+    assert {e["type"] for e in events.values()} == {COMPLETED}
+    assert events[f"{name}-0"]["data"]["error_code"] == "TIMEOUT"  # ran to its end, not cut short
     assert not worker.log_has("handing_back_jobs")
-    assert {m.decode() for m in client.zrange(f"q:{name}", 0, -1)} == set(waiting)  # never taken
+    # Never started (arq counts a try the moment it starts a job), not started and handed back.
+    assert {m.decode() for m in client.zrange(queue, 0, -1)} == set(waiting)
+    assert not any(client.exists(retry_key_prefix + job_id) for job_id in waiting)
 
 
 def test_the_worker_reconnects_with_a_doubling_backoff(tmp_path: Path, redis_server: RedisServer) -> None:
