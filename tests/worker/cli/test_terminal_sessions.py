@@ -34,6 +34,7 @@ from tests.worker.support import (
     closed_port,
     make_settings,
     request,
+    request_fields,
     run_cli,
 )
 from worker.messages.producer import enqueue_validation
@@ -239,3 +240,27 @@ def test_without_a_variable_the_password_is_asked_for_at_the_terminal(
     assert os.waitstatus_to_exitcode(status) == 0, rest
     assert '"status":"valid"' in rest.replace(" ", "")
     assert imap_user.password not in rest  # typed without echo, never printed
+
+
+def test_log_lines_are_for_people_on_a_terminal_and_json_elsewhere(tmp_path: Path) -> None:
+    # INBOXCHECK_LOG_FORMAT's default, auto. Logs go to stderr; the closed port makes a short check.
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps(request_fields("logs")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXCHECK_")}
+    env["INBOXCHECK_LOG_LEVEL"] = "INFO"  # a one-off command logs warnings only, unless asked
+    argv = inboxcheck("validate", "--request", str(req), "--json")
+    piped = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S)
+    logged = next(line for line in piped.stderr.splitlines() if "protocol_checked" in line)
+    assert json.loads(logged)["event"] == "protocol_checked"
+    master, slave = pty.openpty()
+    try:
+        on_terminal = subprocess.run(
+            argv, env={**env, **TERMINAL}, cwd=REPO, stdout=subprocess.PIPE, stderr=slave, timeout=DEADLINE_S
+        )
+        os.close(slave)
+        shown = read_all(master, time.monotonic() + DEADLINE_S).decode(errors="replace")
+    finally:
+        os.close(master)
+    assert (piped.returncode, on_terminal.returncode) == (1, 1)
+    line = next(line for line in shown.splitlines() if "protocol_checked" in line)
+    assert not line.lstrip().startswith("{")  # a console line, not JSON
