@@ -183,8 +183,13 @@ def test_the_worker_reconnects_with_a_doubling_backoff(tmp_path: Path, redis_ser
         enqueue(client, f"q:{name}", name, closed_port())
         [event] = wait_for_events(client, f"ev:{name}", 1, DEADLINE_S, alive=worker.alive)
         assert event["type"] == COMPLETED
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(DEADLINE_S) == 0
     finally:
         worker.kill()
+    # Redis answers, but no worker of this host serves the queue any more: not ready.
+    unready = run_cli("health", env=env)
+    assert unready.returncode == 1 and "no live worker" in unready.stderr
 
 
 def test_arqs_own_cli_runs_the_settings_module(shared_redis: RedisServer) -> None:
