@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
+from tests.worker.support import LOOPBACK_PAUSE
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,12 @@ async def aredis(shared_redis: RedisServer) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def unpaused_loopback(aredis: Redis) -> AsyncIterator[None]:
+    """Every fake server is on 127.0.0.1: a pause a test leaves there would hold up the session's
+    other jobs for a day."""
+    await aredis.delete(LOOPBACK_PAUSE)
+    yield
+    await aredis.delete(LOOPBACK_PAUSE)

@@ -36,6 +36,9 @@ from worker.runtime.inbox_worker import InboxWorker
 from worker.settings import Settings
 
 PASSWORD = "unit-s3cret-Pa55"
+# Every test server is on 127.0.0.1: the pause a throttled reply sets there (the unpaused_loopback
+# fixture lifts it).
+LOOPBACK_PAUSE = keys.pacing_backoff_key("127.0.0.1")
 # INBOXCHECK_MAX_TRIES of the worker subprocesses (worker_env).
 WORKER_MAX_TRIES = 2
 KEY = generate_key()

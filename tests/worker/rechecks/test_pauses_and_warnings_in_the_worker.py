@@ -6,7 +6,7 @@ expiry gets one `inbox.certificate.expiring` event."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
-from tests.worker.support import burst, make_settings, request, stream_events
+from tests.worker.support import LOOPBACK_PAUSE, burst, make_settings, request, stream_events
 from worker.messages import keys
 from worker.messages.events import CERT_EXPIRING, COMPLETED, HEALTH_CHANGED
 from worker.messages.producer import enqueue_validation
@@ -27,21 +27,12 @@ from worker.rechecks.registry import Registry
 from worker.settings import Settings
 
 LOOPBACK = "127.0.0.1"
-LOOPBACK_PAUSE = keys.pacing_backoff_key(LOOPBACK)
 HOST_BACKOFF_S = 60.0
 SMTP_OK = "235 2.7.0 Authentication successful"
 IMAP_OK = "OK Logged in"
 EXPIRES_IN_DAYS = 5
 WARNING_DAYS = 14
 EVERY_S = 60.0
-
-
-@pytest.fixture
-async def unpaused_loopback(aredis: Redis) -> AsyncIterator[None]:
-    """Every test server is on 127.0.0.1: a pause left there would hold up later tests' jobs."""
-    await aredis.delete(LOOPBACK_PAUSE)
-    yield
-    await aredis.delete(LOOPBACK_PAUSE)
 
 
 class Mailbox:

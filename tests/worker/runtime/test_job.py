@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.worker.support import (
     KEY,
+    LOOPBACK_PAUSE,
     PASSWORD,
     burst,
     make_settings,
@@ -172,16 +173,6 @@ def test_job_timeout_must_exceed_check_deadline(shared_redis) -> None:
 THROTTLED = "BAD Request is throttled. Suggested Backoff Time: {ms} milliseconds"
 SMTP_OK = "235 2.7.0 Authentication successful"
 INVALID = "NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
-LOOPBACK_PAUSE = keys.pacing_backoff_key("127.0.0.1")
-
-
-@pytest.fixture
-async def unpaused_loopback(aredis) -> AsyncIterator[None]:
-    """Every fake server is on 127.0.0.1: a pause these tests leave there would hold up the
-    session's other jobs for a day."""
-    await aredis.delete(LOOPBACK_PAUSE)
-    yield
-    await aredis.delete(LOOPBACK_PAUSE)
 
 
 def fake_pair(

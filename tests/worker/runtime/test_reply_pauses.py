@@ -6,11 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.servers.fakes import ImapScript, SmtpScript
-from tests.worker.runtime.test_job import LOOPBACK_PAUSE, unpaused_loopback
-from tests.worker.support import burst, make_settings, request, stream_events
+from tests.worker.support import LOOPBACK_PAUSE, burst, make_settings, request, stream_events
 from worker.messages.producer import enqueue_validation
-
-__all__ = ["unpaused_loopback"]  # a fixture, used by name
 
 
 @pytest.mark.parametrize(

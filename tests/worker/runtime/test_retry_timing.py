@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from worker.settings import Settings
 # How far a deferred job's score may trail the moment the test read the clock: the worker's run
 # and Redis round trips on a loaded machine.
 SLACK_S = 1.5
-LOOPBACK_PAUSE = keys.pacing_backoff_key("127.0.0.1")
 
 
 async def deferred_by(aredis: Redis, settings: Settings, job_id: str, since: float) -> float:
@@ -54,13 +52,6 @@ async def test_retries_back_off_doubling_and_at_most_300_s(shared_redis: RedisSe
     capped = make_settings(shared_redis, retry_backoff=1_000.0, max_tries=2)
     job_id = await enqueue_validation(aredis, request("capped"), settings=capped)
     assert MAX_RETRY_DEFER_S <= await one_run(capped, aredis, job_id) <= MAX_RETRY_DEFER_S + SLACK_S
-
-
-@pytest.fixture
-async def unpaused_loopback(aredis: Redis) -> AsyncIterator[None]:
-    """A throttled reply pauses 127.0.0.1, where every test server is: lift it afterwards."""
-    yield
-    await aredis.delete(LOOPBACK_PAUSE)
 
 
 @pytest.mark.parametrize(
