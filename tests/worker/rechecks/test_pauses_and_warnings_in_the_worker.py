@@ -103,16 +103,10 @@ async def test_try_again_later_pauses_the_host_for_every_inbox_on_it(
 
 
 @pytest.mark.parametrize(
-    ("smtp", "imap"),
+    ("smtp_script", "imap_reply"),
     [
-        (
-            SmtpScript(auth_reply=SMTP_OK),
-            ImapScript(login_reply="NO [ALERT] Too many simultaneous connections. (Failure)"),
-        ),
-        (
-            SmtpScript(greeting="421 4.7.0 Too many concurrent SMTP connections; please try again later."),
-            ImapScript(login_reply=IMAP_OK),
-        ),
+        ({"auth_reply": SMTP_OK}, "NO [ALERT] Too many simultaneous connections. (Failure)"),
+        ({"greeting": "421 4.7.0 Too many concurrent SMTP connections; please try again later."}, IMAP_OK),
     ],
     ids=["imap", "smtp"],
 )
@@ -123,11 +117,11 @@ async def test_too_many_connections_pauses_only_that_inbox(
     pki: PKI,
     ca_file: str,
     unpaused_loopback: None,
-    smtp: SmtpScript,
-    imap: ImapScript,
+    smtp_script: dict[str, str],
+    imap_reply: str,
 ) -> None:
     settings = worker_settings(shared_redis, ca_file)
-    crowded = Mailbox(fake_server, pki, smtp, imap)
+    crowded = Mailbox(fake_server, pki, SmtpScript(**smtp_script), ImapScript(login_reply=imap_reply))
     inbox = f"crowded-{settings.queue_name}"
     job_id = await enqueue_validation(aredis, request(inbox, **crowded.fields), settings=settings)
     try:
