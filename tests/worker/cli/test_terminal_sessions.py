@@ -95,10 +95,12 @@ async def test_bulk_enqueue_shows_progress_on_a_terminal_and_ends_with_a_summary
             cwd=REPO,
         )
         os.close(slave)
+        # Read as it is written: a terminal's buffer is small, and a full one would stall the bar.
+        shown = asyncio.ensure_future(asyncio.to_thread(read_all, master, time.monotonic() + DEADLINE_S))
         await wait_queued(aredis, settings, 2)
         await burst(settings)
         stdout, _ = await asyncio.wait_for(command.communicate(), DEADLINE_S)
-        terminal = (await asyncio.to_thread(read_all, master, time.monotonic() + DEADLINE_S)).decode()
+        terminal = (await shown).decode()
     finally:
         os.close(master)
     assert command.returncode == 2  # a bad row: usage, though the good rows ran
