@@ -70,7 +70,7 @@ def _is_loopback(host: str) -> bool:
 
 def check_url(url: str, policy: DestinationPolicy) -> str:
     """`url` if webhooks may be sent there, else WebhookError naming URL and the problem. Names are
-    judged again on every connection (worker.webhooks.transport), once resolved."""
+    judged again on every connection (jobs.http_client), once resolved."""
     if len(url) > MAX_URL_CHARS:
         raise WebhookError(f"URL: longer than {MAX_URL_CHARS} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
