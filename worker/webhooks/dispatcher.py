@@ -29,11 +29,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
+from worker.messages.redis_text import as_text
 from worker.messages.stream import FIELD_EVENT, FIELD_TYPE
 from worker.settings import Settings
 from worker.webhooks import delivery
 from worker.webhooks.delivery import Outcome
-from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, as_text, registry_for
+from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, registry_for
 from worker.webhooks.ledger import Claimed, Ledger, event_id_of
 from worker.webhooks.metrics import WebhookMetrics
 from worker.webhooks.signing import SigningSecret

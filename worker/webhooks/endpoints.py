@@ -26,6 +26,7 @@ from jobs.destinations import DestinationPolicy
 from jobs.errors import InboxcheckError
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys
+from worker.messages.redis_text import as_text
 from worker.messages.sealing import USE_WEBHOOK, Sealer, SealError, sealer_for
 from worker.webhooks.signing import SigningSecret
 
@@ -143,11 +144,6 @@ class Endpoint:
             "created_at": self.created_at,
             "disabled": self.disabled or None,
         }
-
-
-def as_text(value: bytes | str | None) -> str:
-    """A Redis reply as text, whether the client decodes responses or not."""
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 class EndpointRegistry:
