@@ -22,6 +22,7 @@ from tests.servers.dns import Mode as DnsMode
 from tests.servers.dovecot import Account, Dovecot, DovecotNotInstalled
 from tests.servers.fakes import FakeServer, Handler
 from tests.servers.oauth import OAuthAccount, TokenEndpoint
+from tests.servers.ports import LOOPBACK
 from tests.servers.redis import RedisNotInstalled, RedisServer
 from tests.servers.smtp import SmtpMode, SmtpServer
 
@@ -200,6 +201,22 @@ def oauth_user(oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint) -> Iterato
     oauth_provider.clear_failures()
     oauth_provider.revoke_mailbox(email)
     oauth_dovecot.remove_user(email)
+
+
+@pytest.fixture
+def oauth_mail(
+    smtp_server: Callable[..., SmtpServer], oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint
+) -> dict[str, Any]:
+    """An OAuth2 inbox's mail servers as request fields: aiosmtpd on STARTTLS taking XOAUTH2 with
+    any live token of ``oauth_provider``, and ``oauth_dovecot`` on IMAPS."""
+    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
+    return {
+        "smtp_host": LOOPBACK,
+        "smtp_port": smtp.port,
+        "smtp_security": "starttls",
+        "imap_host": LOOPBACK,
+        "imap_port": oauth_dovecot.imaps_port,
+    }
 
 
 @pytest.fixture

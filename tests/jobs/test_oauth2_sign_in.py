@@ -145,24 +145,10 @@ async def test_no_oauth_mechanism_offered_sends_no_token(
 
 
 async def test_both_protocols_with_one_token_give_a_valid_inbox(
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
-    oauth_provider: TokenEndpoint,
-    oauth_user: OAuthAccount,
-    ca_file: str,
+    oauth_mail: dict[str, Any], oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
 ) -> None:
     token = oauth_provider.issue_access_token(oauth_user.email, size=TOKEN_CHARS)
-    server = smtp_with_oauth(smtp_server, {token: oauth_user.email})
-    result = await validate_inbox(
-        oauth_request(
-            oauth_user.email,
-            token,
-            smtp_port=server.port,
-            smtp_security="starttls",
-            imap_port=oauth_dovecot.imaps_port,
-        ),
-        options(ca_file),
-    )
+    result = await validate_inbox(oauth_request(oauth_user.email, token, **oauth_mail), options(ca_file))
     assert result.status == "valid", (result.smtp.detail, result.imap.detail)
 
 

@@ -21,7 +21,7 @@ from worker.rechecks.settings import parse_duration
 from worker.settings import Settings
 from worker.webhooks import delivery
 from worker.webhooks.delivery import Outcome
-from worker.webhooks.dispatcher import add_endpoint, client_for, drain, ledger_for, policy_for
+from worker.webhooks.dispatcher import add_endpoint, client_for, drain, ledger_for
 from worker.webhooks.endpoints import (
     EVENT_TYPES,
     UNUSABLE_SECRET,
@@ -186,7 +186,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action is _add:
-        args.url = check_url(args.url, policy_for(settings))
+        args.url = check_url(args.url, settings.check_options().destinations)
         args.events = parse_event_types(args.events)
     return asyncio.run(_run(args, settings))
 

@@ -103,6 +103,11 @@ def request_fields(request: ValidationRequest) -> dict[str, Any]:
     return fields
 
 
+def request_destination(request: ValidationRequest) -> str:
+    """The destination digest the request's sealed secrets are bound to."""
+    return destination_digest(request_fields(request))
+
+
 def _secrets_in(request: dict[str, Any]) -> bool:
     oauth2 = request.get("oauth2")
     return any(name in request for name in PASSWORD_FIELDS) or (
@@ -150,24 +155,33 @@ def encode(
     return {"v": PAYLOAD_VERSION, "request": fields, "credentials": credentials}
 
 
+def _open_registered(body: Any, sealer: Sealer | None) -> tuple[dict[str, str], str, str] | None:
+    """The secrets sealed in `body` (a registered inbox's stored payload) with its inbox id and
+    destination digest; None when it holds none that open for its request."""
+    request = body.get("request") if isinstance(body, dict) else None
+    credentials = body.get("credentials") if isinstance(body, dict) else None
+    if sealer is None or not isinstance(request, dict) or not isinstance(credentials, dict):
+        return None
+    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
+    if not isinstance(token, str) or not isinstance(inbox_id, str):
+        return None
+    destination = destination_digest(request)
+    try:
+        return sealer.open(token, inbox_id, destination, use=USE_REGISTRY), inbox_id, destination
+    except SealError:
+        return None
+
+
 def reseal(body: Any, sealer: Sealer) -> Any:
     """`body` (a registered inbox's stored payload) with a job token sealed now from its stored
     one: the same secrets, checked against the same inbox and destination, with a fresh timestamp
     and the newest key.
     Anything that does not open for its request is returned as it is: the worker refuses it and
     says why, in a rejected event, rather than this writer guessing."""
-    request = body.get("request") if isinstance(body, dict) else None
-    credentials = body.get("credentials") if isinstance(body, dict) else None
-    if not isinstance(request, dict) or not isinstance(credentials, dict):
+    opened = _open_registered(body, sealer)
+    if opened is None:
         return body
-    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
-    if not isinstance(token, str) or not isinstance(inbox_id, str):
-        return body
-    destination = destination_digest(request)
-    try:
-        secrets = sealer.open(token, inbox_id, destination, use=USE_REGISTRY)
-    except SealError:
-        return body
+    secrets, inbox_id, destination = opened
     return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination, use=USE_JOB)}}
 
 
@@ -175,25 +189,16 @@ def replace_secret(body: Any, sealer: Sealer | None, name: str, expected: str, n
     """`body` (a registered inbox's stored payload) with secret `name` changed from `expected` to
     `new`, sealed again for the registry; None when it does not hold `expected` (re-registered
     meanwhile with other credentials) or does not open."""
-    request = body.get("request") if isinstance(body, dict) else None
     credentials = body.get("credentials") if isinstance(body, dict) else None
-    if not isinstance(request, dict) or not isinstance(credentials, dict):
-        return None
-    if "plain" in credentials:  # development without a key
-        plain = credentials["plain"]
+    if isinstance(credentials, dict) and "plain" in credentials and isinstance(body.get("request"), dict):
+        plain = credentials["plain"]  # development without a key
         if not isinstance(plain, dict) or plain.get(name) != expected:
             return None
         return {**body, "credentials": {"plain": {**plain, name: new}}}
-    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
-    if sealer is None or not isinstance(token, str) or not isinstance(inbox_id, str):
+    opened = _open_registered(body, sealer)
+    if sealer is None or opened is None or opened[0].get(name) != expected:
         return None
-    destination = destination_digest(request)
-    try:
-        secrets = sealer.open(token, inbox_id, destination, use=USE_REGISTRY)
-    except SealError:
-        return None
-    if secrets.get(name) != expected:
-        return None
+    secrets, inbox_id, destination = opened
     resealed = sealer.seal({**secrets, name: new}, inbox_id, destination, use=USE_REGISTRY)
     return {**body, "credentials": {"sealed": resealed}}
 

@@ -26,6 +26,7 @@ from redis.exceptions import WatchError
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys, payload, producer, scripts, stream
+from worker.messages.redis_text import as_text, text_or_none
 from worker.messages.sealing import USE_REGISTRY, Sealer
 from worker.rechecks.inbox_health import (
     Health,
@@ -96,10 +97,6 @@ def _state_json(state: HealthState) -> str:
     )
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class Registry:
     def __init__(
         self, redis: Redis, *, queue_name: str, sealer: Sealer | None, allow_plaintext: bool = False
@@ -162,7 +159,7 @@ class Registry:
         return rows[0] if rows else None
 
     async def list_inboxes(self) -> list[InboxRow]:
-        ids = [_text(i) or "" for i in await self.redis.zrange(keys.INBOXES_DUE_KEY, 0, -1)]
+        ids = [as_text(i) for i in await self.redis.zrange(keys.INBOXES_DUE_KEY, 0, -1)]
         return sorted(await self._rows(ids), key=lambda row: row.inbox_id)
 
     async def _rows(self, ids: list[str]) -> list[InboxRow]:
@@ -174,7 +171,7 @@ class Registry:
             replies = await pipe.execute()
         rows, now = [], time.time()
         for inbox_id, values, score in zip(ids, replies[::2], replies[1::2], strict=True):
-            email, inbox_type, every_s, state_raw, age_days, age_at = map(_text, values)
+            email, inbox_type, every_s, state_raw, age_days, age_at = map(text_or_none, values)
             if email is None:
                 continue  # unregistered meanwhile
             state = _state_from(state_raw)
@@ -203,7 +200,7 @@ class Registry:
     async def health_counts(self) -> dict[str, int]:
         counts = {health.value: 0 for health in Health}
         for value in await cast(Awaitable[list[Any]], self.redis.hvals(keys.INBOXES_HEALTH_KEY)):
-            name = _text(value) or ""
+            name = as_text(value)
             counts[name] = counts.get(name, 0) + 1
         return counts
 
@@ -216,7 +213,7 @@ class Registry:
         )
         job_ids = []
         for raw_id, raw_slot in zip(claimed[::2], claimed[1::2], strict=True):
-            inbox_id, slot_ms = _text(raw_id) or "", int(float(_text(raw_slot) or 0))
+            inbox_id, slot_ms = as_text(raw_id), int(float(as_text(raw_slot) or 0))
             job_id = await self._enqueue(inbox_id, slot_ms, now)
             if job_id is not None:
                 job_ids.append(job_id)
@@ -227,7 +224,7 @@ class Registry:
     async def _enqueue(self, inbox_id: str, slot_ms: int, now: float) -> str | None:
         key = keys.inbox_key(inbox_id)
         raw_payload, state_raw, age_days, age_at = map(
-            _text,
+            text_or_none,
             await cast(
                 Awaitable[list[Any]], self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"])
             ),
@@ -262,7 +259,7 @@ class Registry:
             while True:
                 try:
                     await pipe.watch(key)
-                    raw = _text(await cast(Awaitable[Any], pipe.hget(key, "payload")))
+                    raw = as_text(await cast(Awaitable[Any], pipe.hget(key, "payload")))
                     body = payload.replace_secret(
                         json.loads(raw) if raw else None, self.sealer, "oauth2_refresh_token", used, rotated
                     )
@@ -301,7 +298,7 @@ class Registry:
                 try:
                     await pipe.watch(key)
                     state_raw, last_event, every_s = map(
-                        _text,
+                        text_or_none,
                         await cast(
                             Awaitable[list[Any]], pipe.hmget(key, ["state", "last_event_id", "every_s"])
                         ),

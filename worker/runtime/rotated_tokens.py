@@ -16,8 +16,9 @@ import structlog
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
-from worker.messages.payload import request_fields
-from worker.messages.sealing import USE_ROTATED, Sealer, destination_digest
+from worker.messages.payload import request_destination
+from worker.messages.redis_text import text_or_none
+from worker.messages.sealing import USE_ROTATED, Sealer
 from worker.rechecks.registry import Registry
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -29,8 +30,9 @@ def seal_rotated(sealer: Sealer, request: ValidationRequest, rotated: str) -> st
     """What the event carries: {"oauth2_refresh_token": ...} sealed for this inbox and destination,
     with use "rotated" (so it is never taken as a job's credentials)."""
     assert request.inbox_id is not None
-    destination = destination_digest(request_fields(request))
-    return sealer.seal({SECRET_NAME: rotated}, request.inbox_id, destination, use=USE_ROTATED)
+    return sealer.seal(
+        {SECRET_NAME: rotated}, request.inbox_id, request_destination(request), use=USE_ROTATED
+    )
 
 
 async def keep_rotated(
@@ -61,4 +63,4 @@ async def rotated_sealed(redis: Any, event_id: str) -> str | None:
     """The sealed refresh token kept for the event `event_id`, if any: its completed event carries
     it, and so does a failed one (a bug, or TriesUsedUp), since the job ends there either way."""
     sealed = await redis.get(keys.oauth2_rotated_key(event_id))
-    return sealed.decode() if isinstance(sealed, bytes) else sealed
+    return text_or_none(sealed)

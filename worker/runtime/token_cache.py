@@ -26,8 +26,9 @@ from jobs.time_units import MS_PER_S
 from jobs.token_fetch import FetchedToken
 from jobs.token_step import Fetch
 from worker.messages import keys, scripts
-from worker.messages.payload import request_fields
-from worker.messages.sealing import USE_TOKEN_CACHE, Sealer, SealError, destination_digest
+from worker.messages.payload import request_destination
+from worker.messages.redis_text import as_text
+from worker.messages.sealing import USE_TOKEN_CACHE, Sealer, SealError
 
 log = structlog.get_logger("inboxcheck.worker")
 
@@ -52,7 +53,7 @@ class RedisTokens:
         """(inbox id, destination digest, cache id): the token belongs to this inbox, app and
         token endpoint, and opens for nothing else."""
         assert request.inbox_id is not None
-        destination = destination_digest(request_fields(request))
+        destination = request_destination(request)
         cache_id = hashlib.sha256(f"{request.inbox_id}\n{destination}".encode()).hexdigest()
         return request.inbox_id, destination, cache_id
 
@@ -125,9 +126,7 @@ class RedisTokens:
         if raw is None:
             return None
         try:
-            opened = self.sealer.open(
-                raw.decode() if isinstance(raw, bytes) else raw, inbox_id, bound, use=USE_TOKEN_CACHE
-            )
+            opened = self.sealer.open(as_text(raw), inbox_id, bound, use=USE_TOKEN_CACHE)
         except SealError:
             return None  # sealed with a key no longer configured: fetched again and replaced
         token = opened.get(_CACHED)

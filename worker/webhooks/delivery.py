@@ -19,9 +19,13 @@ from enum import StrEnum
 
 import httpx
 
+from jobs import http_client
+from jobs.errors import CheckError, Reason
+from jobs.options import CheckOptions
 from worker.webhooks import signing
 from worker.webhooks.endpoints import Endpoint
-from worker.webhooks.transport import DestinationRefused
+
+USER_AGENT = "inboxcheck-webhooks/0.1"
 
 # Enough to tell what a receiver said, if anyone ever wants it; nothing of it is kept. httpcore
 # reads the socket 64 KiB at a time, so that is what one response can cost in memory.
@@ -91,6 +95,17 @@ def next_delay_s(
     return backoff
 
 
+def client(options: CheckOptions, *, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """The client of one endpoint: its own pool, so a slow endpoint holds only its own sockets;
+    its connections resolved and judged as the checks' are (jobs.http_client)."""
+    return http_client.client(
+        options,
+        max_connections=max_connections,
+        timeout_s=timeout_s,
+        headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+    )
+
+
 async def _read_bounded(response: httpx.Response) -> None:
     read = 0
     async for chunk in response.aiter_raw():
@@ -120,8 +135,12 @@ async def post(
                 status = response.status_code
                 asked = retry_after_s(response.headers.get("retry-after"), time.time())
                 await _read_bounded(response)
-    except DestinationRefused as exc:
-        return attempt(Outcome.FAILED, None, str(exc))
+    except CheckError as exc:
+        # From the connect (jobs.net): a refused destination stays refused; DNS and the
+        # connection may work on the next attempt.
+        if exc.reason is Reason.DESTINATION_REFUSED:
+            return attempt(Outcome.FAILED, None, exc.detail)
+        return attempt(Outcome.RETRY, None, f"connection failed: {exc.detail}"[:DETAIL_MAX])
     except (TimeoutError, httpx.TimeoutException, httpx.TransportError) as exc:
         if status is not None:
             # The status line and headers came: the receiver answered; its slow body is its own.

@@ -27,14 +27,14 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from jobs.destinations import DestinationPolicy
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
+from worker.messages.redis_text import as_text
 from worker.messages.stream import FIELD_EVENT, FIELD_TYPE
 from worker.settings import Settings
-from worker.webhooks import delivery, transport
+from worker.webhooks import delivery
 from worker.webhooks.delivery import Outcome
-from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, as_text, registry_for
+from worker.webhooks.endpoints import UNUSABLE_SECRET, Endpoint, EndpointRegistry, registry_for
 from worker.webhooks.ledger import Claimed, Ledger, event_id_of
 from worker.webhooks.metrics import WebhookMetrics
 from worker.webhooks.signing import SigningSecret
@@ -82,14 +82,9 @@ def ledger_for(redis: Redis, settings: Settings) -> Ledger:
     )
 
 
-def policy_for(settings: Settings) -> DestinationPolicy:
-    return DestinationPolicy(public_only=True, allowed_networks=settings.allow_networks)
-
-
 def client_for(settings: Settings) -> httpx.AsyncClient:
-    return transport.client(
-        policy_for(settings),
-        ca_file=str(settings.tls_ca_file) if settings.tls_ca_file else None,
+    return delivery.client(
+        settings.check_options(),
         timeout_s=settings.webhook_timeout,
         max_connections=settings.webhook_concurrency,
     )

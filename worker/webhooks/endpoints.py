@@ -26,6 +26,7 @@ from jobs.destinations import DestinationPolicy
 from jobs.errors import InboxcheckError
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys
+from worker.messages.redis_text import as_text
 from worker.messages.sealing import USE_WEBHOOK, Sealer, SealError, sealer_for
 from worker.webhooks.signing import SigningSecret
 
@@ -70,7 +71,7 @@ def _is_loopback(host: str) -> bool:
 
 def check_url(url: str, policy: DestinationPolicy) -> str:
     """`url` if webhooks may be sent there, else WebhookError naming URL and the problem. Names are
-    judged again on every connection (worker.webhooks.transport), once resolved."""
+    judged again on every connection (jobs.http_client), once resolved."""
     if len(url) > MAX_URL_CHARS:
         raise WebhookError(f"URL: longer than {MAX_URL_CHARS} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
@@ -143,11 +144,6 @@ class Endpoint:
             "created_at": self.created_at,
             "disabled": self.disabled or None,
         }
-
-
-def as_text(value: bytes | str | None) -> str:
-    """A Redis reply as text, whether the client decodes responses or not."""
-    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 class EndpointRegistry:

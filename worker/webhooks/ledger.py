@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys, scripts
-from worker.webhooks.endpoints import as_text
+from worker.messages.redis_text import as_text
 
 REPLAY_REF_PREFIX = "replay:"
 # A claim that takes everything queued, due or not (draining an endpoint that is gone).

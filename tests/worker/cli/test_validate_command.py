@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
@@ -29,6 +30,11 @@ VERBOSE = {"INBOXCHECK_LOG_FORMAT": "json", "INBOXCHECK_LOG_LEVEL": "DEBUG"}
 
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CompletedProcess[str]:
     return inboxcheck(*args, stdin=stdin, env={**os.environ, **VERBOSE, **(env or {})})
+
+
+def mail_flags(fields: dict[str, Any]) -> list[str]:
+    """Request fields as validate's flags: {"smtp_port": 25} is --smtp-port 25."""
+    return [part for name, value in fields.items() for part in ("--" + name.replace("_", "-"), str(value))]
 
 
 def write_request(tmp_path: Path, **fields: object) -> str:
@@ -263,24 +269,18 @@ def test_a_bad_allowed_network_is_exit_2_naming_the_variable(tmp_path: Path) -> 
 
 
 def test_cli_flags_take_an_oauth2_token_from_the_environment(
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
     token = oauth_provider.issue_access_token(oauth_user.email, size=2_800)
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth={token: oauth_user.email})
     args = [
         "validate",
         "--inbox-type", "CUSTOM_SMTP",
         "--email", oauth_user.email,
         "--auth", "oauth2",
-        "--smtp-host", LOOPBACK,
-        "--smtp-port", str(smtp.port),
-        "--smtp-security", "starttls",
-        "--imap-host", LOOPBACK,
-        "--imap-port", str(oauth_dovecot.imaps_port),
+        *mail_flags(oauth_mail),
         "--ca-file", ca_file,
         "--json",
     ]  # fmt: skip
@@ -294,13 +294,11 @@ def test_cli_flags_take_an_oauth2_token_from_the_environment(
 
 def test_cli_refreshes_a_token_and_keeps_the_rotated_refresh_token_in_a_private_file(
     tmp_path: Path,
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
     saved = tmp_path / "refresh-token"
     args = [
         "validate",
@@ -310,11 +308,7 @@ def test_cli_refreshes_a_token_and_keeps_the_rotated_refresh_token_in_a_private_
         "--oauth2-client-id", oauth_user.client_id,
         "--oauth2-token-url", oauth_provider.token_url,
         "--save-refresh-token", str(saved),
-        "--smtp-host", LOOPBACK,
-        "--smtp-port", str(smtp.port),
-        "--smtp-security", "starttls",
-        "--imap-host", LOOPBACK,
-        "--imap-port", str(oauth_dovecot.imaps_port),
+        *mail_flags(oauth_mail),
         "--ca-file", ca_file,
         "--json",
     ]  # fmt: skip
@@ -346,15 +340,13 @@ def test_cli_refreshes_a_token_and_keeps_the_rotated_refresh_token_in_a_private_
 
 
 def test_cli_checks_app_only_access_with_the_client_secret_from_the_environment(
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
     app_id, app_secret = f"cli-app-{oauth_user.client_id}", "cli-app-secret-value"
     oauth_provider.add_client(app_id, app_secret, app_mailbox=oauth_user.email)
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
     args = [
         "validate",
         "--inbox-type", "CUSTOM_SMTP",
@@ -364,11 +356,7 @@ def test_cli_checks_app_only_access_with_the_client_secret_from_the_environment(
         "--oauth2-client-id", app_id,
         "--oauth2-token-url", oauth_provider.token_url,
         "--oauth2-scopes", "mail.default",
-        "--smtp-host", LOOPBACK,
-        "--smtp-port", str(smtp.port),
-        "--smtp-security", "starttls",
-        "--imap-host", LOOPBACK,
-        "--imap-port", str(oauth_dovecot.imaps_port),
+        *mail_flags(oauth_mail),
         "--ca-file", ca_file,
         "--json",
     ]  # fmt: skip

@@ -3,15 +3,13 @@ verifying the token, aiosmtpd taking XOAUTH2; the token sealed on the queue and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
 from jobs.request import parse_request
-from tests.servers.dovecot import Dovecot
 from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.redis import RedisServer
-from tests.servers.smtp import SmtpServer
 from tests.worker.support import burst, make_settings, scan_for, stream_events
 from worker.messages.producer import enqueue_validation
 
@@ -21,14 +19,12 @@ TOKEN_CHARS = 2_800
 async def test_an_oauth2_inbox_is_valid_through_the_worker_and_its_token_never_in_clear(
     shared_redis: RedisServer,
     aredis: Redis,
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
     token = oauth_provider.issue_access_token(oauth_user.email, size=TOKEN_CHARS)
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["PLAIN", "XOAUTH2"], oauth={token: oauth_user.email})
     settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
     request = parse_request(
         {
@@ -37,11 +33,7 @@ async def test_an_oauth2_inbox_is_valid_through_the_worker_and_its_token_never_i
             "email": oauth_user.email,
             "auth": "oauth2",
             "oauth2": {"access_token": token},
-            "smtp_host": "127.0.0.1",
-            "smtp_port": smtp.port,
-            "smtp_security": "starttls",
-            "imap_host": "127.0.0.1",
-            "imap_port": oauth_dovecot.imaps_port,
+            **oauth_mail,
         }
     )
     await enqueue_validation(aredis, request, settings=settings)

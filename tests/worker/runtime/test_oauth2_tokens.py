@@ -20,14 +20,12 @@ from jobs.request import parse_request
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from jobs.token_step import obtain_token
 from tests.jobs.checks import options
-from tests.servers.dovecot import Dovecot
 from tests.servers.oauth import OAuthAccount, TokenEndpoint, json_reply
 from tests.servers.redis import RedisServer
-from tests.servers.smtp import SmtpServer
 from tests.worker.support import KEY, burst, closed_port, make_settings, scan_for, stream_events
 from worker.messages import keys
 from worker.messages.events import COMPLETED, FAILED
-from worker.messages.payload import request_fields
+from worker.messages.payload import request_destination
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import USE_REGISTRY, USE_ROTATED, Sealer, destination_digest
 from worker.rechecks.registry import Registry
@@ -163,31 +161,21 @@ async def test_a_kept_token_serves_only_the_credentials_that_obtained_it(
 async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
     shared_redis: RedisServer,
     aredis: Redis,
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
     settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
-    request = oauth_request(
-        oauth_user,
-        oauth_provider,
-        "rotating-one-off",
-        smtp_port=smtp.port,
-        smtp_security="starttls",
-        imap_port=oauth_dovecot.imaps_port,
-    )
+    request = oauth_request(oauth_user, oauth_provider, "rotating-one-off", **oauth_mail)
     await enqueue_validation(aredis, request, settings=settings)
     await burst(settings)
     [event] = stream_events(shared_redis.client(), settings.events_stream)
     data = event["data"]
     assert data["status"] == "valid", (data["smtp"]["detail"], data["imap"]["detail"])
     # What the README tells a producer to do: open it with the shared key, keep the new token.
-    destination = destination_digest(request_fields(request))
     opened = Sealer(KEY).open(
-        data["oauth2_refresh_token_sealed"], "rotating-one-off", destination, use=USE_ROTATED
+        data["oauth2_refresh_token_sealed"], "rotating-one-off", request_destination(request), use=USE_ROTATED
     )
     rotated = opened["oauth2_refresh_token"]
     assert rotated != oauth_user.refresh_token
@@ -241,7 +229,7 @@ async def test_a_job_that_ends_failed_still_hands_back_the_rotated_refresh_token
     opened = Sealer(KEY).open(
         event["data"]["oauth2_refresh_token_sealed"],
         request.inbox_id,
-        destination_digest(request_fields(request)),
+        request_destination(request),
         use=USE_ROTATED,
     )
     # The refresh token sent was revoked by the rotation: this one is the inbox's only way in.
@@ -251,24 +239,15 @@ async def test_a_job_that_ends_failed_still_hands_back_the_rotated_refresh_token
 
 async def test_a_registered_inbox_keeps_its_rotated_refresh_token_for_the_next_recheck(
     redis_server: RedisServer,
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
     settings = make_settings(redis_server, tls_ca_file=ca_file, max_tries=1, check_timeout=3, step_timeout=2)
     client = Redis.from_url(redis_server.url)
     registry = Registry(client, queue_name=settings.queue_name, sealer=Sealer(KEY))
-    request = oauth_request(
-        oauth_user,
-        oauth_provider,
-        "rotating-registered",
-        smtp_port=smtp.port,
-        smtp_security="starttls",
-        imap_port=oauth_dovecot.imaps_port,
-    )
+    request = oauth_request(oauth_user, oauth_provider, "rotating-registered", **oauth_mail)
     try:
         await registry.register(request, every_s=RECHECK_EVERY_S, spread_s=0)
         for round_ in range(2):
@@ -313,15 +292,13 @@ async def test_a_registered_inbox_keeps_its_rotated_refresh_token_for_the_next_r
 async def test_app_only_access_is_checked_through_the_worker(
     shared_redis: RedisServer,
     aredis: Redis,
-    smtp_server: Callable[..., SmtpServer],
-    oauth_dovecot: Dovecot,
+    oauth_mail: dict[str, Any],
     oauth_provider: TokenEndpoint,
     oauth_user: OAuthAccount,
     ca_file: str,
 ) -> None:
     app_id, app_secret = f"app-only-{oauth_user.client_id}", "app-only-secret-value"
     oauth_provider.add_client(app_id, app_secret, app_mailbox=oauth_user.email)
-    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
     settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
     request = parse_request(
         {
@@ -336,11 +313,7 @@ async def test_app_only_access_is_checked_through_the_worker(
                 "token_url": oauth_provider.token_url,
                 "scopes": ["mail.default"],
             },
-            "smtp_host": "127.0.0.1",
-            "smtp_port": smtp.port,
-            "smtp_security": "starttls",
-            "imap_host": "127.0.0.1",
-            "imap_port": oauth_dovecot.imaps_port,
+            **oauth_mail,
         }
     )
     await enqueue_validation(aredis, request, settings=settings)

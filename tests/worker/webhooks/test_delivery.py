@@ -7,15 +7,16 @@ import random
 import time
 from collections.abc import Callable
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 import pytest
 from standardwebhooks import Webhook
 
-from jobs.destinations import DestinationPolicy
+from jobs.options import CheckOptions
 from tests.jobs.checks import ALLOW_LOOPBACK
 from tests.servers.certs import PKI
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
-from worker.webhooks import delivery, signing, transport
+from worker.webhooks import delivery, signing
 from worker.webhooks.delivery import Outcome
 from worker.webhooks.endpoints import Endpoint
 from worker.webhooks.signing import SigningSecret
@@ -23,6 +24,7 @@ from worker.webhooks.signing import SigningSecret
 BODY = b'{"id":"evt-1","type":"inbox.validation.failed"}'
 TIMEOUT_S = 2.0
 SHORT_TIMEOUT_S = 0.3
+LOOPBACK_OPTIONS = CheckOptions(destinations=ALLOW_LOOPBACK)
 
 
 def endpoint(url: str, *keys: SigningSecret) -> Endpoint:
@@ -30,9 +32,9 @@ def endpoint(url: str, *keys: SigningSecret) -> Endpoint:
 
 
 async def post(
-    url: str, *keys: SigningSecret, policy: DestinationPolicy = ALLOW_LOOPBACK, timeout_s: float = TIMEOUT_S
+    url: str, *keys: SigningSecret, options: CheckOptions = LOOPBACK_OPTIONS, timeout_s: float = TIMEOUT_S
 ) -> delivery.Attempt:
-    async with transport.client(policy, ca_file=None, timeout_s=timeout_s, max_connections=1) as client:
+    async with delivery.client(options, timeout_s=timeout_s, max_connections=1) as client:
         return await delivery.post(client, endpoint(url, *keys), "evt-1", BODY, timeout_s)
 
 
@@ -142,10 +144,20 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_unless_allowed
 ) -> None:
     hook = receiver()
     url = hook.url.replace("127.0.0.1", "localhost")
-    attempt = await post(url, policy=DestinationPolicy())
+    attempt = await post(url, options=CheckOptions())
     assert attempt.outcome is Outcome.FAILED and "localhost" in attempt.detail
     assert hook.received == []  # nothing reached it
     assert (await post(url)).outcome is Outcome.DELIVERED  # allowed: INBOXCHECK_ALLOW_NETWORKS
+
+
+async def test_a_name_is_resolved_as_the_checks_resolve_it(receiver: Callable[..., WebhookReceiver]) -> None:
+    hook = receiver()
+    url = hook.url.replace("127.0.0.1", "hooks.inboxcheck.test")  # a name no DNS knows
+    pins = {("hooks.inboxcheck.test", urlsplit(url).port or 0): ("127.0.0.1",)}  # INBOXCHECK_RESOLVE
+    assert (
+        await post(url, options=CheckOptions(destinations=ALLOW_LOOPBACK, pins=pins))
+    ).outcome is Outcome.DELIVERED
+    assert len(hook.received) == 1
 
 
 async def test_https_connects_to_the_judged_address_and_verifies_the_name(
@@ -155,9 +167,8 @@ async def test_https_connects_to_the_judged_address_and_verifies_the_name(
     wrong = receiver(ssl_context=pki.wrong_host.ssl_context)
     for hook, outcome in ((good, Outcome.DELIVERED), (wrong, Outcome.RETRY)):
         url = hook.url.replace("127.0.0.1", "localhost")  # resolved, judged, then TLS to the name
-        async with transport.client(
-            ALLOW_LOOPBACK, ca_file=str(pki.ca_file), timeout_s=TIMEOUT_S, max_connections=1
-        ) as client:
+        options = CheckOptions(destinations=ALLOW_LOOPBACK, ca_file=str(pki.ca_file))
+        async with delivery.client(options, timeout_s=TIMEOUT_S, max_connections=1) as client:
             attempt = await delivery.post(client, endpoint(url), "evt-1", BODY, TIMEOUT_S)
         assert attempt.outcome is outcome, attempt
     assert len(good.received) == 1 and wrong.received == []

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jobs.options import CheckOptions
 from tests.jobs.checks import ALLOW_LOOPBACK, LOOPBACK_NETWORKS
 from tests.servers.ports import LOOPBACK, free_port
 from tests.servers.redis import RedisServer
@@ -18,7 +19,7 @@ from tests.servers.wait import wait_until
 from tests.worker.support import REPO, cli_env, run_cli
 from tests.worker.webhooks.support import webhook_settings
 from worker.cli.main import build_parser
-from worker.webhooks import delivery, transport
+from worker.webhooks import delivery
 from worker.webhooks.endpoints import Endpoint
 from worker.webhooks.signing import SigningSecret
 
@@ -70,7 +71,9 @@ async def test_the_readme_receiver_verifies_what_webhook_test_sends(
     try:
         sent = run_cli("webhook", "test", endpoint["id"], env=env)
         forged = Endpoint("ep_forged", endpoint["url"], (), 0.0, "", (SigningSecret.generate(),))
-        async with transport.client(ALLOW_LOOPBACK, ca_file=None, timeout_s=5, max_connections=1) as client:
+        async with delivery.client(
+            CheckOptions(destinations=ALLOW_LOOPBACK), timeout_s=5, max_connections=1
+        ) as client:
             refused = await delivery.post(client, forged, "evt-forged", b"{}", 5)
     finally:
         proc.terminate()
