@@ -22,14 +22,21 @@ def _gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     return writer.is_closing() or reader.at_eof() or reader.exception() is not None
 
 
-async def _flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, unit: bytes) -> None:
-    """`unit` over and over until the client leaves."""
+async def _flood(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, unit: bytes, total: int | None
+) -> None:
+    """`unit` over and over until the client leaves, or until `total` bytes and then silence."""
     chunk = unit * max(1, FLOOD_WRITE_BYTES // len(unit))
-    while not _gone(reader, writer):
-        writer.write(chunk)
+    sent = 0
+    while not _gone(reader, writer) and (total is None or sent < total):
+        part = chunk if total is None else chunk[: total - sent]
+        writer.write(part)
+        sent += len(part)
         await writer.drain()
         # A TLS transport whose peer is gone neither pauses nor raises: yield so the loop sees it.
         await asyncio.sleep(0)
+    while await reader.read(FLOOD_WRITE_BYTES):
+        pass
 
 
 async def _drip(
@@ -52,27 +59,31 @@ async def _answer_imap_capability(reader: asyncio.StreamReader, writer: asyncio.
     return (await reader.readline()).split(b" ", 1)[0].decode()
 
 
-def imap_flood(unit: bytes, *, head: bytes = b"", at_login: bool = False) -> Handler:
-    """Sends `head`, then `unit` without end: from the first byte, or in answer to the command
-    after the greeting's CAPABILITY (LOGIN) when `at_login`."""
+def imap_flood(
+    unit: bytes, *, head: bytes = b"", at_login: bool = False, total: int | None = None
+) -> Handler:
+    """Sends `head`, then `unit` without end (or `total` bytes of it, then silence): from the
+    first byte, or in answer to the command after the greeting's CAPABILITY (LOGIN) when
+    `at_login`."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if at_login:
             writer.write(IMAP_GREETING)
             await _answer_imap_capability(reader, writer)
         writer.write(head)
-        await _flood(reader, writer, unit)
+        await _flood(reader, writer, unit, total)
 
     return handler
 
 
-def smtp_flood(unit: bytes) -> Handler:
-    """Greets, then answers EHLO with `unit` without end (e.g. b"250-PIPELINING\\r\\n")."""
+def smtp_flood(unit: bytes, *, total: int | None = None) -> Handler:
+    """Greets, then answers EHLO with `unit` without end (e.g. b"250-PIPELINING\\r\\n"), or with
+    `total` bytes of it and then silence."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(SMTP_GREETING)
         await reader.readline()
-        await _flood(reader, writer, unit)
+        await _flood(reader, writer, unit, total)
 
     return handler
 
