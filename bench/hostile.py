@@ -7,7 +7,7 @@ Both start one `inboxcheck worker` (INBOXCHECK_MAX_JOBS = --c) against the bench
 aiosmtpd and redis, plus the hostile servers of tests/servers/hostile.py in this process (their
 CPU is the bench's, not the worker's). Hostile kinds, each an SMTP and an IMAP server:
   endless      an EHLO reply of endless 250- lines; an IMAP greeting line that never ends
-  near-bound   just under each bound (30 KiB of EHLO reply, 250 KiB of IMAP literal), then silence:
+  near-bound   just under each bound (30 KiB of EHLO reply, 120 KiB of IMAP literal), then silence:
                every such check holds close to the most a bound lets it for a whole step
   flood-lines  an SMTP line that never ends; endless untagged IMAP lines in answer to LOGIN
   drip         both greetings one byte every 0.5 s, forever
@@ -40,7 +40,7 @@ from tests.servers.hostile import IMAP_GREETING, SMTP_GREETING, drip, imap_flood
 KIB = 1024
 MIB = 1024 * KIB
 # The worker's budget at INBOXCHECK_MAX_JOBS = 100 with every slot on a hostile server (README).
-RSS_BUDGET_MB = 160
+RSS_BUDGET_MB = 200
 STEP_TIMEOUT_S = 3
 CHECK_TIMEOUT_S = 10
 BENCH_LIMITS = {
@@ -65,7 +65,7 @@ HOSTILE_KINDS: dict[str, tuple[Any, Any]] = {
     "endless": (smtp_flood(b"250-PIPELINING\r\n"), imap_flood(b"x", head=b"* OK ")),
     "near-bound": (
         smtp_flood(b"250-PIPELINING\r\n", total=30 * KIB),
-        imap_flood(b"x", head=b"* 1 FETCH (BODY[] {4294967296}\r\n", at_login=True, total=250 * KIB),
+        imap_flood(b"x", head=b"* 1 FETCH (BODY[] {4294967296}\r\n", at_login=True, total=120 * KIB),
     ),
     "flood-lines": (smtp_flood(b"x"), imap_flood(b"* 1 EXISTS\r\n", at_login=True)),
     "drip": (drip(SMTP_GREETING), drip(IMAP_GREETING)),
@@ -257,15 +257,16 @@ async def _memory_budget(popen: Any, driver: Driver, n: int, c: int) -> int:
     baseline = pace(good_alone, started)
     baseline_peak_mb = rss_kb("VmHWM", pid) / KIB
 
-    # Every slot on a hostile server first, then the good jobs with as many hostile ones again
-    # among them.
+    # Every slot on a server that sends just under each bound and then holds the check for its
+    # step limit (the most memory a hostile server can cost), then the good jobs with as many
+    # hostile ones of every kind again among them.
     kinds = list(HOSTILE_KINDS)
-    hostile_first = [kinds[i % len(kinds)] for i in range(c)]
+    hostile_first = ["near-bound"] * c
     mixed: list[str] = []
     for i in range(n):
         mixed.append("good")
         if i % max(1, n // c) == 0:
-            mixed.append(kinds[i % len(kinds)])
+            mixed.append(kinds[len(mixed) % len(kinds)])
     hostile_total = c + sum(k != "good" for k in mixed)
     reset_peak(pid)
     started = time.perf_counter()

@@ -21,8 +21,9 @@ from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 # every read, so an endless one would cost memory and time without bound.
 IMAP_MAX_LINE_BYTES = 65_536
 # Everything a server sends in answer to one command, literals included: real answers are under
-# 4 KiB (EXAMINE's is 8-10 lines), so four longest lines' worth is far beyond any of them.
-IMAP_MAX_RESPONSE_BYTES = 4 * IMAP_MAX_LINE_BYTES
+# 4 KiB (EXAMINE's is 8-10 lines), so two longest lines' worth is far beyond any of them. A check
+# held just under it costs a worker about 0.2 MB (bench --hostile).
+IMAP_MAX_RESPONSE_BYTES = 2 * IMAP_MAX_LINE_BYTES
 # Lines in answer to one command before its tagged completion. Each costs a Python object and a
 # parse, so a flood of empty or tiny lines is bounded by count as well as by bytes.
 IMAP_MAX_RESPONSE_LINES = 1_000

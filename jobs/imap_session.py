@@ -92,6 +92,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
             return
         if self.exceeded is not None:  # aborted: what was still in flight is dropped unread
             return
+        in_literal = self.current_command is not None and self.current_command.wait_literal_data()
+        if not in_literal and b"\r\n" not in d and len(self.incomplete_line) + len(d) > IMAP_MAX_LINE_BYTES:
+            self._exceed(IMAP_LINE_TOO_LONG)  # named for what it is, though it passes both bounds
+            return
         self.response_bytes += len(d)
         if self.response_bytes > IMAP_MAX_RESPONSE_BYTES:
             self._exceed(IMAP_RESPONSE_TOO_LONG)
