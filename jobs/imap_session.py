@@ -76,11 +76,22 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         if self.awaiting_tls:
             self.sent_before_tls = True
             return None
-        self.response_lines += 1
-        if self.response_lines > IMAP_MAX_RESPONSE_LINES:
-            self._exceed(IMAP_TOO_MANY_LINES)
-            return None
+        if self._answering():
+            self.response_lines += 1
+            if self.response_lines > IMAP_MAX_RESPONSE_LINES:
+                self._exceed(IMAP_TOO_MANY_LINES)
+                return None
         return super()._handle_line(line, current_cmd)
+
+    def _answering(self) -> bool:
+        """Whether what arrives now counts towards an answer's bounds: before the greeting, or
+        while a command waits for its answer. Lines between answers the library drops unkept."""
+        return (
+            self.state == aioimaplib.CONNECTED
+            or self.pending_sync_command is not None
+            or bool(self.pending_async_commands)
+            or self.current_command is not None
+        )
 
     def send(self, line: str, scrub: str | None = None) -> None:
         self.response_bytes = self.response_lines = 0
@@ -96,10 +107,6 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         if not in_literal and b"\r\n" not in d and len(self.incomplete_line) + len(d) > IMAP_MAX_LINE_BYTES:
             self._exceed(IMAP_LINE_TOO_LONG)  # named for what it is, though it passes both bounds
             return
-        self.response_bytes += len(d)
-        if self.response_bytes > IMAP_MAX_RESPONSE_BYTES:
-            self._exceed(IMAP_RESPONSE_TOO_LONG)
-            return
         try:
             # One line at a time: the library recurses once per line of what it is given and
             # copies the rest of it at each level, so one 256 KiB read of empty lines would cost
@@ -108,6 +115,11 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
             while start < len(d) and self.exceeded is None:
                 end = d.find(b"\r\n", start)
                 stop = len(d) if end == -1 else end + 2
+                if self._answering():
+                    self.response_bytes += stop - start
+                    if self.response_bytes > IMAP_MAX_RESPONSE_BYTES:
+                        self._exceed(IMAP_RESPONSE_TOO_LONG)
+                        break
                 super().data_received(d[start:stop])
                 start = stop
         except Exception as exc:  # noqa: BLE001 - whatever the parser raises ends the session
