@@ -1,4 +1,4 @@
-"""InboxWorker: arq's Worker with the three changes this job needs, and nothing else of arq's
+"""InboxWorker: arq's Worker with the four changes this job needs, and nothing else of arq's
 internals touched. Each change is guarded by tests/worker/runtime/test_patched_internals.py,
 which fails with what to re-check when arq changes the code it replaces.
 
@@ -9,6 +9,9 @@ which fails with what to re-check when arq changes the code it replaces.
   (semaphore, job counter, tasks) kept exactly as arq keeps it.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
+- `finish_job`: while Redis refuses writes (maxmemory, a read-only replica), arq's bookkeeping
+  after a job waits and tries again, up to the in-progress lock's life, rather than failing and
+  leaving the job to be run again once the lock expires.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis.exceptions import NoScriptError
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
+from worker.runtime.write_refusals import WriteRefusals, retried_while_refused
 
 # A crashed worker's in-progress lock must outlast the longest run of the job it held (so no
 # second worker starts it while the first still runs), and not much more (so the job is handed
@@ -49,6 +53,16 @@ class InboxWorker(Worker):
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
         self._claim_sha: str | None = None
+        self._writes = WriteRefusals()  # the job runtime's, once the worker has started
+
+    async def finish_job(self, *args: Any, **kwargs: Any) -> None:
+        """arq's finish_job (the result, the queue, the in-progress lock in one transaction), tried
+        again while Redis refuses writes: the job's event is written (or waits the same way), and
+        a job run again after its lock expired would only find it."""
+        runtime = self.ctx.get("runtime")
+        writes = runtime.writes if runtime is not None else self._writes
+        finish = super().finish_job
+        await retried_while_refused(lambda: finish(*args, **kwargs), writes, self.in_progress_timeout_s)
 
     async def record_health(self) -> None:
         """arq's health record, plus this process's own liveness key (what `inboxcheck health`

@@ -1,7 +1,7 @@
 """The third-party internals inboxcheck changes, pinned: when arq, redis-py or asyncio change the
 code a patch was written against, these fail and say what to re-check before the pins move.
 
-Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim),
+Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim and finish),
 worker/runtime/redis_pool.py (redis-py's pool checkout), jobs/tls.py (asyncio's TLS read buffer),
 jobs/imap_session.py (aioimaplib's reading, fed a line at a time and bounded).
 """
@@ -53,6 +53,12 @@ PATCHED: list[tuple[Callable[..., Any], str, str]] = [
         ConnectionPool.ensure_connection,
         "e2790e7163da5032",
         "ConcurrentConnectionPool calls it outside any lock",
+    ),
+    (
+        Worker.finish_job,
+        "903f09c92830d3fd",
+        "InboxWorker.finish_job in worker/runtime/inbox_worker.py retries it whole while Redis "
+        "refuses writes: check it is still one transaction, safe to run again",
     ),
     (
         IMAP4ClientProtocol.data_received,
