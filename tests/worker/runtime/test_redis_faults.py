@@ -15,9 +15,12 @@ import redis as redis_py
 import structlog
 from redis.asyncio import Redis
 
+from jobs.time_units import MS_PER_S
+from tests.jobs.checks import TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.servers.ports import free_port
+from tests.servers.proxy import delay_forwarder
 from tests.servers.redis import RedisServer
 from tests.worker.support import burst, make_settings, request, stream_events
 from worker.messages import keys
@@ -129,5 +132,48 @@ async def test_jobs_redis_refuses_to_finish_wait_and_end_in_exactly_one_event_ea
         assert len(imap.logins) == JOBS  # the verdicts were kept: no second login
         assert len(said("redis_refusing_writes")) == 1 and len(said("redis_accepting_writes")) == 1
         assert not said("event_write_failed")
+    finally:
+        await client.aclose()
+
+
+REDIS_DELAY_S = 0.05  # each way: every Redis command takes at least 100 ms
+
+
+async def test_a_slow_redis_neither_doubles_an_event_nor_stretches_a_check(
+    redis_server: RedisServer, fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    slow = fake_server(delay_forwarder(redis_server.port, REDIS_DELAY_S))
+    # IMAP says nothing after its greeting's TLS: each check ends at its step limit.
+    imap = ImapScript(hang_after_login=True)
+    fields = dict(
+        smtp_port=fake_server(SmtpScript(auth_reply="235 2.7.0 Authentication successful")).port,
+        imap_port=fake_server(imap, ssl_context=pki.valid.ssl_context).port,
+        smtp_use_tls=False,
+        allow_insecure_auth=True,
+    )
+    settings = make_settings(
+        redis_server,
+        redis_url=f"redis://127.0.0.1:{slow.port}/0",
+        max_tries=1,
+        tls_ca_file=ca_file,
+        metrics_port=0,
+        health_check_interval=3600,
+    )
+    client = Redis.from_url(redis_server.url)
+    try:
+        job_ids = [
+            await enqueue_validation(client, request(f"slow-{n}", **fields), settings=settings)
+            for n in range(JOBS)
+        ]
+        await asyncio.wait_for(burst(settings), WAIT_S)
+        events = stream_events(redis_server.client(), settings.events_stream)
+        assert sorted(e["data"]["inbox_id"] for e in events) == [f"slow-{n}" for n in range(JOBS)]
+        for event in events:
+            imap_result = event["data"]["imap"]
+            assert (imap_result["error_code"], imap_result["failed_step"]) == ("TIMEOUT", "login")
+            # The check's own time: its step limit, however slow Redis is around it.
+            assert imap_result["duration_ms"] < (settings.step_timeout + TIMEOUT_SLACK_S) * MS_PER_S
+        assert await client.zcard(settings.queue_name) == 0
+        assert all([await client.exists(keys.result_key(job_id)) for job_id in job_ids])
     finally:
         await client.aclose()
