@@ -45,6 +45,15 @@ class GreetingRefused(ConnectionError):
         self.line = line
 
 
+class ServerBye(ConnectionError):
+    """The server hung up with an untagged BYE instead of answering the command."""
+
+    def __init__(self, line: bytes) -> None:
+        # As GreetingRefused: the line (bounded by jobs.bounds) stays out of the message.
+        super().__init__("the server ended the session with BYE")
+        self.line = line
+
+
 class ProtocolViolation(ConnectionError):
     """The server sent something aioimaplib could not place, or bytes where none may be."""
 
@@ -64,6 +73,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         # (RFC 3501 6.2.1); a byte in that gap is plaintext anyone on the path could have injected.
         self.awaiting_tls = False
         self.sent_before_tls = False
+        # The first untagged BYE: why the server is about to hang up (RFC 3501 7.1.5).
+        self.bye: bytes | None = None
         # What the server sent since the last command went out (jobs.bounds).
         self.response_bytes = 0
         self.response_lines = 0
@@ -81,6 +92,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
             if self.response_lines > IMAP_MAX_RESPONSE_LINES:
                 self._exceed(IMAP_TOO_MANY_LINES)
                 return None
+        if self.bye is None and line[:6].upper() == b"* BYE ":
+            self.bye = line
         return super()._handle_line(line, current_cmd)
 
     def _answering(self) -> bool:
@@ -245,7 +258,12 @@ class ImapSession:
                 # deadline still goes through.)
                 await asyncio.wait({task})
         if task.cancelled():
-            raise self.protocol.broken("reply") or ConnectionResetError("server closed the connection")
+            broken = self.protocol.broken("reply")
+            if broken is not None:
+                raise broken
+            if self.protocol.bye is not None:
+                raise ServerBye(self.protocol.bye)
+            raise ConnectionResetError("server closed the connection")
         return cast(Response, task.result())
 
     async def starttls(self, context: ssl.SSLContext, host: str) -> Response:

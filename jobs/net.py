@@ -12,6 +12,7 @@ import structlog
 
 from jobs.destinations import DestinationPolicy
 from jobs.errors import CheckError, Reason, check_error
+from jobs.pins import NO_PINS, Pins, pinned
 
 log = structlog.get_logger("inboxcheck.check")
 
@@ -34,7 +35,11 @@ def _literal(host: str, port: int) -> list[AddrInfo] | None:
     return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0))]
 
 
-async def resolve(host: str, port: int) -> Sequence[AddrInfo]:
+async def resolve(host: str, port: int, pins: Pins = NO_PINS) -> Sequence[AddrInfo]:
+    """The addresses of host:port: its pinned ones (--resolve) when it has any, else DNS's."""
+    addresses = pinned(pins, host, port)
+    if addresses:
+        return [info for address in addresses for info in _literal(address, port) or ()]
     literal = _literal(host, port)
     if literal is not None:
         return literal

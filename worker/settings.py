@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from jobs.destinations import DestinationPolicy, IPNetwork, parse_networks
 from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
+from jobs.pins import Pins, parse_pins
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
 
@@ -22,6 +23,8 @@ ENV_PREFIX = "INBOXCHECK_"
 
 # Comma-separated, as operators write them in an environment variable, not a JSON list.
 Networks = Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)]
+# HOST:PORT:ADDRESS entries, comma-separated (curl's --resolve).
+PinsSetting = Annotated[Pins, NoDecode, BeforeValidator(parse_pins)]
 
 
 class Settings(BaseSettings, RecheckSettings):
@@ -35,6 +38,8 @@ class Settings(BaseSettings, RecheckSettings):
     # Non-public networks checks may connect to anyway (self-hosted mail servers, development);
     # every other private, loopback, link-local or metadata address is refused.
     allow_networks: Networks = ()
+    # Addresses to connect to for HOST:PORT instead of DNS's; TLS still verifies HOST.
+    resolve: PinsSetting = {}
 
     # Logging
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -85,6 +90,7 @@ class Settings(BaseSettings, RecheckSettings):
             ca_file=str(self.tls_ca_file) if self.tls_ca_file else None,
             ehlo_hostname=self.ehlo_hostname,
             destinations=DestinationPolicy(public_only=True, allowed_networks=self.allow_networks),
+            pins=self.resolve,
         )
 
 

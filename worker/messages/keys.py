@@ -95,3 +95,23 @@ def inbox_lock_key(inbox_id: str) -> str:
 
 def inbox_backoff_key(inbox_id: str) -> str:
     return INBOX_BACKOFF_PREFIX + inbox_id
+
+
+# OAuth2 (worker.runtime.token_cache): per inbox and app (a hash of the inbox id and the request's
+# destination digest, so no address appears in a key name).
+OAUTH2_TOKEN_PREFIX = "inboxcheck:oauth2:token:"  # string: the access token, sealed; expires with it
+OAUTH2_LOCK_PREFIX = "inboxcheck:oauth2:lock:"  # string: the one refresh running for an inbox and app
+# Per event: a refresh token the provider rotated during a one-off job, sealed, until its event.
+OAUTH2_ROTATED_PREFIX = "inboxcheck:oauth2:rotated:"
+
+
+def oauth2_token_key(cache_id: str) -> str:
+    return OAUTH2_TOKEN_PREFIX + cache_id
+
+
+def oauth2_lock_key(cache_id: str) -> str:
+    return OAUTH2_LOCK_PREFIX + cache_id
+
+
+def oauth2_rotated_key(event_id: str) -> str:
+    return OAUTH2_ROTATED_PREFIX + event_id

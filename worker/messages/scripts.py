@@ -223,6 +223,16 @@ return due
 """
 
 
+# KEYS[1] a lock (an OAuth2 token refresh's). ARGV[1] the holder's token. Returns 1 when deleted.
+# Atomic: a lock that expired and was taken by another worker is not deleted from under it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class Scripts:
     """Every script above, registered on one client: calls go by EVALSHA, and redis-py loads a
     script the server does not know yet (a restart, another server) and retries. To run one in a
@@ -236,6 +246,7 @@ class Scripts:
         self.count_attempt: AsyncScript = redis.register_script(COUNT_ATTEMPT)
         self.append_once: AsyncScript = redis.register_script(APPEND_ONCE)
         self.claim_due: AsyncScript = redis.register_script(CLAIM_DUE)
+        self.release_lock: AsyncScript = redis.register_script(RELEASE_LOCK)
 
 
 # Kept on the client itself, so the scripts live exactly as long as it does: a dict keyed by the

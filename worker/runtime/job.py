@@ -18,6 +18,7 @@ from jobs.options import CheckOptions
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.time_units import MS_PER_S
+from jobs.token_step import DirectTokens
 from jobs.validate import validate_inbox
 from worker.messages import events, keys, scripts, stream
 from worker.messages.payload import PayloadRejected, decode
@@ -25,7 +26,10 @@ from worker.messages.producer import JOB_EXPIRES_MS
 from worker.messages.sealing import Sealer
 from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held, TriesUsedUp
+from worker.rechecks.registry import Registry, is_recheck
 from worker.runtime.context import WorkerContext, as_context
+from worker.runtime.rotated_tokens import keep_rotated, with_rotated
+from worker.runtime.token_cache import RedisTokens
 from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_refused
 from worker.settings import Settings
 
@@ -39,6 +43,8 @@ REDIS_RETRY_DEFER_S = 1.0
 EMIT_RESERVE_S = 1.0
 # The failed event's reason when every attempt ran and none could be recorded.
 TRIES_USED_UP = "TriesUsedUp"
+# How long a refresh lock outlives the token step's limit (worker.runtime.token_cache).
+TOKEN_LOCK_SLACK_S = 1.0
 # Event ids are UUIDv5 of the job id and enqueue time in this namespace: a rerun gets the same id.
 EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
 
@@ -153,6 +159,7 @@ async def _check_and_append(
             redis=ctx["redis"],
             done_key=done_key,
             held=held,
+            registry=rechecks.registry if rechecks is not None and is_recheck(job_id) else None,
         )
     except AlreadyDone as done:
         return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
@@ -276,6 +283,7 @@ async def _run(
     redis: Any = None,
     done_key: str,
     held: Held | None = None,
+    registry: Registry | None = None,
 ) -> events.TerminalEvent:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
     AlreadyDone when pacing found this job's event already written."""
@@ -290,13 +298,26 @@ async def _run(
     # Counted before the check runs and never undone, each attempt that may reach the server is
     # counted whatever fails after it; a run that finds max_tries counted does not check again.
     attempts = AttemptCounter(redis, keys.attempts_key(eid), attempts_ttl_s(settings), job_try)
+    fetches_token = request.oauth2 is not None and request.oauth2.fetches_token
+    tokens = _token_source(runtime, redis)
 
     async def check(counted: int | None = None) -> ValidationResult:
         if counted is None:
             await attempts.start(settings.max_tries)
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
-        return await validate_inbox(request, runtime.options)
+        result = await validate_inbox(request, runtime.options, tokens)
+        if tokens.rotated_refresh_token is not None:
+            await keep_rotated(
+                redis,
+                runtime.sealer,
+                request,
+                tokens.rotated_refresh_token,
+                registry=registry,
+                event_id=eid,
+                ttl_s=attempts_ttl_s(settings),
+            )
+        return result
 
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
@@ -342,4 +363,14 @@ async def _run(
         defer = retry_defer(settings, attempts.value, result)
         log.info("check_retry", error_code=result.error_code, reason=result.reason, retry_in_s=defer)
         raise Retry(defer=defer)
+    if fetches_token:
+        result = await with_rotated(redis, result, eid)
     return events.completed(result.model_copy(update={"attempts": attempts.value}), eid)
+
+
+def _token_source(runtime: Runtime, redis: Any) -> RedisTokens | DirectTokens:
+    """Kept tokens need Redis and a key to seal them; otherwise each check fetches its own."""
+    if runtime.sealer is None or redis is None:
+        return DirectTokens()
+    # The refresh lock outlives the token step's own limit only briefly, should its holder die.
+    return RedisTokens(redis, runtime.sealer, lock_ttl_s=runtime.options.step_timeout + TOKEN_LOCK_SLACK_S)

@@ -20,6 +20,7 @@ ALL_SCRIPTS = [
     scripts.COUNT_ATTEMPT,
     scripts.APPEND_ONCE,
     scripts.CLAIM_DUE,
+    scripts.RELEASE_LOCK,
 ]
 
 
@@ -58,6 +59,7 @@ async def every_script_once(redis: Redis, run: str) -> None:
     await pacer.back_off(f"{run}.example", 1)  # a host of its own: the next run takes HOST
     await Registry(redis, queue_name="test:queue", sealer=None).enqueue_due(claim_ttl_s=60, batch=10)
     await scripts.of(redis).count_attempt(keys=[f"test:counted:{run}"], args=[60_000, 1])
+    await scripts.of(redis).release_lock(keys=[f"test:lock:{run}"], args=["holder"])
 
 
 async def test_each_client_registers_every_script_once(
