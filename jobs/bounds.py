@@ -6,8 +6,9 @@ was read is dropped. Time is bounded separately: every step has its own limit an
 conversation a deadline (jobs.steps, jobs.protocol_run), so a server dripping a byte at a time
 costs a check its limit at most. Each bound is many times what real servers send and small
 enough that a worker's full complement of checks, all against hostile servers, stays within the
-memory budget stated in the README. (One more, on an OAuth2 error challenge, lives with the SASL
-code it guards: jobs.sasl.MAX_CHALLENGE_CHARS.)
+memory budget stated in the README. Two more live with the code they guard, each with its
+reason: an OAuth2 error challenge, jobs.sasl.MAX_CHALLENGE_CHARS (2 KiB), and a token
+endpoint's HTTP answer, jobs.token_http.MAX_RESPONSE_BYTES (64 KiB).
 """
 
 from __future__ import annotations

@@ -97,3 +97,33 @@ def test_huge_strings_are_refused_or_taken_quickly(field: str, size: int, char: 
     if isinstance(found, RequestError):
         assert len(str(found)) < 1000  # it names the field and the problem, never the value
         assert field in {p.field for p in found.problems}
+
+
+OAUTH2_SECRETS = ("access_token", "refresh_token", "client_secret", "service_account_key")
+OAUTH2_FIELDS = (*OAUTH2_SECRETS, "client_id", "grant", "token_url", "scopes", "tenant")
+
+
+@given(
+    st.dictionaries(st.sampled_from(OAUTH2_SECRETS), secrets(), min_size=1),
+    st.dictionaries(st.sampled_from(OAUTH2_FIELDS) | hostile_text(max_size=15), any_json(), max_size=4),
+    st.sampled_from(["GOOGLE_WORKSPACE", "OUTLOOK_365", "CUSTOM_SMTP"]),
+)
+def test_oauth2_secrets_never_leak_whatever_comes_with_them(
+    given_secrets: dict[str, str], others: dict[str, Any], inbox_type: str
+) -> None:
+    raw: dict[str, Any] = {
+        "inbox_type": inbox_type,
+        "email": "ann@corp.example",
+        "smtp_host": "mail.corp.example",
+        "smtp_port": 587,
+        "imap_host": "mail.corp.example",
+        "imap_port": 993,
+        "auth": "oauth2",
+        "oauth2": {**others, **given_secrets},
+    }
+    found = outcome(raw)
+    if isinstance(found, RequestError):
+        assert_no_secret_in(found, *given_secrets.values())
+    else:
+        shown = repr(found) + str(found) + found.model_dump_json()
+        assert SECRET_MARK not in shown
