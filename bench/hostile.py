@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -267,11 +268,12 @@ async def _memory_budget(popen: Any, driver: Driver, n: int, c: int) -> int:
     # hostile ones of every kind again among them.
     kinds = list(HOSTILE_KINDS)
     hostile_first = ["near-bound"] * c
+    every_kind = itertools.cycle(kinds)
     mixed: list[str] = []
     for i in range(n):
         mixed.append("good")
         if i % max(1, n // c) == 0:
-            mixed.append(kinds[len(mixed) % len(kinds)])
+            mixed.append(next(every_kind))
     hostile_total = c + sum(k != "good" for k in mixed)
     reset_peak(pid)
     started = time.perf_counter()
