@@ -25,7 +25,8 @@ derive from it (worker/ defines most of them; jobs/ never imports worker/).
         ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)
         ├── SecretKeyError         ValueError         worker.messages.sealing
         ├── SealError              -                  worker.messages.sealing
-        └── ResultError            ValueError         worker.messages.envelope
+        ├── ResultError            ValueError         worker.messages.envelope
+        └── WebhookError           -                  worker.webhooks.endpoints
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
         session: ImapSession | None = None
         try:
             async with steps.step(Step.DNS):
-                addresses = await net.resolve(host, port, options.pins)
+                addresses = await net.resolve(host, port, options.pins, options.dns_servers)
             async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where, options.destinations)
             session = ImapSession()

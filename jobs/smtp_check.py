@@ -110,7 +110,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
         smtp: aiosmtplib.SMTP | None = None
         try:
             async with steps.step(Step.DNS):
-                addresses = await net.resolve(host, port, options.pins)
+                addresses = await net.resolve(host, port, options.pins, options.dns_servers)
             async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where, options.destinations)
             smtp = aiosmtplib.SMTP(

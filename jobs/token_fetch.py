@@ -96,7 +96,7 @@ async def fetch_token(
     assert oauth2.token_url is not None
     where = where_of(oauth2)
     form = token_form(oauth2, email)
-    answer = await post_form(oauth2.token_url, form, where, options.destinations, options.ca_file)
+    answer = await post_form(oauth2.token_url, form, where, options)
     body = _json(answer.body)
     if answer.status == HTTP_TOO_MANY_REQUESTS or answer.status >= HTTP_SERVER_ERROR:
         raise unavailable(answer.status, where, answer.retry_after)

@@ -22,8 +22,8 @@ import httpx
 from httpcore._backends.anyio import AnyIOStream
 
 from jobs import net
-from jobs.destinations import DestinationPolicy
 from jobs.errors import Reason, check_error
+from jobs.options import CheckOptions
 
 # A token answer is 2-5 KB (a Microsoft one with a refresh token); far more is not one.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -38,11 +38,12 @@ class HttpAnswer:
 
 
 class _PolicyBackend(httpcore.AsyncNetworkBackend):
-    """Connects through jobs.net: every resolved address judged by the policy before its socket."""
+    """Connects through jobs.net: names resolved as the mail hosts' are (--resolve, the DNS
+    servers), every address judged by the policy before its socket."""
 
-    def __init__(self, where: str, policy: DestinationPolicy) -> None:
+    def __init__(self, where: str, options: CheckOptions) -> None:
         self.where = where
-        self.policy = policy
+        self.options = options
 
     async def connect_tcp(
         self,
@@ -52,8 +53,8 @@ class _PolicyBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: object = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = await net.resolve(host, port)
-        sock = await net.connect(addresses, self.where, self.policy)
+        addresses = await net.resolve(host, port, self.options.pins, self.options.dns_servers)
+        sock = await net.connect(addresses, self.where, self.options.destinations)
         try:
             # As anyio's own connect does: httpcore writes headers and body separately, and Nagle
             # would hold the second write until the first is acknowledged.
@@ -77,16 +78,14 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-async def post_form(
-    url: str, form: dict[str, str], where: str, policy: DestinationPolicy, ca_file: str | None
-) -> HttpAnswer:
+async def post_form(url: str, form: dict[str, str], where: str, options: CheckOptions) -> HttpAnswer:
     """POST `form` to `url` and read the answer, at most MAX_RESPONSE_BYTES of it. The caller
     bounds the time (the token step's limit)."""
-    context = _tls_context(ca_file)
+    context = _tls_context(options.ca_file)
     transport = httpx.AsyncHTTPTransport(verify=context, retries=0)
     # httpx takes no network backend; its pool is swapped for one that connects through jobs.net.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context, max_connections=1, retries=0, network_backend=_PolicyBackend(where, policy)
+        ssl_context=context, max_connections=1, retries=0, network_backend=_PolicyBackend(where, options)
     )
     async with (
         httpx.AsyncClient(

@@ -115,3 +115,25 @@ def oauth2_lock_key(cache_id: str) -> str:
 
 def oauth2_rotated_key(event_id: str) -> str:
     return OAUTH2_ROTATED_PREFIX + event_id
+
+
+# Webhooks (worker.webhooks): endpoints, the deliveries in progress, dead letters.
+WEBHOOK_ENDPOINTS_KEY = "inboxcheck:webhooks:endpoints"  # set: endpoint ids
+WEBHOOK_ENDPOINT_PREFIX = "inboxcheck:webhook:endpoint:"  # hash per endpoint: url, events, sealed secret
+WEBHOOK_DUE_PREFIX = "inboxcheck:webhook:due:"  # sorted set per endpoint: delivery ref, score = due ms
+# hash per event in delivery (ref: its stream entry id, or replay:<n>): the body, the entry to
+# acknowledge, when it started, how many endpoints still owe it, and each one's attempts.
+WEBHOOK_DELIVERY_PREFIX = "inboxcheck:webhook:delivery:"
+WEBHOOK_DEAD_KEY = "inboxcheck:webhooks:dead"  # list: JSON dead letters, newest first
+
+
+def webhook_endpoint_key(endpoint_id: str) -> str:
+    return WEBHOOK_ENDPOINT_PREFIX + endpoint_id
+
+
+def webhook_due_key(endpoint_id: str) -> str:
+    return WEBHOOK_DUE_PREFIX + endpoint_id
+
+
+def webhook_delivery_key(ref: str) -> str:
+    return WEBHOOK_DELIVERY_PREFIX + ref

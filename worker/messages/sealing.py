@@ -63,6 +63,8 @@ USE_REGISTRY = "registry"
 # event: neither is ever accepted as a job's or a registered inbox's credentials.
 USE_TOKEN_CACHE = "token-cache"
 USE_ROTATED = "rotated"
+# A webhook endpoint's signing secret (worker.webhooks.endpoints), bound to its URL.
+USE_WEBHOOK = "webhook"
 # A token stamped this far in the future still opens: producers' clocks drift a little.
 CLOCK_SKEW_S = 300.0
 

@@ -69,6 +69,7 @@ async def retried_while_refused(
     end are logged through `writes`. Any other error, or a refusal past the budget, is raised."""
     deadline = time.monotonic() + budget_s
     wait = FIRST_WAIT_S
+    refused = False
     while True:
         try:
             result = await write()
@@ -77,10 +78,14 @@ async def retried_while_refused(
             if code is None:
                 raise
             writes.refused(code)
+            refused = True
             if time.monotonic() + wait > deadline:
                 raise
             await asyncio.sleep(wait)
             wait = min(2 * wait, MAX_WAIT_S)
             continue
-        writes.accepted()
+        # Only a write refused before says Redis takes writes again: at maxmemory Redis still
+        # lets a script through once it has written (the event's append), not a plain command.
+        if refused:
+            writes.accepted()
         return result

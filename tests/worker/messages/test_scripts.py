@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from worker.messages import events, scripts, stream
 from worker.rechecks.pacing import Held, Pacer, PacingPolicy
 from worker.rechecks.registry import Registry
+from worker.webhooks.ledger import Ledger
 
 HOST = "mail.example"
 ALL_SCRIPTS = [
@@ -21,6 +22,8 @@ ALL_SCRIPTS = [
     scripts.APPEND_ONCE,
     scripts.CLAIM_DUE,
     scripts.RELEASE_LOCK,
+    scripts.WEBHOOK_FAN_OUT,
+    scripts.WEBHOOK_SETTLE,
 ]
 
 
@@ -60,6 +63,10 @@ async def every_script_once(redis: Redis, run: str) -> None:
     await Registry(redis, queue_name="test:queue", sealer=None).enqueue_due(claim_ttl_s=60, batch=10)
     await scripts.of(redis).count_attempt(keys=[f"test:counted:{run}"], args=[60_000, 1])
     await scripts.of(redis).release_lock(keys=[f"test:lock:{run}"], args=["holder"])
+    ledger = Ledger(redis, stream="test:events", group="test:group", queue_max=10, dead_max=10)
+    await ledger.fan_out(f"replay:{run}", "", "{}", "test", run, [f"ep-{run}"])
+    [delivery] = await ledger.claim(f"ep-{run}", 1, 60)
+    await ledger.delivered(delivery)
 
 
 async def test_each_client_registers_every_script_once(

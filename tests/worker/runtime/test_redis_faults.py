@@ -109,7 +109,12 @@ async def test_jobs_redis_refuses_to_finish_wait_and_end_in_exactly_one_event_ea
                 return [entry for entry in logs if entry["event"] == name]
 
             async def all_refused() -> bool:
-                return len(imap.logins) == JOBS and bool(said("redis_refusing_writes"))
+                appended = await client.xlen(settings.events_stream)
+                return (
+                    len(imap.logins) == JOBS
+                    and bool(said("redis_refusing_writes"))
+                    and (appended == appended_meanwhile)
+                )
 
             await _until(all_refused, "every check ran and Redis refused its event")
             # Refused: no job finished, every one still queued, no event written twice.
