@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
 from jobs.errors import Reason, check_error
 from jobs.oauth2_request import MAX_TOKEN_CHARS, Grant, OAuth2Credentials
 from jobs.options import CheckOptions
+from jobs.time_units import SECONDS_PER_DAY
 from jobs.token_errors import refusal, unavailable
 from jobs.token_http import post_form
 
@@ -26,6 +27,9 @@ ASSERTION_LIFETIME_S = 3600
 HTTP_OK = 200
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_SERVER_ERROR = 500
+# A longer lifetime is taken as this: real access tokens live about an hour, and one kept for
+# years would never put the grant to the endpoint again (nor fit Redis's expiry, past some size).
+MAX_EXPIRES_IN_S = SECONDS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,9 @@ async def fetch_token(
             Reason.SERVICE_UNAVAILABLE, f"{where} answered HTTP {answer.status} with a body that is not JSON"
         )
     if answer.status != HTTP_OK or "error" in body:
-        raise refusal(answer.status, body, where, oauth2.grant, (*secrets, *form.values()))
+        # The form's secrets are the request's and a service account's signed assertion; its
+        # other values (grant_type, client_id, scope) are names a refusal rightly quotes.
+        raise refusal(answer.status, body, where, oauth2.grant, (*secrets, form.get("assertion", "")))
     token = _token_of(body, where)
     if oauth2.refresh_token is not None and token.refresh_token == oauth2.refresh_token.get_secret_value():
         token = replace(token, refresh_token=None)  # the same one back: nothing rotated
@@ -120,15 +126,24 @@ def _json(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _usable(value: Any) -> TypeGuard[str]:
+    """A token a request could carry (jobs.oauth2_request): a rotated refresh token goes back into
+    the registry or to the producer, and one with a line break in it would make every later
+    request for the inbox invalid."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_CHARS and value.isprintable()
+
+
 def _token_of(body: dict[str, Any], where: str) -> FetchedToken:
     token, refresh, expires_in = body.get("access_token"), body.get("refresh_token"), body.get("expires_in")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS or not token.isprintable():
+    if not _usable(token):
         raise check_error(Reason.PROTOCOL_ERROR, f"{where} answered without a usable access_token")
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
-        expires_in = int(expires_in)  # some endpoints send it as a string
-    fresh_refresh = refresh if isinstance(refresh, str) and 0 < len(refresh) <= MAX_TOKEN_CHARS else None
+        # Some endpoints send it as a string; float(), unlike int(), takes any number of digits
+        # (too many is inf, capped below).
+        expires_in = float(expires_in)
+    lifetime_s = None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        lifetime_s = float(min(expires_in, MAX_EXPIRES_IN_S))
     return FetchedToken(
-        access_token=token,
-        expires_in_s=float(expires_in) if isinstance(expires_in, int) and expires_in > 0 else None,
-        refresh_token=fresh_refresh,
+        access_token=token, expires_in_s=lifetime_s, refresh_token=refresh if _usable(refresh) else None
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import anyio.abc
@@ -34,7 +34,7 @@ _HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity", "User-A
 class HttpAnswer:
     status: int
     retry_after: str | None
-    body: bytes
+    body: bytes = field(repr=False)  # a token answer: the access and refresh tokens
 
 
 class _PolicyBackend(httpcore.AsyncNetworkBackend):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,9 @@ from structlog.testing import capture_logs
 from jobs.errors import ErrorCode, Reason
 from jobs.options import CheckOptions
 from jobs.result import ValidationResult
-from jobs.token_http import MAX_RESPONSE_BYTES
+from jobs.token_fetch import token_form
+from jobs.token_http import MAX_RESPONSE_BYTES, post_form
+from jobs.token_step import DirectTokens, obtain_token
 from jobs.validate import validate_inbox
 from tests.jobs.checks import CLOSED_PORT, STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers import oauth
@@ -99,6 +102,52 @@ async def test_each_refusal_of_the_token_endpoint_has_its_reason(
         assert result.oauth2_client_id == "app-1"  # app-wide: the event names the app
     else:
         assert result.oauth2_client_id is None
+
+
+async def test_a_refusal_masks_the_secrets_it_echoes_and_keeps_the_names_it_quotes(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint()
+    req = refresh_request(endpoint)
+    assert req.oauth2 is not None and req.oauth2.refresh_token is not None
+    echoed = req.oauth2.refresh_token.get_secret_value()
+    endpoint.fail_with(
+        oauth.microsoft_error(
+            "invalid_request",
+            900144,
+            f"The request body must contain the following parameter: 'refresh_token'; app 'app-1' sent '{echoed}'.",
+        )
+    )
+    result = await check(req, options(ca_file))  # no secret anywhere in it
+    assert_token_failed(result, Reason.OAUTH_APP_MISCONFIGURED)
+    assert "parameter: 'refresh_token'; app 'app-1' sent '***'" in (result.smtp.detail or "")
+
+
+async def test_a_token_answer_shows_no_token_in_its_repr(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint()
+    req = refresh_request(endpoint)
+    assert req.oauth2 is not None
+    answer = await post_form(
+        endpoint.token_url, token_form(req.oauth2, EMAIL), "token endpoint", options(ca_file)
+    )
+    tokens = json.loads(answer.body)
+    assert answer.status == 200 and tokens["access_token"] and tokens["refresh_token"]
+    assert tokens["access_token"] not in repr(answer) and tokens["refresh_token"] not in repr(answer)
+
+
+async def test_a_rotated_refresh_token_no_request_could_carry_is_not_handed_on(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    # Kept, it would make the registry's copy of the inbox (or the producer's next request) invalid.
+    endpoint = token_endpoint()
+    answer = {"access_token": "a" * 2_000, "token_type": "Bearer", "expires_in": 3_600}
+    endpoint.fail_with(oauth.json_reply(200, {**answer, "refresh_token": "new-one\r\nX-Injected: 1"}))
+    tokens = DirectTokens()
+    outcome = await obtain_token(refresh_request(endpoint), options(ca_file), tokens)
+    assert outcome.token is not None and outcome.token.access_token == answer["access_token"]
+    assert tokens.rotated_refresh_token is None
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,17 @@ def oauth2_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def keep_rotated(rotated: str | None, path: Path | None) -> None:
+def check_save_path(path: Path | None) -> None:
+    """Refuse a --save-refresh-token FILE that cannot be written before the check runs: after it,
+    the provider may have rotated the refresh token, and the new one would be lost."""
+    if path is None:
+        return
+    target = path if path.exists() else path.parent
+    if path.is_dir() or not os.access(target, os.W_OK):
+        raise ClientError(f"--save-refresh-token: cannot write {path}")
+
+
+def save_rotated(rotated: str | None, path: Path | None) -> None:
     """A refresh token the provider issued in place of the one given: written to `path` (readable
     by its owner only), or a warning that it was not kept. Never printed."""
     if rotated is None:

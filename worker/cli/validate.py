@@ -18,7 +18,7 @@ from jobs.result import ValidationResult
 from jobs.token_step import DirectTokens
 from jobs.validate import validate_inbox
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
-from worker.cli.oauth2_flags import add_flags, keep_rotated, oauth2_from_flags, secret
+from worker.cli.oauth2_flags import add_flags, check_save_path, oauth2_from_flags, save_rotated, secret
 from worker.cli.report import render
 from worker.logs import install_safe_exception_handler
 from worker.messages import events
@@ -96,9 +96,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.resolve:
         # Added to INBOXCHECK_RESOLVE's; a HOST:PORT given here replaces its addresses there.
         settings = settings.model_copy(update={"resolve": {**settings.resolve, **parse_pins(args.resolve)}})
+    check_save_path(args.save_refresh_token)
     tokens = DirectTokens()
     result = asyncio.run(_validate(request, settings, args.public_only, tokens))
-    keep_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
+    save_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
     if args.json:
         print(events.completed(result).model_dump_json())
     else:

@@ -97,16 +97,18 @@ def inbox_backoff_key(inbox_id: str) -> str:
     return INBOX_BACKOFF_PREFIX + inbox_id
 
 
-# OAuth2 (worker.runtime.token_cache): per inbox and app (a hash of the inbox id and the request's
-# destination digest, so no address appears in a key name).
-OAUTH2_TOKEN_PREFIX = "inboxcheck:oauth2:token:"  # string: the access token, sealed; expires with it
+# OAuth2 (worker.runtime.token_cache): per inbox and app, a cache id (a hash of the inbox id and the
+# request's destination digest, so no address appears in a key name); a kept token also per
+# credentials (a keyed digest of the grant's secrets, never the secrets or a plain hash of them).
+# string: the access token, sealed; expires with it. <cache id>:<credentials digest>
+OAUTH2_TOKEN_PREFIX = "inboxcheck:oauth2:token:"
 OAUTH2_LOCK_PREFIX = "inboxcheck:oauth2:lock:"  # string: the one refresh running for an inbox and app
 # Per event: a refresh token the provider rotated during a one-off job, sealed, until its event.
 OAUTH2_ROTATED_PREFIX = "inboxcheck:oauth2:rotated:"
 
 
-def oauth2_token_key(cache_id: str) -> str:
-    return OAUTH2_TOKEN_PREFIX + cache_id
+def oauth2_token_key(cache_id: str, credentials: str) -> str:
+    return f"{OAUTH2_TOKEN_PREFIX}{cache_id}:{credentials}"
 
 
 def oauth2_lock_key(cache_id: str) -> str:

@@ -25,8 +25,10 @@ from pydantic import SecretStr
 
 from jobs.errors import InboxcheckError
 
-# Separates the job-id HMAC key from the encryption key, though both come from one setting.
+# Separate the job-id and secret-digest HMAC keys from the encryption key, though all come from
+# one setting.
 _JOB_ID_CONTEXT = b"inboxcheck job id v1"
+_SECRET_DIGEST_CONTEXT = b"inboxcheck secret digest v1"
 # The sealed plaintext's format; 1 (no destination) is refused.
 SEAL_VERSION = 2
 # Every request field that decides where a secret goes and how: the endpoints and their TLS modes
@@ -124,6 +126,7 @@ class Sealer:
                 "make one with `inboxcheck keygen`"
             ) from None
         self._job_id_key = hmac.new(keys[0].encode(), _JOB_ID_CONTEXT, hashlib.sha256).digest()
+        self._secret_digest_key = hmac.new(keys[0].encode(), _SECRET_DIGEST_CONTEXT, hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return "Sealer(***)"
@@ -192,6 +195,11 @@ class Sealer:
 
     def job_id(self, canonical: bytes) -> str:
         return hmac.new(self._job_id_key, canonical, hashlib.sha256).hexdigest()
+
+    def secret_digest(self, secrets: bytes) -> str:
+        """A name for `secrets` (HMAC-SHA256, hex, under a key of its own): equal for equal
+        secrets, and without the key nobody can test a guess against it, as they could a hash."""
+        return hmac.new(self._secret_digest_key, secrets, hashlib.sha256).hexdigest()
 
 
 def sealer_for(secret: SecretStr | None) -> Sealer | None:

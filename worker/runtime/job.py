@@ -28,7 +28,7 @@ from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held, TriesUsedUp
 from worker.rechecks.registry import Registry, is_recheck
 from worker.runtime.context import WorkerContext, as_context
-from worker.runtime.rotated_tokens import keep_rotated, with_rotated
+from worker.runtime.rotated_tokens import keep_rotated, rotated_sealed
 from worker.runtime.token_cache import RedisTokens
 from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_refused
 from worker.settings import Settings
@@ -306,18 +306,25 @@ async def _run(
             await attempts.start(settings.max_tries)
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
-        result = await validate_inbox(request, runtime.options, tokens)
-        if tokens.rotated_refresh_token is not None:
-            await keep_rotated(
-                redis,
-                runtime.sealer,
-                request,
-                tokens.rotated_refresh_token,
-                registry=registry,
-                event_id=eid,
-                ttl_s=attempts_ttl_s(settings),
-            )
-        return result
+        try:
+            return await validate_inbox(request, runtime.options, tokens)
+        finally:
+            # Kept whatever the check ends in, a bug included: the refresh token sent may be dead
+            # already, and this is the only copy of the new one.
+            if tokens.rotated_refresh_token is not None:
+                await keep_rotated(
+                    redis,
+                    runtime.sealer,
+                    request,
+                    tokens.rotated_refresh_token,
+                    registry=registry,
+                    event_id=eid,
+                    ttl_s=attempts_ttl_s(settings),
+                )
+
+    async def rotated() -> str | None:
+        # A one-off job's rotated refresh token rides on the event that ends it, whichever that is.
+        return await rotated_sealed(redis, eid) if fetches_token else None
 
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
@@ -345,7 +352,12 @@ async def _run(
         # worker died during it) and its verdict is gone: the job ends here, in a failed event,
         # rather than in one more login.
         log.error("tries_used_up", attempts=used.attempts)
-        failure = events.Failure(inbox_id=request.inbox_id, reason=TRIES_USED_UP, attempts=used.attempts)
+        failure = events.Failure(
+            inbox_id=request.inbox_id,
+            reason=TRIES_USED_UP,
+            attempts=used.attempts,
+            oauth2_refresh_token_sealed=await rotated(),
+        )
         return events.failed(failure, eid)
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
@@ -355,7 +367,10 @@ async def _run(
         if not last_try:
             raise Retry(defer=retry_defer(settings, attempts.value)) from None
         failure = events.Failure(
-            inbox_id=request.inbox_id, reason=type(exc).__name__, attempts=attempts.value
+            inbox_id=request.inbox_id,
+            reason=type(exc).__name__,
+            attempts=attempts.value,
+            oauth2_refresh_token_sealed=await rotated(),
         )
         return events.failed(failure, eid)
 
@@ -363,9 +378,12 @@ async def _run(
         defer = retry_defer(settings, attempts.value, result)
         log.info("check_retry", error_code=result.error_code, reason=result.reason, retry_in_s=defer)
         raise Retry(defer=defer)
-    if fetches_token:
-        result = await with_rotated(redis, result, eid)
-    return events.completed(result.model_copy(update={"attempts": attempts.value}), eid)
+    return events.completed(
+        result.model_copy(
+            update={"attempts": attempts.value, "oauth2_refresh_token_sealed": await rotated()}
+        ),
+        eid,
+    )
 
 
 def _token_source(runtime: Runtime, redis: Any) -> RedisTokens | DirectTokens:

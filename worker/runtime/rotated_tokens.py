@@ -1,6 +1,7 @@
 """A refresh token the provider rotated during a check must never be lost (Microsoft issues a new
 one on every refresh): a registered inbox keeps it in the registry, sealed; a one-off job hands it
-to its producer, sealed, in its completed event (`oauth2_refresh_token_sealed`).
+to its producer, sealed, in the event that ends it (`oauth2_refresh_token_sealed`: completed, or
+failed).
 
 Between the refresh and the event an attempt may end in a retry, so a one-off job's rotated token
 waits in Redis (sealed, keyed by the event) for the event that ends the job.
@@ -13,7 +14,6 @@ from typing import Any
 import structlog
 
 from jobs.request import ValidationRequest
-from jobs.result import ValidationResult
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
 from worker.messages.payload import request_fields
@@ -57,10 +57,8 @@ async def keep_rotated(
     )
 
 
-async def with_rotated(redis: Any, result: ValidationResult, event_id: str) -> ValidationResult:
-    """`result` carrying the refresh token kept for its event, if any."""
+async def rotated_sealed(redis: Any, event_id: str) -> str | None:
+    """The sealed refresh token kept for the event `event_id`, if any: its completed event carries
+    it, and so does a failed one (a bug, or TriesUsedUp), since the job ends there either way."""
     sealed = await redis.get(keys.oauth2_rotated_key(event_id))
-    if sealed is None:
-        return result
-    text = sealed.decode() if isinstance(sealed, bytes) else str(sealed)
-    return result.model_copy(update={"oauth2_refresh_token_sealed": text})
+    return sealed.decode() if isinstance(sealed, bytes) else sealed

@@ -325,6 +325,11 @@ def test_cli_refreshes_a_token_and_keeps_the_rotated_refresh_token_in_a_private_
         "INBOXCHECK_OAUTH2_REFRESH_TOKEN": oauth_user.refresh_token,
         "INBOXCHECK_OAUTH2_CLIENT_SECRET": oauth_user.client_secret,
     }
+    # A file that cannot be written is refused before the refresh that would rotate the token.
+    nowhere = [tmp_path / "no-such-dir" / "refresh-token" if a == str(saved) else a for a in args]
+    refused = run_cli(*map(str, nowhere), env=env)
+    assert refused.returncode == 2 and "--save-refresh-token: cannot write" in refused.stderr
+    assert [r for r in oauth_provider.token_requests if r.client_id == oauth_user.client_id] == []
     run = run_cli(*args, env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["data"]["status"] == "valid"

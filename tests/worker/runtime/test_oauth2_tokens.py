@@ -11,29 +11,41 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
+from jobs import validate
+from jobs.errors import Reason
 from jobs.request import parse_request
+from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from jobs.token_step import obtain_token
 from tests.jobs.checks import options
 from tests.servers.dovecot import Dovecot
-from tests.servers.oauth import OAuthAccount, TokenEndpoint
+from tests.servers.oauth import OAuthAccount, TokenEndpoint, json_reply
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import SmtpServer
-from tests.worker.support import KEY, burst, make_settings, scan_for, stream_events
+from tests.worker.support import KEY, burst, closed_port, make_settings, scan_for, stream_events
 from worker.messages import keys
-from worker.messages.events import COMPLETED
+from worker.messages.events import COMPLETED, FAILED
 from worker.messages.payload import request_fields
 from worker.messages.producer import enqueue_validation
 from worker.messages.sealing import USE_REGISTRY, USE_ROTATED, Sealer, destination_digest
 from worker.rechecks.registry import Registry
+from worker.runtime.job import TRIES_USED_UP
 from worker.runtime.token_cache import RedisTokens
 
 CONCURRENT_CHECKS = 8
+HTTP_OK = 200
 RECHECK_EVERY_S = 60.0
 
 
-def oauth_request(user: OAuthAccount, provider: TokenEndpoint, inbox_id: str, **fields: Any) -> Any:
+def oauth_request(
+    user: OAuthAccount,
+    provider: TokenEndpoint,
+    inbox_id: str,
+    oauth2: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Any:
     return parse_request(
         {
             "inbox_id": inbox_id,
@@ -45,12 +57,28 @@ def oauth_request(user: OAuthAccount, provider: TokenEndpoint, inbox_id: str, **
                 "client_id": user.client_id,
                 "client_secret": user.client_secret,
                 "token_url": provider.token_url,
+                **(oauth2 or {}),
             },
             "smtp_host": "127.0.0.1",
             "imap_host": "127.0.0.1",
             **fields,
         }
     )
+
+
+async def refreshes(provider: TokenEndpoint, user: OAuthAccount, refresh_token: str) -> bool:
+    """Whether the endpoint takes `refresh_token`, as the producer's next request would send it."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            provider.token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": user.client_id,
+                "client_secret": user.client_secret,
+            },
+        )
+    return answer.status_code == HTTP_OK
 
 
 def secrets_of(user: OAuthAccount, provider: TokenEndpoint, *more: str) -> list[bytes]:
@@ -76,12 +104,60 @@ async def test_concurrent_checks_of_one_inbox_ask_the_token_endpoint_once(
     assert later.token is not None and later.token.from_cache and later.token.access_token in tokens
     assert len(oauth_provider.token_requests) == before + 1
     source = RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5)
-    cache_id = source.cache_id(request)
-    ttl_ms = await aredis.pttl(keys.oauth2_token_key(cache_id))
+    ttl_ms = await aredis.pttl(source.token_key(request))
     assert 0 < ttl_ms <= (oauth_provider.expires_in - 60) * 1000  # gone a minute before the token
-    assert not await aredis.exists(keys.oauth2_lock_key(cache_id))  # released
+    assert not await aredis.exists(keys.oauth2_lock_key(source.cache_id(request)))  # released
     await source.discard(request)  # a kept token the mail server refused
-    assert not await aredis.exists(keys.oauth2_token_key(cache_id))
+    assert not await aredis.exists(source.token_key(request))
+
+
+@pytest.mark.parametrize("expires_in", [10**30, "9" * 5_000], ids=["past-redis", "past-int"])
+async def test_a_lifetime_past_a_day_keeps_the_token_a_day(
+    aredis: Redis, token_endpoint: Callable[..., TokenEndpoint], ca_file: str, expires_in: Any
+) -> None:
+    # An endpoint's number is outside input: 10**30 s made Redis refuse the SET, 5,000 digits
+    # made int() raise, and every attempt refreshed (and rotated) again.
+    endpoint = token_endpoint()
+    endpoint.fail_with(json_reply(HTTP_OK, {"access_token": "a" * 2_000, "expires_in": expires_in}))
+    account = OAuthAccount("ann@inboxcheck.test", "unused", "app-1", "app-secret", "refresh-token")
+    request = oauth_request(account, endpoint, "long-lived", smtp_port=1, imap_port=1)
+    source = RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5)
+    outcome = await obtain_token(request, options(ca_file), source)
+    assert outcome.token is not None, outcome.error
+    assert 0 < await aredis.pttl(source.token_key(request)) <= SECONDS_PER_DAY * MS_PER_S
+
+
+async def test_a_kept_token_serves_only_the_credentials_that_obtained_it(
+    aredis: Redis, oauth_provider: TokenEndpoint, oauth_user: OAuthAccount, ca_file: str
+) -> None:
+    def check(**oauth2: str) -> Any:
+        request = oauth_request(
+            oauth_user, oauth_provider, "per-credentials", oauth2, smtp_port=1, imap_port=1
+        )
+        return obtain_token(request, options(ca_file), RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5))
+
+    first = await check()
+    assert first.token is not None and not first.token.from_cache
+    rotated = first.token.refresh_token  # the stand-in rotates, and revokes the one sent
+    assert rotated is not None
+    asked = len(oauth_provider.token_requests)
+    # The same inbox and app with another refresh token or client secret: the endpoint decides.
+    wrong_token = await check(refresh_token="revoked-or-never-issued")
+    assert wrong_token.error is not None and wrong_token.error.reason is Reason.OAUTH_REAUTH_REQUIRED
+    wrong_secret = await check(client_secret="not-the-apps-secret")
+    assert wrong_secret.error is not None and wrong_secret.error.reason is Reason.OAUTH_APP_MISCONFIGURED
+    assert len(oauth_provider.token_requests) == asked + 2
+    # A producer that has not stored the rotated refresh token yet sends the old one: the token
+    # obtained with it still serves it, with no refresh the provider would refuse.
+    old = await check()
+    assert (
+        old.token is not None and old.token.from_cache and old.token.access_token == first.token.access_token
+    )
+    assert len(oauth_provider.token_requests) == asked + 2
+    # The rotated one is proved by a refresh of its own.
+    new = await check(refresh_token=rotated)
+    assert new.token is not None and not new.token.from_cache
+    assert len(oauth_provider.token_requests) == asked + 3
 
 
 async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
@@ -115,19 +191,62 @@ async def test_a_one_off_job_hands_the_rotated_refresh_token_back_sealed(
     )
     rotated = opened["oauth2_refresh_token"]
     assert rotated != oauth_user.refresh_token
-    async with httpx.AsyncClient() as http:
-        refreshed = await http.post(
-            oauth_provider.token_url,
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": rotated,
-                "client_id": oauth_user.client_id,
-                "client_secret": oauth_user.client_secret,
-            },
-        )
-    assert refreshed.status_code == 200  # the new one works (the old one was revoked)
+    assert await refreshes(oauth_provider, oauth_user, rotated)  # the new one works (the old one was revoked)
     leaks = scan_for(shared_redis.client(), secrets_of(oauth_user, oauth_provider, rotated))
     assert leaks == []
+
+
+class CheckBug(Exception):
+    """A bug in the worker that shows only after the token step."""
+
+
+def crash(*args: Any, **kwargs: Any) -> Any:
+    raise CheckBug
+
+
+@pytest.mark.parametrize("ending", ["bug", "tries-used-up"])
+async def test_a_job_that_ends_failed_still_hands_back_the_rotated_refresh_token(
+    shared_redis: RedisServer,
+    aredis: Redis,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
+) -> None:
+    port = closed_port()  # the mail servers are beside the point: the refresh is what matters
+    request = oauth_request(
+        oauth_user, oauth_provider, f"rotated-then-{ending}", smtp_port=port, imap_port=port
+    )
+    if ending == "bug":
+        # Every attempt crashes after its token step; the first one refreshed (and rotated).
+        monkeypatch.setattr(validate, "summarise", crash)
+        settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=2)
+        await enqueue_validation(aredis, request, settings=settings)
+        await burst(settings)
+    else:
+        # The one attempt refreshed, then its event could not be written (the stream's key holds
+        # a string); the run after it finds the tries used up.
+        settings = make_settings(shared_redis, tls_ca_file=ca_file, max_tries=1)
+        await aredis.set(settings.events_stream, "not a stream")
+        await enqueue_validation(aredis, request, settings=settings)
+        await burst(settings, max_burst_jobs=1)
+        await aredis.delete(settings.events_stream)
+        await burst(settings)
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
+    assert (event["type"], event["data"]["reason"]) == (
+        FAILED,
+        "CheckBug" if ending == "bug" else TRIES_USED_UP,
+    )
+    opened = Sealer(KEY).open(
+        event["data"]["oauth2_refresh_token_sealed"],
+        request.inbox_id,
+        destination_digest(request_fields(request)),
+        use=USE_ROTATED,
+    )
+    # The refresh token sent was revoked by the rotation: this one is the inbox's only way in.
+    assert not await refreshes(oauth_provider, oauth_user, oauth_user.refresh_token)
+    assert await refreshes(oauth_provider, oauth_user, opened["oauth2_refresh_token"])
 
 
 async def test_a_registered_inbox_keeps_its_rotated_refresh_token_for_the_next_recheck(
