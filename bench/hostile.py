@@ -37,9 +37,9 @@ from jobs.time_units import MS_PER_S
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, silent
 from tests.servers.hostile import IMAP_GREETING, SMTP_GREETING, drip, imap_flood, smtp_flood
+from tests.servers.tcp import Handler
 
 KIB = 1024
-MIB = 1024 * KIB
 # The worker's budget at INBOXCHECK_MAX_JOBS = 100 with every slot on a hostile server (README).
 RSS_BUDGET_MB = 200
 STEP_TIMEOUT_S = 3
@@ -67,7 +67,7 @@ SOAK_FD_SLACK = 2
 # contention more commands are in flight at once) and may not pass this.
 SOAK_REDIS_SLACK = 10
 
-HOSTILE_KINDS: dict[str, tuple[Any, Any]] = {
+HOSTILE_KINDS: dict[str, tuple[Handler, Handler]] = {
     "endless": (smtp_flood(b"250-PIPELINING\r\n"), imap_flood(b"x", head=b"* OK ")),
     "near-bound": (
         smtp_flood(b"250-PIPELINING\r\n", total=30 * KIB),
@@ -94,7 +94,7 @@ def start_endpoints(pki: PKI, smtp_port: int, imap_port: int) -> Endpoints:
     endpoints = Endpoints()
     tls = pki.valid.ssl_context
 
-    def fake(handler: Any) -> int:
+    def fake(handler: Handler) -> int:
         server = FakeServer(handler, ssl_context=tls).start()
         endpoints.fakes.append(server)
         return server.port

@@ -136,6 +136,25 @@ async def test_a_server_past_a_bound_ends_the_check_at_once_in_bounded_memory(
     assert run.held_bytes < HELD_BUDGET_BYTES, run
 
 
+async def test_the_issues_server_an_endless_greeting_on_a_starttls_port_ends_at_once(
+    fake_server: FakeFactory, ca_file: str
+) -> None:
+    # As reported: `* OK ` and then no CRLF ever, in plaintext (the greeting before STARTTLS);
+    # it held ~130 MB after 5 s and ended at the step limit as NO_GREETING.
+    server = fake_server(imap_flood(b"x", head=b"* OK "))
+    run = await measured(
+        lambda: check_imap(request(imap_port=server.port, imap_use_ssl=False), options(ca_file)), server
+    )
+    assert (run.result.error_code, run.result.reason, run.result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.PROTOCOL_ERROR,
+        "greeting",
+    )
+    assert bounds.IMAP_LINE_TOO_LONG in (run.result.detail or "")
+    assert run.seconds < STEP_TIMEOUT_S
+    assert run.peak_bytes < PEAK_BUDGET_BYTES and run.held_bytes < HELD_BUDGET_BYTES, run
+
+
 async def test_a_certificate_chain_past_openssls_bound_fails_the_handshake_saying_so(
     fake_server: FakeFactory, pki: PKI, ca_file: str, tmp_path: Path
 ) -> None:
