@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 
 from jobs.bounds import MAX_REPLY_TEXT_CHARS
 from jobs.errors import Reason, Reply
+from jobs.providers import Provider
 from jobs.replies import (
     MAX_BACKOFF_S,
     classify_imap_login,
     classify_smtp_auth,
     enhanced_code,
+    judge,
     suggested_backoff_s,
 )
 from jobs.reply_text import capped, text_of_lines
+from jobs.steps import Step
 from tests.strategies import SECRET_MARK, hostile_text, secrets
 
 # Pieces of real provider replies, so the rules' patterns are reached, glued to anything.
@@ -59,3 +62,21 @@ def test_any_smtp_reply_gives_a_reason(code: int | None, text: str, kept: list[s
     assert isinstance(
         classify_smtp_auth(Reply(code=code, text=shown, enhanced_code=enhanced_code(shown))), Reason
     )
+
+
+@given(
+    st.sampled_from(["smtp", "imap"]),
+    st.sampled_from(list(Step)),
+    st.integers(-(2**31), 2**31) | st.none(),
+    st.sampled_from(["NO", "BAD", "BYE", "OK", ""]) | st.none(),
+    REPLY_TEXT,
+    st.sampled_from(list(Provider)) | st.none(),
+)
+def test_the_reply_table_judges_any_reply_at_any_step(
+    protocol: str, step: Step, code: int | None, status: str | None, text: str, provider: Provider | None
+) -> None:
+    shown = capped(text, ())
+    reply = Reply(code=code, status=status, text=shown, enhanced_code=enhanced_code(shown))
+    reason, wait = judge(protocol, step, reply, Reason.PROTOCOL_ERROR, provider)  # type: ignore[arg-type]
+    assert isinstance(reason, Reason)
+    assert wait is None or (0 < wait <= MAX_BACKOFF_S and math.isfinite(wait))
