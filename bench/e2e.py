@@ -41,25 +41,22 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(
-    *,
+def start_worker(
     root: Path,
     redis_port: int,
-    n: int,
     c: int,
-    smtp_port: int,
-    imap_port: int,
     ca_file: str,
-    noop: bool = False,
+    *,
     loop: str = "asyncio",
     ssl_max_size: int = 0,
+    noop: bool = False,
     no_pacing: bool = False,
-) -> dict:
-    try:
-        from worker.messages.producer import enqueue_validation  # noqa: F401
-        from worker.messages.sealing import generate_key
-    except ImportError as exc:  # the runner skips the e2e rows and runs the rest
-        raise NotAvailable(f"worker/ not importable: {exc}") from None
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, dict, str, Path]:
+    """One worker process on its own queue and stream (named by a fresh tag), sealing key and
+    settings in its environment: the process, that environment, the tag and its log file."""
+    from worker.messages.sealing import generate_key
+
     tag = uuid.uuid4().hex[:8]
     key = generate_key()
     env = {
@@ -81,6 +78,7 @@ def run(
         "INBOXCHECK_LOG_FORMAT": "json",
         "INBOXCHECK_LOG_LEVEL": os.environ.get("INBOXCHECK_LOG_LEVEL", "INFO"),
         "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
     }
     cmd = [sys.executable, "-m", "bench.e2e_worker", "--loop", loop, "--ssl-max-size", str(ssl_max_size or 0)]
     if noop:
@@ -89,16 +87,45 @@ def run(
         cmd.append("--no-pacing")
     log = root / f"worker-{tag}.log"
     popen = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return popen, env, tag, log
+
+
+def run(
+    *,
+    root: Path,
+    redis_port: int,
+    n: int,
+    c: int,
+    smtp_port: int,
+    imap_port: int,
+    ca_file: str,
+    noop: bool = False,
+    loop: str = "asyncio",
+    ssl_max_size: int = 0,
+    no_pacing: bool = False,
+) -> dict:
+    try:
+        from worker.messages.producer import enqueue_validation  # noqa: F401
+        from worker.messages.sealing import generate_key  # noqa: F401
+    except ImportError as exc:  # the runner skips the e2e rows and runs the rest
+        raise NotAvailable(f"worker/ not importable: {exc}") from None
+    popen, env, tag, log = start_worker(
+        root, redis_port, c, ca_file, loop=loop, ssl_max_size=ssl_max_size, noop=noop, no_pacing=no_pacing
+    )
     try:
         return asyncio.run(_drive(popen, env, tag, n, c, smtp_port, imap_port, noop, log))
     finally:
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(5)
+        stop_worker(popen)
+
+
+def stop_worker(popen: subprocess.Popen) -> None:
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(30)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(5)
 
 
 async def _drive(

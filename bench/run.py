@@ -2,6 +2,8 @@
 
     python -m bench.run             # defaults: N=1000, C=100; delays 50/100 ms RTT at C=200; memory at C=500
     python -m bench.run --quick     # seconds-long smoke version (CI)
+    python -m bench.run --hostile   # a worker with every slot on hostile servers: peak RSS, good jobs' pace
+    python -m bench.run --soak 600  # ten minutes of mixed jobs: the worker's RSS and open fds over time
     python -m bench.run --help      # every knob
 
 Scenarios (each runs in its own process, so CPU seconds and peak RSS are its own):
@@ -295,7 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     p.add_argument("--json", metavar="FILE", help="also write all rows as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    p.add_argument(
+        "--hostile",
+        action="store_true",
+        help="only the hostile-server run: a worker at --c jobs, peak RSS against its budget",
+    )
+    p.add_argument("--soak", type=float, metavar="SECONDS", default=0, help="only the soak run, this long")
+    p.add_argument("--soak-every", type=float, default=15, help="seconds between soak samples (default 15)")
     args = p.parse_args(argv)
+    if args.hostile or args.soak:
+        return hostile_main(args)
     if args.quick:
         # CI's smoke run (~25 s on 2 cores): every scenario kind and the proxy once, tiny N, no
         # memory runs (their targets need C=500 to mean anything). Exit 2 only if a check failed
@@ -495,6 +506,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.strict and any(ok is False for _, _, _, ok in targets):
         return 1
     return 0
+
+
+def hostile_main(args: argparse.Namespace) -> int:
+    """The hostile-server run or the soak (bench/hostile.py), on the bench's servers."""
+    from bench import hostile
+
+    args.no_e2e = False
+    bench = Bench(args)
+    try:
+        bench.start()
+        if bench.redis_port is None:
+            print("ERROR: the hostile and soak runs need redis-server", file=sys.stderr)
+            return 2
+        print(f"load average before: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores", flush=True)
+        return hostile.run(
+            "soak" if args.soak else "hostile",
+            root=bench.root,
+            pki=bench.pki,
+            redis_port=bench.redis_port,
+            smtp_port=bench.smtp_port,
+            imap_port=bench.imap_port,
+            n=args.n,
+            c=args.c,
+            soak_s=args.soak,
+            every_s=args.soak_every,
+        )
+    finally:
+        bench.stop()
 
 
 if __name__ == "__main__":

@@ -121,6 +121,11 @@ service auth {{
 }}
 service anvil {{
   client_limit = {clients}
+  # mode 0 = no socket: the soak's wrong-password jobs would otherwise earn every login from
+  # 127.0.0.1 seconds of auth penalty, and good checks would time out behind them.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   client_limit = {clients}

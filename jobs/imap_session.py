@@ -18,6 +18,14 @@ from typing import Any, Protocol, cast
 from aioimaplib import aioimaplib
 
 from jobs import sasl
+from jobs.bounds import (
+    IMAP_LINE_TOO_LONG,
+    IMAP_MAX_LINE_BYTES,
+    IMAP_MAX_RESPONSE_BYTES,
+    IMAP_MAX_RESPONSE_LINES,
+    IMAP_RESPONSE_TOO_LONG,
+    IMAP_TOO_MANY_LINES,
+)
 
 
 class Response(Protocol):
@@ -41,7 +49,7 @@ class ServerBye(ConnectionError):
     """The server hung up with an untagged BYE instead of answering the command."""
 
     def __init__(self, line: bytes) -> None:
-        # As GreetingRefused: the line (bounded by MAX_LINE_BYTES) stays out of the message.
+        # As GreetingRefused: the line (bounded by jobs.bounds) stays out of the message.
         super().__init__("the server ended the session with BYE")
         self.line = line
 
@@ -51,11 +59,6 @@ class ProtocolViolation(ConnectionError):
 
 
 STARTTLS_INJECTION = "the server sent data after accepting STARTTLS, before the TLS handshake"
-# The longest line a server may send before its CRLF. What the check reads (greeting, CAPABILITY,
-# LOGIN and EXAMINE answers) is a few hundred bytes at most; aioimaplib keeps an unfinished line
-# whole and rescans it on every read, so an endless one would cost memory and time without bound.
-MAX_LINE_BYTES = 65_536
-LINE_TOO_LONG = f"the server sent more than {MAX_LINE_BYTES} bytes without ending a line"
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
@@ -72,6 +75,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         self.sent_before_tls = False
         # The first untagged BYE: why the server is about to hang up (RFC 3501 7.1.5).
         self.bye: bytes | None = None
+        # What the server sent since the last command went out (jobs.bounds).
+        self.response_bytes = 0
+        self.response_lines = 0
+        self.exceeded: str | None = None  # the bound the server passed, in plain words
 
     def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
         # A whole line after STARTTLS's OK in the read that carried it: dropped unparsed. (Not a
@@ -80,16 +87,54 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         if self.awaiting_tls:
             self.sent_before_tls = True
             return None
+        if self._answering():
+            self.response_lines += 1
+            if self.response_lines > IMAP_MAX_RESPONSE_LINES:
+                self._exceed(IMAP_TOO_MANY_LINES)
+                return None
         if self.bye is None and line[:6].upper() == b"* BYE ":
             self.bye = line
         return super()._handle_line(line, current_cmd)
+
+    def _answering(self) -> bool:
+        """Whether what arrives now counts towards an answer's bounds: before the greeting, or
+        while a command waits for its answer. Lines between answers the library drops unkept."""
+        return (
+            self.state == aioimaplib.CONNECTED
+            or self.pending_sync_command is not None
+            or bool(self.pending_async_commands)
+            or self.current_command is not None
+        )
+
+    def send(self, line: str, scrub: str | None = None) -> None:
+        self.response_bytes = self.response_lines = 0
+        super().send(line, scrub)
 
     def data_received(self, d: bytes) -> None:
         if self.awaiting_tls:  # a later read, before the handshake
             self.sent_before_tls = True
             return
+        if self.exceeded is not None:  # aborted: what was still in flight is dropped unread
+            return
+        in_literal = self.current_command is not None and self.current_command.wait_literal_data()
+        if not in_literal and b"\r\n" not in d and len(self.incomplete_line) + len(d) > IMAP_MAX_LINE_BYTES:
+            self._exceed(IMAP_LINE_TOO_LONG)  # named for what it is, though it passes both bounds
+            return
         try:
-            super().data_received(d)
+            # One line at a time: the library recurses once per line of what it is given and
+            # copies the rest of it at each level, so one 256 KiB read of empty lines would cost
+            # hundreds of MB and a RecursionError. A line at a time it keeps the same state.
+            start = 0
+            while start < len(d) and self.exceeded is None:
+                end = d.find(b"\r\n", start)
+                stop = len(d) if end == -1 else end + 2
+                if self._answering():
+                    self.response_bytes += stop - start
+                    if self.response_bytes > IMAP_MAX_RESPONSE_BYTES:
+                        self._exceed(IMAP_RESPONSE_TOO_LONG)
+                        break
+                super().data_received(d[start:stop])
+                start = stop
         except Exception as exc:  # noqa: BLE001 - whatever the parser raises ends the session
             # The exception's text may quote the pending command, LOGIN included: keep its type,
             # drop the rest, and end the session rather than let asyncio log it.
@@ -99,9 +144,14 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         # A partial line after the OK, which the library would glue to the first line read over TLS.
         if self.awaiting_tls and self.incomplete_line:
             self.sent_before_tls = True
-        if len(self.incomplete_line) > MAX_LINE_BYTES and self.transport is not None:
-            self.violation = LINE_TOO_LONG
-            self.incomplete_line = b""  # released now, not at the step's end
+        if len(self.incomplete_line) > IMAP_MAX_LINE_BYTES:
+            self._exceed(IMAP_LINE_TOO_LONG)
+
+    def _exceed(self, bound: str) -> None:
+        """End the session at once: the server passed one of jobs.bounds."""
+        self.exceeded = bound
+        self.incomplete_line = b""  # released now, not at the step's end
+        if self.transport is not None:
             self.transport.abort()
 
     def _continuation(self, line: bytes) -> None:
@@ -124,14 +174,27 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        # Nothing read is wanted any more: let what the pending commands collected (up to the
+        # bounds) go with them, and stop the greeting's CAPABILITY, which would wait forever.
+        self.incomplete_line = b""
+        self.pending_sync_command = self.current_command = None
+        for task in self.tasks:
+            task.cancel()
         if not self.closed.done():
             self.closed.set_result(exc)
         if not self.greeted.done():
             self.greeted.set_exception(
-                ProtocolViolation(f"the server's greeting broke the IMAP protocol ({self.violation})")
-                if self.violation
-                else ConnectionResetError("server closed the connection before greeting")
+                self.broken("greeting")
+                or ConnectionResetError("server closed the connection before greeting")
             )
+
+    def broken(self, what: str) -> ProtocolViolation | None:
+        """Why the session was ended on the server's account, if it was."""
+        if self.exceeded is not None:
+            return ProtocolViolation(self.exceeded)
+        if self.violation is not None:
+            return ProtocolViolation(f"the server's {what} broke the IMAP protocol ({self.violation})")
+        return None
 
 
 class _StartTls(aioimaplib.Command):  # type: ignore[misc]  # untyped library
@@ -190,11 +253,14 @@ class ImapSession:
         finally:
             if not task.done():
                 task.cancel()
-        if not task.done():
-            if self.protocol.violation is not None:
-                raise ProtocolViolation(
-                    f"the server's reply broke the IMAP protocol ({self.protocol.violation})"
-                )
+                # Its frame holds the command and all it collected: released now, not at the
+                # loop's next turn. (A wait, not an await of the task: our own cancellation by a
+                # deadline still goes through.)
+                await asyncio.wait({task})
+        if task.cancelled():
+            broken = self.protocol.broken("reply")
+            if broken is not None:
+                raise broken
             if self.protocol.bye is not None:
                 raise ServerBye(self.protocol.bye)
             raise ConnectionResetError("server closed the connection")

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from jobs.bounds import MAX_REPLY_TEXT_CHARS
 from jobs.redact import scrub, secret_forms
 
-# Real replies run to a few hundred characters at most: Gmail's longest alerts stay under 300,
-# Microsoft's SmtpClientAuthentication and throttling replies under 200, a two-line SMTP reply
-# about 150. Over ten times the longest leaves room for any provider's wording, while the scrub,
-# every rule's scan and each stored copy of the event stay small whatever the server sends.
-MAX_REPLY_TEXT_CHARS = 4096
+__all__ = ["MAX_REPLY_TEXT_CHARS", "capped", "text_of_lines", "window"]
 
 
 def _marker(left_off: int) -> str:

@@ -7,10 +7,10 @@ import socket
 
 import aiosmtplib
 from aiosmtplib.auth import auth_plain_encode
-from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH
 from aiosmtplib.typing import SMTPStatus
 
 from jobs import net, sasl
+from jobs.bounds import SMTP_REPLY_TOO_LONG
 from jobs.errors import CheckError, Reason, Reply, check_error
 from jobs.mode_probe import greeting_or_mismatch, settle_tls_drop
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
@@ -47,8 +47,7 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
             if exc.message == _TOO_LONG:
                 return check_error(
                     Reason.PROTOCOL_ERROR,
-                    f"{where} sent a reply longer than {MAX_RESPONSE_LENGTH} bytes (or a line longer "
-                    f"than {MAX_LINE_LENGTH}) during {step}; the rest was not read",
+                    f"{where}: {SMTP_REPLY_TOO_LONG} during {step}; the rest was not read",
                 )
             # Not SMTP at all (an SSH banner, a database handshake, anything on the wrong port):
             # only a short, printable excerpt is kept, and no reply code (-1 is aiosmtplib's own).

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from cryptography import x509
 
+from jobs.bounds import CERT_CHAIN_TOO_LONG
 from jobs.errors import CheckError, Reason, check_error
 from jobs.result import TlsInfo
 
@@ -28,6 +29,10 @@ _PLAINTEXT_PEER = (
     "HTTP_REQUEST",
     "record layer failure",
 )
+
+# OpenSSL's reason for a handshake message past its bound: in practice the certificate chain, the
+# one message a server can make as long as it likes (jobs.bounds.TLS_MAX_CERT_CHAIN_BYTES).
+_MESSAGE_TOO_LONG = "EXCESSIVE_MESSAGE_SIZE"
 
 # A TLS record carries at most 16 KiB of plaintext, so reads of this size lose nothing (a longer
 # reply takes more reads); it sizes each SSLObject.read(), it limits no message.
@@ -115,5 +120,9 @@ def ssl_error(exc: ssl.SSLError, where: str) -> CheckError:
         return check_error(
             Reason.TLS_MODE_MISMATCH,
             f"{where} does not speak implicit TLS on this port; use STARTTLS (or the TLS port)",
+        )
+    if exc.reason == _MESSAGE_TOO_LONG:
+        return check_error(
+            Reason.TLS_HANDSHAKE_FAILED, f"TLS handshake with {where} failed: {CERT_CHAIN_TOO_LONG}"
         )
     return check_error(Reason.TLS_HANDSHAKE_FAILED, f"TLS handshake with {where} failed: {exc.reason or exc}")

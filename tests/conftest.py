@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.servers.certs import PKI, CertName, ServerCert
 from tests.servers.dns import DnsServer
@@ -25,6 +26,21 @@ from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.ports import LOOPBACK
 from tests.servers.redis import RedisNotInstalled, RedisServer
 from tests.servers.smtp import SmtpMode, SmtpServer
+
+# Property-based tests (hypothesis): bounded for CI, the same examples on every run so a failure
+# is reproducible and no run is flaky; HYPOTHESIS_PROFILE=deep for a longer local search.
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=2000,  # ms per example: a parser that takes longer on some input is a finding
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "deep", max_examples=5000, deadline=2000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _account_numbers = itertools.count(1)
 _Server = TypeVar("_Server")

@@ -52,7 +52,8 @@ class Settings(BaseSettings, RecheckSettings, WebhookSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # The worker
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Out of the repr: the URL may carry Redis's password.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     queue_name: str = "inboxcheck:queue"
     max_jobs: int = Field(default=100, ge=1, le=10_000)
     job_timeout: float = Field(default=60.0, gt=0)

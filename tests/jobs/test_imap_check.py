@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
+from jobs.bounds import IMAP_MAX_LINE_BYTES as MAX_LINE_BYTES
 from jobs.errors import ErrorCode, Reason
 from jobs.imap_check import check_imap
-from jobs.imap_session import MAX_LINE_BYTES
 from jobs.reply_text import MAX_REPLY_TEXT_CHARS
 from tests.jobs.checks import (
     CLOSED_PORT,

@@ -398,7 +398,7 @@ async def test_an_auth_reply_of_megabytes_is_refused_by_aiosmtplib(
         "auth",
         None,
     )
-    assert "sent a reply longer than 32768 bytes" in (result.detail or "")
+    assert "the server sent more than 32768 bytes in one reply" in (result.detail or "")
     assert result.reply_text is None
     assert SECRET not in result.model_dump_json()
 

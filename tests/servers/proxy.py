@@ -1,6 +1,7 @@
-"""A TCP forwarder that announces a different client address (HAProxy PROXY v1).
+"""TCP forwarders: one that announces a different client address (HAProxy PROXY v1), one that
+delays every byte (a slow Redis, `delay_forwarder`).
 
-Why: Dovecot treats a client whose IP equals the server's IP as "secured", so
+The first, why: Dovecot treats a client whose IP equals the server's IP as "secured", so
 on 127.0.0.1 -> 127.0.0.1 it never advertises LOGINDISABLED and happily takes
 plaintext LOGIN before STARTTLS. Forwarding through this handler into a
 ``haproxy = yes`` listener makes Dovecot see the client as ``claimed_ip``
@@ -58,3 +59,51 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             await dst.drain()
     except PEER_GONE_ERRORS:
         pass
+
+
+def delay_forwarder(target_port: int, delay_s: float, *, target_host: str = LOOPBACK) -> Handler:
+    """A ThreadedTcpServer handler piping each client to target, every chunk held `delay_s` in
+    each direction (in order): a slow network to a slow Redis."""
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
+        pipes = [
+            asyncio.create_task(_delayed_pipe(reader, up_writer, delay_s)),
+            asyncio.create_task(_delayed_pipe(up_reader, writer, delay_s)),
+        ]
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            up_writer.transport.abort()
+
+    return forward
+
+
+async def _delayed_pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+    async def deliver() -> None:
+        while True:
+            due, data = await queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not data:
+                return
+            dst.write(data)
+            await dst.drain()
+
+    delivery = asyncio.create_task(deliver())
+    try:
+        while True:
+            data = await src.read(_CHUNK)
+            queue.put_nowait((loop.time() + delay_s, data))
+            if not data:
+                break
+        await delivery
+    except PEER_GONE_ERRORS:
+        pass
+    finally:
+        delivery.cancel()

@@ -40,8 +40,14 @@ class Rows:
     bad: list[BadRow]
 
 
+def _lines(text: str) -> list[str]:
+    # Newlines only: str.splitlines() also splits at U+2028, U+0085 and other separators, which
+    # JSON allows raw inside a string (a password may hold one) and editors do not count as lines.
+    return text.split("\n")
+
+
 def _looks_like_json_lines(text: str) -> bool:
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = next((line.strip() for line in _lines(text) if line.strip()), "")
     return first.startswith("{")
 
 
@@ -55,7 +61,7 @@ def _parse(line: int, raw: str | dict[str, Any], rows: Rows) -> None:
 def read_rows(path: Path, text: str) -> Rows:
     rows = Rows([], [])
     if path.suffix.lower() not in CSV_SUFFIXES and _looks_like_json_lines(text):
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(_lines(text), start=1):
             if line.strip():
                 _parse(number, line, rows)
         return rows

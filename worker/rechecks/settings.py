@@ -3,10 +3,12 @@ takes in, so one Settings object (read from INBOXCHECK_* variables) carries ever
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PositiveInt
+from pydantic_settings import NoDecode
 
 from jobs.hosts import canonical_host
 from jobs.time_units import SECONDS_PER_DAY, SECONDS_PER_HOUR, SECONDS_PER_MINUTE, UNIT_SECONDS
@@ -35,6 +37,20 @@ def divides_a_minute(seconds: int) -> int:
     return seconds
 
 
+def parse_json_object(value: object) -> object:
+    """A JSON object from an environment variable's text; pydantic checks what it holds. Decoded
+    here, not by pydantic-settings, whose own error on bad JSON names no variable."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value) if value.strip() else {}
+    except (ValueError, RecursionError):
+        raise ValueError('is not a JSON object such as {"smtp.example.com": 5}') from None
+
+
+HostLimits = Annotated[dict[str, PositiveInt], NoDecode, BeforeValidator(parse_json_object)]
+
+
 class RecheckSettings(BaseModel):
     """Rechecks and pacing (the README's settings table says what each does)."""
 
@@ -58,7 +74,7 @@ class RecheckSettings(BaseModel):
     cert_warning_days: int = Field(default=14, ge=0, le=365)
 
     # Pacing
-    host_limits: dict[str, PositiveInt] = Field(default_factory=dict)
+    host_limits: HostLimits = Field(default_factory=dict)
     default_host_limit: int = Field(default=DEFAULT_HOST_LIMIT, ge=1)
     host_backoff: Duration = Field(default=300.0, ge=0)
     # Longest a job waits for a host slot before handing itself back to the queue; also bounded

@@ -1,4 +1,4 @@
-"""InboxWorker: arq's Worker with the three changes this job needs, and nothing else of arq's
+"""InboxWorker: arq's Worker with the four changes this job needs, and nothing else of arq's
 internals touched. Each change is guarded by tests/worker/runtime/test_patched_internals.py,
 which fails with what to re-check when arq changes the code it replaces.
 
@@ -9,6 +9,11 @@ which fails with what to re-check when arq changes the code it replaces.
   (semaphore, job counter, tasks) kept exactly as arq keeps it.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
+- While Redis refuses writes (maxmemory, a read-only replica): `finish_job`, arq's bookkeeping
+  after a job, waits and tries again, up to the in-progress lock's life, rather than failing and
+  leaving the job to be run again once the lock expires; a refused claim or health record leaves
+  the jobs queued and the poll loop running, where arq would end it (and with it every job in
+  flight, their verdicts lost).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from typing import Any
 
 from arq.utils import timestamp_ms
 from arq.worker import Worker
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
+from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_refused
 
 # A crashed worker's in-progress lock must outlast the longest run of the job it held (so no
 # second worker starts it while the first still runs), and not much more (so the job is handed
@@ -49,18 +55,42 @@ class InboxWorker(Worker):
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
         self._claim_sha: str | None = None
+        self._writes = WriteRefusals()  # the job runtime's, once the worker has started
+
+    @property
+    def writes(self) -> WriteRefusals:
+        runtime = self.ctx.get("runtime")
+        return runtime.writes if runtime is not None else self._writes
+
+    def _refused(self, exc: BaseException) -> bool:
+        """Whether `exc` is Redis refusing a write; noted (and logged once) when it is."""
+        code = refusal(exc) if isinstance(exc, RedisError) else None
+        if code is not None:
+            self.writes.refused(code)
+        return code is not None
+
+    async def finish_job(self, *args: Any, **kwargs: Any) -> None:
+        """arq's finish_job (the result, the queue, the in-progress lock in one transaction), tried
+        again while Redis refuses writes: the job's event is written (or waits the same way), and
+        a job run again after its lock expired would only find it."""
+        finish = super().finish_job
+        await retried_while_refused(lambda: finish(*args, **kwargs), self.writes, self.in_progress_timeout_s)
 
     async def record_health(self) -> None:
         """arq's health record, plus this process's own liveness key (what `inboxcheck health`
         checks for this host): written from the same poll loop, so a hung worker lets it expire
-        even while other workers keep the queue's key alive."""
+        even while other workers keep the queue's key alive. Skipped while Redis refuses writes."""
         before = self._last_health_check
-        await super().record_health()
-        if self._last_health_check != before:  # arq wrote its record this round
-            ttl_ms = int(self.health_check_interval * LIVENESS_TTL_FACTOR * MS_PER_S)
-            await self.pool.psetex(
-                keys.worker_alive_key(socket.gethostname(), os.getpid()), ttl_ms, self.queue_name
-            )
+        try:
+            await super().record_health()
+            if self._last_health_check != before:  # arq wrote its record this round
+                ttl_ms = int(self.health_check_interval * LIVENESS_TTL_FACTOR * MS_PER_S)
+                await self.pool.psetex(
+                    keys.worker_alive_key(socket.gethostname(), os.getpid()), ttl_ms, self.queue_name
+                )
+        except RedisError as exc:
+            if not self._refused(exc):
+                raise
 
     async def close(self) -> None:
         """arq deletes its health key when it closes: so does this process with its own."""
@@ -79,11 +109,15 @@ class InboxWorker(Worker):
         self.job_counter += len(batch)
         try:
             scores = await self._claim(batch)
-        except BaseException:
+        except BaseException as exc:
             self.job_counter -= len(batch)
             for _ in batch:
                 self.sem.release()
+            if self._refused(exc):
+                return  # nothing claimed: the jobs stay queued until Redis takes writes again
             raise
+        if any(score is not None for score in scores):  # a claim wrote its lock: Redis takes writes
+            self.writes.accepted()
         for job_id, score in zip(batch, scores, strict=True):
             if score is None:  # running elsewhere, finished, or deferred meanwhile: as arq skips it
                 self.job_counter -= 1

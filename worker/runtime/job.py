@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from worker.rechecks.registry import Registry, is_recheck
 from worker.runtime.context import WorkerContext, as_context
 from worker.runtime.rotated_tokens import keep_rotated, rotated_sealed
 from worker.runtime.token_cache import RedisTokens
+from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_refused
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -61,6 +63,7 @@ class Runtime:
     settings: Settings
     sealer: Sealer | None
     options: CheckOptions
+    writes: WriteRefusals = field(default_factory=WriteRefusals)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -141,7 +144,6 @@ async def _check_and_append(
     held: Held,
     started: float,
 ) -> dict[str, Any]:
-    settings = runtime.settings
     job_id: str = ctx["job_id"]
     try:
         if rechecks is None or isinstance(decoded, PayloadRejected):
@@ -163,20 +165,7 @@ async def _check_and_append(
         return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    try:
-        written = await stream.append_once(
-            ctx["redis"],
-            stream=settings.events_stream,
-            maxlen=settings.events_maxlen,
-            done_key=done_key,
-            done_ttl_s=settings.keep_result,
-            event=event,
-            release=held.pending,
-        )
-        held.pending = None  # released by the append's script
-    except RedisError as exc:
-        log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
-        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+    written = await _append(ctx, runtime, event, done_key, held, started)
     data = written.data
     log.info(
         "job_finished",
@@ -191,6 +180,40 @@ async def _check_and_append(
     )
     await _after_event(ctx, job_id, written)
     return _arq_result(written)
+
+
+async def _append(
+    ctx: WorkerContext,
+    runtime: Runtime,
+    event: events.TerminalEvent,
+    done_key: str,
+    held: Held,
+    started: float,
+) -> events.TerminalEvent:
+    """Append the job's event once. While Redis refuses writes the job keeps its verdict and
+    tries again within its time (a rerun would log in again), then goes back to the queue."""
+    settings = runtime.settings
+
+    def append() -> Awaitable[events.TerminalEvent]:
+        return stream.append_once(
+            ctx["redis"],
+            stream=settings.events_stream,
+            maxlen=settings.events_maxlen,
+            done_key=done_key,
+            done_ttl_s=settings.keep_result,
+            event=event,
+            release=held.pending,
+        )
+
+    budget_s = started + settings.job_timeout - EMIT_RESERVE_S - time.perf_counter()
+    try:
+        written = await retried_while_refused(append, runtime.writes, budget_s)
+    except RedisError as exc:
+        if refusal(exc) is None:  # a refusal is logged once for the worker, not per job
+            log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
+        raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+    held.pending = None  # released by the append's script
+    return written
 
 
 async def _already_done(ctx: WorkerContext, job_id: str, already: events.TerminalEvent) -> dict[str, Any]:

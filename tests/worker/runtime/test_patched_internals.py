@@ -1,8 +1,9 @@
 """The third-party internals inboxcheck changes, pinned: when arq, redis-py or asyncio change the
 code a patch was written against, these fail and say what to re-check before the pins move.
 
-Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim),
-worker/runtime/redis_pool.py (redis-py's pool checkout), jobs/tls.py (asyncio's TLS read buffer).
+Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim and finish),
+worker/runtime/redis_pool.py (redis-py's pool checkout), jobs/tls.py (asyncio's TLS read buffer),
+jobs/imap_session.py (aioimaplib's reading, fed a line at a time and bounded).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aioimaplib.aioimaplib import IMAP4ClientProtocol
 from arq.worker import Worker
 from redis.asyncio.connection import ConnectionPool
 
@@ -51,6 +53,23 @@ PATCHED: list[tuple[Callable[..., Any], str, str]] = [
         ConnectionPool.ensure_connection,
         "e2790e7163da5032",
         "ConcurrentConnectionPool calls it outside any lock",
+    ),
+    (
+        Worker.finish_job,
+        "903f09c92830d3fd",
+        "InboxWorker.finish_job in worker/runtime/inbox_worker.py retries it whole while Redis "
+        "refuses writes: check it is still one transaction, safe to run again",
+    ),
+    (
+        IMAP4ClientProtocol.data_received,
+        "f4e4f02478babbeb",
+        "_Protocol.data_received in jobs/imap_session.py feeds it a line at a time and bounds "
+        "incomplete_line; check it still keeps a partial line and a literal across calls",
+    ),
+    (
+        IMAP4ClientProtocol._handle_responses,
+        "b85f6640b4ca5fe6",
+        "_Protocol.data_received feeds it one line per call because it recurses once per line",
     ),
 ]
 
