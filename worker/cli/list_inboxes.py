@@ -65,7 +65,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         else:
             rows, next_cursor = await registry.list_page(args.cursor, args.page)
             if next_cursor:
-                print(f"next page: inboxcheck list --page {args.page} --cursor {next_cursor}", file=sys.stderr)
+                next_page = f"inboxcheck list --page {args.page} --cursor {next_cursor}"
+                print(f"next page: {next_page}", file=sys.stderr)
     if args.json:
         print(json.dumps([row.as_dict() for row in rows]))
     else:

@@ -9,10 +9,15 @@ which fails with what to re-check when arq changes the code it replaces.
   (semaphore, job counter, tasks) kept exactly as arq keeps it.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
+- Waiting for work: arq sleeps poll_delay between polls, so a job enqueued on an idle worker
+  waits half of it on average. Here arq's own sleep is zero and the poll delay is spent blocked
+  on the queue's wake list (keys.wake_key), which every producer pushes to with its job
+  (scripts.ENQUEUE_JOB): the job starts at once, and an idle worker still polls as often as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -49,6 +54,21 @@ class InboxWorker(Worker):
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
         self._claim_sha: str | None = None
+        # arq's poll loop sleeps poll_delay_s minus the iteration's time; the iteration itself
+        # now waits (for a wake-up, up to the poll delay), so arq's sleep is none.
+        self.wait_for_work_s = self.poll_delay_s
+        self.poll_delay_s = 0.0
+        self._wake_key = keys.wake_key(self.queue_name)
+
+    async def _poll_iteration(self) -> None:
+        """arq's poll (start due jobs, heartbeat), then wait up to the poll delay for a producer's
+        wake-up; a worker with no free slot just sleeps, leaving the wake-up to one that has."""
+        await super()._poll_iteration()
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            # Redis takes a fractional timeout (6.0 on); redis-py's hint says int.
+            await self.pool.execute_command("BLPOP", self._wake_key, self.wait_for_work_s)
+        else:
+            await asyncio.sleep(self.wait_for_work_s)
 
     async def record_health(self) -> None:
         """arq's health record, plus this process's own liveness key (what `inboxcheck health`

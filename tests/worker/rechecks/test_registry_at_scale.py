@@ -50,12 +50,16 @@ async def test_health_counts_stay_exact_through_register_checks_and_unregister(
 ) -> None:
     reg = await register_many(redis, sealer, 6)
     await reg.register(request(0), EVERY_S, spread_s=0, now=NOW)  # again: still one inbox
-    assert await reg.health_counts() == await counted_from_states(redis) == {
-        "pending": 6,
-        "healthy": 0,
-        "degraded": 0,
-        "failing": 0,
-    }
+    assert (
+        await reg.health_counts()
+        == await counted_from_states(redis)
+        == {
+            "pending": 6,
+            "healthy": 0,
+            "degraded": 0,
+            "failing": 0,
+        }
+    )
 
     async def check(n: int, event_id: str, status: str = "valid", **data: Any) -> None:
         event = samples.completed(status, inbox_id=f"inbox-{n}", event_id=event_id, **data)
@@ -67,21 +71,29 @@ async def test_health_counts_stay_exact_through_register_checks_and_unregister(
     await check(1, "ok-again")  # healthy stays healthy
     await check(2, "wrong", "invalid", error_code="AUTH_FAILED", reason="INVALID_CREDENTIALS")
     await check(3, "slow", "invalid", error_code="TIMEOUT", reason="CONNECT_TIMEOUT", retryable=True)
-    assert await reg.health_counts() == await counted_from_states(redis) == {
-        "pending": 2,
-        "healthy": 2,
-        "degraded": 1,
-        "failing": 1,
-    }
+    assert (
+        await reg.health_counts()
+        == await counted_from_states(redis)
+        == {
+            "pending": 2,
+            "healthy": 2,
+            "degraded": 1,
+            "failing": 1,
+        }
+    )
     for n in (2, 4, 5):
         assert await reg.unregister(f"inbox-{n}")
     assert not await reg.unregister("inbox-2")  # gone already: nothing counted twice
-    assert await reg.health_counts() == await counted_from_states(redis) == {
-        "pending": 0,
-        "healthy": 2,
-        "degraded": 1,
-        "failing": 0,
-    }
+    assert (
+        await reg.health_counts()
+        == await counted_from_states(redis)
+        == {
+            "pending": 0,
+            "healthy": 2,
+            "degraded": 1,
+            "failing": 0,
+        }
+    )
 
 
 async def test_one_tick_drains_a_backlog_larger_than_one_claim(redis: Redis, sealer: Sealer) -> None:
@@ -111,3 +123,18 @@ async def test_list_pages_cover_every_inbox_once(redis: Redis, sealer: Sealer) -
             break
     assert pages > BACKLOG // (2 * PAGE)  # really paged, not one read of everything
     assert sorted(seen) == sorted(f"inbox-{n}" for n in range(BACKLOG))
+
+
+async def test_bulk_registration_stores_what_register_stores(redis: Redis, sealer: Sealer) -> None:
+    reg = registry(redis, sealer)
+    assert await reg.register_many([request(n) for n in range(BATCH)], EVERY_S, spread_s=0, now=NOW) == BATCH
+    # again, overlapping: only the new ones are new, and counted once
+    again = [request(n) for n in range(BATCH // 2, BATCH + BATCH // 2)]
+    assert await reg.register_many(again, EVERY_S, spread_s=0, now=NOW) == BATCH // 2
+    assert await reg.health_counts() == await counted_from_states(redis)
+    assert (await reg.health_counts())["pending"] == BATCH + BATCH // 2
+    await reg.register(request(BATCH * 2), EVERY_S, spread_s=0, now=NOW)
+    bulk, single = keys.inbox_key("inbox-0"), keys.inbox_key(f"inbox-{BATCH * 2}")
+    assert sorted(await redis.hkeys(bulk)) == sorted(await redis.hkeys(single))
+    [job_id, *_] = await reg.enqueue_due(claim_ttl_s=CLAIM_TTL_S, batch=BATCH, now=NOW + 1)
+    assert await redis.exists(keys.job_key(job_id))
