@@ -10,9 +10,10 @@ which fails with what to re-check when arq changes the code it replaces.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
 - Waiting for work: arq sleeps poll_delay between polls, so a job enqueued on an idle worker
-  waits half of it on average. Here arq's own sleep is zero and the poll delay is spent blocked
-  on the queue's wake list (keys.wake_key), which every producer pushes to with its job
-  (scripts.ENQUEUE_JOB): the job starts at once, and an idle worker still polls as often as before.
+  waits half of it on average. Here arq's own sleep is zero and the poll loop waits up to the
+  poll delay for a wake-up: a task blocks on the queue's wake list (keys.wake_key), which every
+  producer pushes to with its job (scripts.ENQUEUE_JOB), so the job starts at once, and an idle
+  worker still polls as often as before.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from arq.utils import timestamp_ms
 from arq.worker import Worker
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
@@ -34,6 +35,9 @@ from worker.messages import keys
 # second worker starts it while the first still runs), and not much more (so the job is handed
 # back soon). The job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
+# The longest one BLPOP on the wake list blocks before it asks again (a whole second: the list's
+# wait is not the poll delay, which the poll loop times itself).
+WAKE_BLOCK_S = 1
 # A worker's liveness key outlives this many health-check intervals: one slow poll is not death.
 LIVENESS_TTL_FACTOR = 3
 
@@ -59,16 +63,33 @@ class InboxWorker(Worker):
         self.wait_for_work_s = self.poll_delay_s
         self.poll_delay_s = 0.0
         self._wake_key = keys.wake_key(self.queue_name)
+        self._woken = asyncio.Event()
+        self._waker: asyncio.Future[None] | None = None
 
     async def _poll_iteration(self) -> None:
-        """arq's poll (start due jobs, heartbeat), then wait up to the poll delay for a producer's
-        wake-up; a worker with no free slot just sleeps, leaving the wake-up to one that has."""
+        """arq's poll (start due jobs, heartbeat), then wait up to the poll delay for a wake-up."""
         await super()._poll_iteration()
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
-            # Redis takes a fractional timeout (6.0 on); redis-py's hint says int.
-            await self.pool.execute_command("BLPOP", self._wake_key, self.wait_for_work_s)
-        else:
-            await asyncio.sleep(self.wait_for_work_s)
+        if self._waker is None:
+            self._waker = asyncio.ensure_future(self._take_wake_ups())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), self.wait_for_work_s)
+        self._woken.clear()
+
+    async def _take_wake_ups(self) -> None:
+        """Block on the wake list (on a connection of its own) and wake the poll loop. The poll
+        delay is timed here, not by BLPOP's timeout, which Redis resolves only at its own 10 Hz
+        tick. A worker with no free slot leaves the token to one that has."""
+        while True:
+            if not (self.allow_pick_jobs and self.job_counter < self.max_jobs):
+                await asyncio.sleep(self.wait_for_work_s)
+                continue
+            try:
+                if await self.pool.blpop([self._wake_key], timeout=WAKE_BLOCK_S):  # type: ignore[misc]
+                    self._woken.set()
+            except RedisError:
+                # The poll loop meets the same outage and the supervisor reconnects; until then
+                # the worker just polls.
+                await asyncio.sleep(self.wait_for_work_s)
 
     async def record_health(self) -> None:
         """arq's health record, plus this process's own liveness key (what `inboxcheck health`
@@ -84,6 +105,17 @@ class InboxWorker(Worker):
 
     async def close(self) -> None:
         """arq deletes its health key when it closes: so does this process with its own."""
+        try:
+            await self._close()
+        finally:
+            # After the pool's last commands: a BLPOP cut short leaves its connection to be
+            # made again, which a closing worker may no longer be allowed to do.
+            if self._waker is not None:
+                self._waker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._waker
+
+    async def _close(self) -> None:
         if getattr(self, "_pool", None) is not None:
             with contextlib.suppress(Exception):
                 await self.pool.delete(keys.worker_alive_key(socket.gethostname(), os.getpid()))
@@ -91,7 +123,11 @@ class InboxWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
-        batch = [job_id.decode() for job_id in job_ids[: max(self.max_jobs - self.job_counter, 0)]]
+        # A job stays in the queue while it runs: one this worker runs already is skipped, not
+        # claimed again only to be refused (arq would try it).
+        listed = [job_id.decode() for job_id in job_ids]
+        free = max(self.max_jobs - self.job_counter, 0)
+        batch = [job_id for job_id in listed if job_id not in self.tasks][:free]
         if not batch:
             return
         for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
