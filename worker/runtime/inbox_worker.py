@@ -6,7 +6,8 @@ which fails with what to re-check when arq changes the code it replaces.
   trips per job, one job after another in the poll loop, so jobs start no faster than one per few
   loop iterations whatever max_jobs says. Here the same claim is one atomic script per job
   (CLAIM_JOB), every job of a poll in one pipelined round trip, with arq's own bookkeeping
-  (semaphore, job counter, tasks) kept exactly as arq keeps it.
+  (semaphore, job counter, tasks) kept exactly as arq keeps it. Jobs this worker runs, or whose
+  claim was refused a moment ago, are not claimed again at every poll.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
 - Waiting for work: arq sleeps poll_delay between polls, so a job enqueued on an idle worker
@@ -35,6 +36,12 @@ from worker.messages import keys
 # second worker starts it while the first still runs), and not much more (so the job is handed
 # back soon). The job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
+# A job whose claim was refused (running on another worker) is not tried again for this long: a
+# running job is listed by every poll, 20 a second, and would cost a claim each time. Should that
+# worker die, its lock lasts far longer anyway (job timeout + IN_PROGRESS_MARGIN_S).
+REFUSED_SKIP_S = 1.0
+# Refusals are forgotten once they outnumber max_jobs this many times over.
+REFUSED_KEPT_FACTOR = 4
 # The longest one BLPOP on the wake list blocks before it asks again (a whole second: the list's
 # wait is not the poll delay, which the poll loop times itself).
 WAKE_BLOCK_S = 1
@@ -58,6 +65,8 @@ class InboxWorker(Worker):
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
         self._claim_sha: str | None = None
+        # Job id -> until when (loop time) it is not tried again, after a claim was refused.
+        self._refused: dict[str, float] = {}
         # arq's poll loop sleeps poll_delay_s minus the iteration's time; the iteration itself
         # now waits (for a wake-up, up to the poll delay), so arq's sleep is none.
         self.wait_for_work_s = self.poll_delay_s
@@ -123,11 +132,17 @@ class InboxWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
-        # A job stays in the queue while it runs: one this worker runs already is skipped, not
-        # claimed again only to be refused (arq would try it).
+        # A job stays in the queue while it runs, so every poll lists the running ones again: one
+        # this worker runs, or that another worker's lock refused a moment ago, is skipped rather
+        # than claimed again only to be refused (arq would try each, every poll).
+        now = self.loop.time()
+        if len(self._refused) > REFUSED_KEPT_FACTOR * self.max_jobs:
+            self._refused = {job_id: until for job_id, until in self._refused.items() if until > now}
         listed = [job_id.decode() for job_id in job_ids]
         free = max(self.max_jobs - self.job_counter, 0)
-        batch = [job_id for job_id in listed if job_id not in self.tasks][:free]
+        batch = [
+            job_id for job_id in listed if job_id not in self.tasks and self._refused.get(job_id, 0) <= now
+        ][:free]
         if not batch:
             return
         for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
@@ -142,6 +157,7 @@ class InboxWorker(Worker):
             raise
         for job_id, score in zip(batch, scores, strict=True):
             if score is None:  # running elsewhere, finished, or deferred meanwhile: as arq skips it
+                self._refused[job_id] = now + REFUSED_SKIP_S
                 self.job_counter -= 1
                 self.sem.release()
                 continue
