@@ -25,7 +25,8 @@ derive from it (worker/ defines most of them; jobs/ never imports worker/).
         ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)
         ├── SecretKeyError         ValueError         worker.messages.sealing
         ├── SealError              -                  worker.messages.sealing
-        └── ResultError            ValueError         worker.messages.envelope
+        ├── ResultError            ValueError         worker.messages.envelope
+        └── WebhookError           -                  worker.webhooks.endpoints
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ class Reason(StrEnum):
     TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
     TEMPORARY_AUTH_FAILURE = "TEMPORARY_AUTH_FAILURE"
     MAILBOX_UNAVAILABLE = "MAILBOX_UNAVAILABLE"
+    # The OAuth2 token endpoint refused (jobs.token_errors): the inbox owner must sign in again,
+    # consent or an interactive sign-in is needed, or the platform's OAuth app is broken.
+    OAUTH_REAUTH_REQUIRED = "OAUTH_REAUTH_REQUIRED"
+    OAUTH_CONSENT_REQUIRED = "OAUTH_CONSENT_REQUIRED"
+    OAUTH_APP_MISCONFIGURED = "OAUTH_APP_MISCONFIGURED"
+    # LOGIN accepted, then every command refused (Microsoft 365's "authenticated but not connected").
+    AUTHENTICATED_NOT_CONNECTED = "AUTHENTICATED_NOT_CONNECTED"
     # INVALID_REQUEST (worker only)
     MALFORMED_PAYLOAD = "MALFORMED_PAYLOAD"
     SEALED_CREDENTIALS = "SEALED_CREDENTIALS"
@@ -212,6 +220,10 @@ ERROR_CLASS_BY_REASON: dict[Reason, type[CheckError]] = {
     Reason.TOO_MANY_ATTEMPTS: AuthFailed,
     Reason.TEMPORARY_AUTH_FAILURE: AuthFailed,
     Reason.MAILBOX_UNAVAILABLE: AuthFailed,
+    Reason.OAUTH_REAUTH_REQUIRED: AuthFailed,
+    Reason.OAUTH_CONSENT_REQUIRED: AuthFailed,
+    Reason.OAUTH_APP_MISCONFIGURED: AuthFailed,
+    Reason.AUTHENTICATED_NOT_CONNECTED: AuthFailed,
 }
 
 

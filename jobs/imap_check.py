@@ -7,12 +7,13 @@ import socket
 
 from jobs import net, sasl
 from jobs.errors import CheckError, Reason, Reply, check_error
-from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response
-from jobs.mode_probe import greeting_or_mismatch
+from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response, ServerBye
+from jobs.mode_probe import greeting_or_mismatch, settle_tls_drop
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
+from jobs.providers import Provider, identify
 from jobs.redact import excerpt
-from jobs.replies import IMAP_LOGIN_RULES, classify_imap_login, password_login_reason, suggested_backoff_s
+from jobs.replies import classify_imap_login, judge, password_login_reason, suggested_backoff_s
 from jobs.reply_text import text_of_lines
 from jobs.request import AuthMethod, Security, ValidationRequest
 from jobs.result import ProtocolResult
@@ -24,7 +25,7 @@ def _reply(response: Response, secrets: tuple[str, ...]) -> Reply:
     return Reply(status=response.result, text=text_of_lines(response.lines, secrets))
 
 
-def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
+def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, GreetingRefused) and not exc.line.startswith(b"* "):
             # Not an IMAP response at all (an SSH banner, anything on the wrong port): only a
@@ -35,20 +36,23 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
                 f"{where} greeted with something that is not IMAP",
                 reply=Reply(text=excerpt(text_of_lines([exc.line], secrets))),
             )
-        if isinstance(exc, GreetingRefused):
+        if isinstance(exc, GreetingRefused | ServerBye):
+            # The BYE line says why the server hangs up: kept, and read like any other reply.
             reply = Reply(status="BYE", text=text_of_lines([exc.line], secrets))
-            reason = Reason.SERVICE_UNAVAILABLE
-            if any(
-                rule.reason is Reason.TOO_MANY_CONNECTIONS and rule.pattern.search(reply.text)
-                for rule in IMAP_LOGIN_RULES
-            ):
-                reason = Reason.TOO_MANY_CONNECTIONS
-            return check_error(reason, f"{where} refused the session in its greeting", reply=reply)
+            if isinstance(exc, GreetingRefused):
+                fallback, detail = Reason.SERVICE_UNAVAILABLE, f"{where} refused the session in its greeting"
+            else:
+                fallback, detail = (
+                    Reason.CONNECTION_CLOSED,
+                    f"{where} ended the session with BYE during {step}",
+                )
+            reason, wait = judge("imap", step, reply, fallback, provider)
+            return check_error(reason, detail, reply=reply, retry_after_s=wait)
         if isinstance(exc, ProtocolViolation):
             return check_error(Reason.PROTOCOL_ERROR, f"{where}: {exc} during {step}")
         found = transport_error(exc, where, step)
         if found is not None:
-            if found.reason is Reason.CONNECTION_CLOSED:
+            if found.reason is Reason.CONNECTION_CLOSED and step is not Step.TLS:
                 found.detail = f"{where} closed the connection during {step}"
             return found
         return None
@@ -64,7 +68,8 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
     secrets = request.secrets
     if request.auth is AuthMethod.OAUTH2:
         secrets = (*secrets, *sasl.responses(username, request.access_token, host, port))
-    steps = StepLog(options.step_timeout, _translator(where, secrets))
+    provider = identify(request.inbox_type, [(host, port)])
+    steps = StepLog(options.step_timeout, _translator(where, secrets, provider))
     context = client_context(options.ca_file)
 
     async def body(findings: Findings) -> None:
@@ -72,14 +77,17 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
         session: ImapSession | None = None
         try:
             async with steps.step(Step.DNS):
-                addresses = await net.resolve(host, port)
+                addresses = await net.resolve(host, port, options.pins, options.dns_servers)
             async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where, options.destinations)
             session = ImapSession()
             if security is Security.SSL:
-                async with steps.step(Step.TLS):
-                    await session.open(sock, context, host)
-                    sock = None
+                try:
+                    async with steps.step(Step.TLS):
+                        await session.open(sock, context, host)
+                        sock = None
+                except CheckError as exc:
+                    raise await settle_tls_drop(exc, addresses, where, options.destinations) from None
                 async with steps.step(Step.GREETING):
                     await session.greeting()
             else:
@@ -109,14 +117,18 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                         session, request, username, host, port, findings, where, secrets
                     )
                 else:
-                    await _login(session, username, request.password("imap"), host, findings, where, secrets)
+                    await _login(
+                        session, username, request.password("imap"), host, provider, findings, where, secrets
+                    )
             async with steps.step(Step.EXAMINE):
                 response = await session.examine("INBOX")
                 if response.result != "OK":
+                    # After a LOGIN that worked, a throttle or "not connected" is not a mailbox
+                    # problem: the reply table says what it is.
+                    reply = _reply(response, secrets)
+                    reason, wait = judge("imap", Step.EXAMINE, reply, Reason.MAILBOX_UNAVAILABLE, provider)
                     raise check_error(
-                        Reason.MAILBOX_UNAVAILABLE,
-                        f"{where} could not open INBOX",
-                        reply=_reply(response, secrets),
+                        reason, f"{where} could not open INBOX", reply=reply, retry_after_s=wait
                     )
             with contextlib.suppress(Exception):
                 async with steps.step(Step.LOGOUT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
@@ -135,6 +147,7 @@ async def _login(
     username: str,
     password: str,
     host: str,
+    provider: Provider | None,
     findings: Findings,
     where: str,
     secrets: tuple[str, ...],
@@ -148,11 +161,9 @@ async def _login(
     response = await session.login(username, password)
     if response.result != "OK":
         reply = _reply(response, secrets)
+        reason, wait = judge("imap", Step.LOGIN, reply, Reason.INVALID_CREDENTIALS, provider)
         raise check_error(
-            password_login_reason(classify_imap_login(reply), host),
-            f"{where} refused LOGIN",
-            reply=reply,
-            retry_after_s=suggested_backoff_s(reply.text),
+            password_login_reason(reason, host), f"{where} refused LOGIN", reply=reply, retry_after_s=wait
         )
 
 

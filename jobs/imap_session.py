@@ -37,6 +37,15 @@ class GreetingRefused(ConnectionError):
         self.line = line
 
 
+class ServerBye(ConnectionError):
+    """The server hung up with an untagged BYE instead of answering the command."""
+
+    def __init__(self, line: bytes) -> None:
+        # As GreetingRefused: the line (bounded by MAX_LINE_BYTES) stays out of the message.
+        super().__init__("the server ended the session with BYE")
+        self.line = line
+
+
 class ProtocolViolation(ConnectionError):
     """The server sent something aioimaplib could not place, or bytes where none may be."""
 
@@ -61,6 +70,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         # (RFC 3501 6.2.1); a byte in that gap is plaintext anyone on the path could have injected.
         self.awaiting_tls = False
         self.sent_before_tls = False
+        # The first untagged BYE: why the server is about to hang up (RFC 3501 7.1.5).
+        self.bye: bytes | None = None
 
     def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
         # A whole line after STARTTLS's OK in the read that carried it: dropped unparsed. (Not a
@@ -69,6 +80,8 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         if self.awaiting_tls:
             self.sent_before_tls = True
             return None
+        if self.bye is None and line[:6].upper() == b"* BYE ":
+            self.bye = line
         return super()._handle_line(line, current_cmd)
 
     def data_received(self, d: bytes) -> None:
@@ -182,6 +195,8 @@ class ImapSession:
                 raise ProtocolViolation(
                     f"the server's reply broke the IMAP protocol ({self.protocol.violation})"
                 )
+            if self.protocol.bye is not None:
+                raise ServerBye(self.protocol.bye)
             raise ConnectionResetError("server closed the connection")
         return cast(Response, task.result())
 

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from jobs import net
 from jobs.destinations import DestinationPolicy
-from jobs.errors import Reason, check_error
+from jobs.errors import CheckError, Reason, check_error
+from jobs.steps import Step
 from jobs.tls import probe_context
 
 T = TypeVar("T")
@@ -43,6 +44,48 @@ async def speaks_implicit_tls(
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return True
+
+
+# How long a fresh, silent connection is watched for the server hanging up on it.
+HANG_UP_WATCH_S = 1.0
+
+
+async def closes_unasked(
+    addresses: Sequence[net.AddrInfo], where: str, policy: DestinationPolicy, watch_s: float = HANG_UP_WATCH_S
+) -> bool:
+    """Whether the server closes a fresh connection on which nothing is sent, without a byte.
+
+    On an implicit-TLS port the client speaks first, so a TLS server waits; one that hangs up
+    unasked is not serving TLS at all (a proxy or load balancer whose service is down).
+    """
+    try:
+        sock = await net.connect(addresses, where, policy)
+    except Exception:  # noqa: BLE001 - a probe that cannot connect learned nothing
+        return False
+    try:
+        async with asyncio.timeout(watch_s):
+            return await asyncio.get_running_loop().sock_recv(sock, 1) == b""
+    except ConnectionError:
+        return True
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        sock.close()
+
+
+async def settle_tls_drop(
+    error: CheckError, addresses: Sequence[net.AddrInfo], where: str, policy: DestinationPolicy
+) -> CheckError:
+    """`error`, unless it is a peer hanging up on the implicit-TLS handshake (CONNECTION_CLOSED,
+    protocol_run.transport_error) by a server that waits on a silent connection: that one
+    serves TLS and dropped this handshake (a client certificate demanded, nothing shared)."""
+    if error.reason is not Reason.CONNECTION_CLOSED or error.step is not Step.TLS:
+        return error
+    if await closes_unasked(addresses, where, policy):
+        return error
+    return check_error(
+        Reason.TLS_HANDSHAKE_FAILED, f"{where} dropped the connection during the TLS handshake", step=Step.TLS
+    )
 
 
 async def greeting_or_mismatch(

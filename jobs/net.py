@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import structlog
 
 from jobs.destinations import DestinationPolicy
+from jobs.dns_servers import SYSTEM_DNS, DnsServers, lookup
 from jobs.errors import CheckError, Reason, check_error
+from jobs.pins import NO_PINS, Pins, pinned
 
 log = structlog.get_logger("inboxcheck.check")
 
@@ -34,10 +36,20 @@ def _literal(host: str, port: int) -> list[AddrInfo] | None:
     return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0))]
 
 
-async def resolve(host: str, port: int) -> Sequence[AddrInfo]:
+async def resolve(
+    host: str, port: int, pins: Pins = NO_PINS, dns_servers: DnsServers = SYSTEM_DNS
+) -> Sequence[AddrInfo]:
+    """The addresses of host:port: its pinned ones (--resolve) when it has any, else DNS's (the
+    named servers', else the system resolver's)."""
+    addresses = pinned(pins, host, port)
+    if addresses:
+        return [info for address in addresses for info in _literal(address, port) or ()]
     literal = _literal(host, port)
     if literal is not None:
         return literal
+    if dns_servers:
+        found = await lookup(host, dns_servers)
+        return [info for _, address in found for info in _literal(address, port) or ()]
     loop = asyncio.get_running_loop()
     try:
         return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

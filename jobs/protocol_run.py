@@ -41,17 +41,42 @@ def find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-TLS_STEPS = frozenset({Step.TLS, Step.STARTTLS})
+def _closed_by_peer(exc: BaseException) -> bool:
+    """Whether `exc`, or what it wraps, is the peer closing or resetting the connection, with no
+    TLS alert or non-TLS bytes said first."""
+    found = False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, ssl.SSLEOFError):
+            return False
+        if isinstance(
+            seen, ConnectionResetError | ConnectionAbortedError | BrokenPipeError | ssl.SSLEOFError
+        ):
+            found = True
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+def closed_before_tls(where: str) -> str:
+    return (
+        f"{where} closed the connection without a byte of TLS (nobody spoke TLS there): the mail "
+        "service behind the port may be down, or the port is wrong"
+    )
 
 
 def transport_error(exc: BaseException, where: str, step: Step) -> CheckError | None:
     """The CheckError for socket- and TLS-level failures common to both protocols."""
+    if step is Step.TLS and _closed_by_peer(exc):
+        # On an implicit-TLS port the client speaks first. A peer that hangs up with no alert is
+        # taken for one that never spoke TLS (a service down behind its port); mode_probe's
+        # closes_unasked tells it from a TLS server that dropped this handshake.
+        return check_error(Reason.CONNECTION_CLOSED, closed_before_tls(where))
     ssl_exc = find_ssl_error(exc)
     if ssl_exc is not None:
         return ssl_error(ssl_exc, where)
-    if isinstance(exc, ConnectionResetError) and step in TLS_STEPS:
-        # Servers that dislike the handshake (no shared protocol or cipher, a client certificate
-        # demanded) often just reset the connection instead of sending an alert.
+    if isinstance(exc, ConnectionResetError) and step is Step.STARTTLS:
+        # After the server's own go-ahead, a reset is its answer to the handshake: some servers
+        # that dislike it (no shared protocol or cipher) reset instead of sending an alert.
         return check_error(
             Reason.TLS_HANDSHAKE_FAILED, f"{where} dropped the connection during the TLS handshake"
         )

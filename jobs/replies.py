@@ -1,4 +1,5 @@
-"""What real providers answer when a login fails, and what each answer means.
+"""What a server's refusal means: the reply table (jobs.reply_rules) applied, and the waits a
+reply suggests.
 
 Rules match the stable parts of a reply (codes, bracketed IMAP response codes, key phrases),
 never whole lines: providers reword their texts, not their codes. First match wins, so the
@@ -9,49 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 from jobs.errors import Reason, Reply
-from jobs.presets import InboxType, provider_of
+from jobs.providers import Provider, provider_of_host
+from jobs.reply_rules import RULES, Protocol, ReplyRule
+from jobs.steps import Step
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    pattern: re.Pattern[str]
-    reason: Reason
-
-
-def _rule(pattern: str, reason: Reason) -> Rule:
-    return Rule(re.compile(pattern, re.IGNORECASE | re.DOTALL), reason)
-
-
-# Matched against "<code> <enhanced code> <text>" of an SMTP AUTH reply.
-SMTP_AUTH_RULES: tuple[Rule, ...] = (
-    _rule(r"\b5\.7\.9\b|application-specific password", Reason.APP_PASSWORD_REQUIRED),
-    _rule(r"SmtpClientAuthentication is disabled", Reason.SMTP_AUTH_DISABLED),
-    _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
-    # Exchange Online once password SMTP AUTH is off for the tenant (from the end of 2026).
-    _rule(r"\b5\.7\.30\b|basic authentication is not supported", Reason.BASIC_AUTH_DISABLED),
-    # Yahoo says "too many bad attempts" but means the account needs an app password.
-    _rule(r"#AUTH005", Reason.APP_PASSWORD_REQUIRED),
-    _rule(r"too many (login|authentication) attempts|^454 4\.7\.0", Reason.TOO_MANY_ATTEMPTS),
-    _rule(r"^50[34]\b|unrecognized authentication type|mechanism", Reason.AUTH_MECHANISM_UNSUPPORTED),
-    _rule(r"^4\d\d\b", Reason.TEMPORARY_AUTH_FAILURE),
-    _rule(r"^5\d\d\b", Reason.INVALID_CREDENTIALS),
-)
-
-# Matched against the text of a failed IMAP LOGIN, untagged lines included.
-IMAP_LOGIN_RULES: tuple[Rule, ...] = (
-    _rule(r"application-specific password", Reason.APP_PASSWORD_REQUIRED),
-    _rule(r"\[WEBALERT|web login required|log in via your web browser", Reason.WEB_LOGIN_REQUIRED),
-    _rule(r"not enabled for IMAP use|IMAP access is disabled", Reason.IMAP_DISABLED),
-    _rule(r"basic authentication is disabled", Reason.BASIC_AUTH_DISABLED),
-    _rule(r"too many simultaneous connections|maximum number of connections", Reason.TOO_MANY_CONNECTIONS),
-    _rule(r"request is throttled|too many login attempts", Reason.TOO_MANY_ATTEMPTS),
-    _rule(r"\[UNAVAILABLE\]|\[INUSE\]|temporary", Reason.TEMPORARY_AUTH_FAILURE),
-)
-
+# A multi-line SMTP reply repeats its enhanced code on each line; a phrase may run across them.
+_REPEATED_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\s+")
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 # Microsoft states it in milliseconds, the only unit this reply uses; the unit is not required, so
 # a number long enough to run past the capped reply text still reads (as a very long wait).
@@ -86,25 +53,60 @@ def suggested_backoff_s(text: str) -> float | None:
     return bounded_backoff_s(min(float(match.group(1)) / MS_PER_S, MAX_BACKOFF_S))
 
 
-def classify_smtp_auth(reply: Reply) -> Reason:
-    subject = f"{reply.code} {reply.text}"
-    for rule in SMTP_AUTH_RULES:
-        if rule.pattern.search(subject):
-            return rule.reason
-    return Reason.INVALID_CREDENTIALS
+def _one_line(text: str) -> str:
+    """An SMTP reply's lines joined as one, each continuation without its repeated enhanced code
+    (linear in the text: a server chooses its length, up to the cap)."""
+    first, *rest = text.split("\n")
+    return " ".join([first.strip(), *(_REPEATED_ENHANCED.sub("", line.strip(), count=1) for line in rest)])
+
+
+def matching_rule(
+    protocol: Protocol, step: Step, reply: Reply, provider: Provider | None = None
+) -> ReplyRule | None:
+    """The first row of the reply table that `reply`, received at `step`, matches."""
+    text = reply.text
+    if reply.code is not None:
+        code, enhanced = str(reply.code), reply.enhanced_code or enhanced_code(text)
+        text = _one_line(text)
+    else:
+        code, enhanced = reply.status or "", None
+    for rule in RULES:
+        if rule.matches(protocol, step, provider, code, enhanced, text):
+            return rule
+    return None
+
+
+def reason_for(
+    protocol: Protocol, step: Step, reply: Reply, fallback: Reason, provider: Provider | None = None
+) -> Reason:
+    """The matching row's reason, else `fallback`: what a refusal at this step means when its
+    words prove nothing more."""
+    rule = matching_rule(protocol, step, reply, provider)
+    return rule.reason if rule is not None else fallback
+
+
+def judge(
+    protocol: Protocol, step: Step, reply: Reply, fallback: Reason, provider: Provider | None = None
+) -> tuple[Reason, float | None]:
+    """reason_for(), and the wait the reply suggests when its row reads one (bounded)."""
+    rule = matching_rule(protocol, step, reply, provider)
+    if rule is None:
+        return fallback, None
+    return rule.reason, suggested_backoff_s(reply.text) if rule.backoff else None
+
+
+def classify_smtp_auth(reply: Reply, provider: Provider | None = None) -> Reason:
+    return reason_for("smtp", Step.AUTH, reply, Reason.INVALID_CREDENTIALS, provider)
+
+
+def classify_imap_login(reply: Reply, provider: Provider | None = None) -> Reason:
+    return reason_for("imap", Step.LOGIN, reply, Reason.INVALID_CREDENTIALS, provider)
 
 
 def password_login_reason(reason: Reason, host: str) -> Reason:
     """A refused password LOGIN at Microsoft 365's IMAP host says nothing of the password:
     Microsoft turned password sign-in for IMAP off in every tenant (2022-23), and answers
     `LOGIN failed.` whatever the password."""
-    if reason is Reason.INVALID_CREDENTIALS and provider_of(host) is InboxType.OUTLOOK_365:
+    if reason is Reason.INVALID_CREDENTIALS and provider_of_host(host) is Provider.MICROSOFT:
         return Reason.BASIC_AUTH_DISABLED
     return reason
-
-
-def classify_imap_login(reply: Reply) -> Reason:
-    for rule in IMAP_LOGIN_RULES:
-        if rule.pattern.search(reply.text):
-            return rule.reason
-    return Reason.INVALID_CREDENTIALS

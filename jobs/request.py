@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from jobs.errors import InboxcheckError
+from jobs.oauth2_request import OAuth2Credentials
 from jobs.presets import COLDSEND_NATIVE, PRESETS, SMTP_IMPLICIT_TLS_PORT, InboxType
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -47,20 +48,6 @@ class AuthMethod(StrEnum):
 
     PASSWORD = "password"
     OAUTH2 = "oauth2"
-
-
-# Real access tokens are 1.5-3 KB (Microsoft's can reach 4); far more is not a token.
-MAX_TOKEN_CHARS = 16_384
-
-
-class OAuth2Credentials(BaseModel):
-    """What an OAuth2 inbox signs in with. Every value here is a secret (SecretStr)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    access_token: SecretStr = Field(
-        min_length=1, max_length=MAX_TOKEN_CHARS, description="A bearer token for the mailbox, used as it is."
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +148,14 @@ class ValidationRequest(BaseModel):
             raise ValueError("must be a host name or IP address without spaces")
         return value
 
+    @field_validator("oauth2")
+    @classmethod
+    def _oauth2_for_provider(cls, value: OAuth2Credentials | None, info: ValidationInfo) -> Any:
+        inbox_type = info.data.get("inbox_type")
+        if value is None or inbox_type is None:
+            return value
+        return value.for_inbox_type(inbox_type)
+
     @field_validator("smtp_host", "smtp_port", "imap_host", "imap_port")
     @classmethod
     def _required_without_preset(cls, value: Any, info: ValidationInfo) -> Any:
@@ -215,7 +210,7 @@ class ValidationRequest(BaseModel):
         """Every secret this request carries, for scrubbing server replies and errors."""
         values = {s.get_secret_value() for s in (self.smtp_password, self.imap_password) if s is not None}
         if self.oauth2 is not None:
-            values.add(self.oauth2.access_token.get_secret_value())
+            values.update(self.oauth2.secret_values())
         return tuple(values)
 
     def password(self, protocol: str) -> str:
@@ -227,8 +222,15 @@ class ValidationRequest(BaseModel):
     @property
     def access_token(self) -> str:
         """The bearer token (auth oauth2)."""
-        assert self.oauth2 is not None, "auth oauth2 requests always carry one"
-        return self.oauth2.access_token.get_secret_value()
+        token = self.oauth2.access_token if self.oauth2 is not None else None
+        assert token is not None, "auth oauth2 requests carry one, given or fetched (jobs.token_step)"
+        return token.get_secret_value()
+
+    def with_access_token(self, token: str) -> ValidationRequest:
+        """This request signing in with `token`, fetched by the token step."""
+        assert self.oauth2 is not None
+        oauth2 = self.oauth2.model_copy(update={"access_token": SecretStr(token)})
+        return self.model_copy(update={"oauth2": oauth2})
 
 
 @dataclass(frozen=True, slots=True)

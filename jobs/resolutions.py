@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jobs.errors import Reason
 from jobs.presets import InboxType
+from jobs.providers import Provider, identify
 
 _GENERAL: dict[Reason, str] = {
     Reason.NO_SUCH_HOST: (
@@ -83,8 +84,10 @@ _GENERAL: dict[Reason, str] = {
         "The TLS handshake failed. Check the server's TLS configuration and the port's TLS mode."
     ),
     Reason.TLS_REQUIRED: (
-        "TLS is off for SMTP, so the password was not sent. Turn smtp_use_tls on, or set "
-        "allow_insecure_auth only for a server on a trusted network that has no TLS."
+        "The server takes logins only over TLS (or TLS is off for SMTP here, and the password was "
+        "not sent). Turn smtp_use_tls on (STARTTLS on 587, or implicit TLS on 465) and keep "
+        "imap_use_ssl on; set allow_insecure_auth only for a server on a trusted network that has "
+        "no TLS."
     ),
     Reason.INVALID_CREDENTIALS: (
         "The server rejected the username or password. Check both (the username is usually the "
@@ -126,6 +129,29 @@ _GENERAL: dict[Reason, str] = {
         "The login worked but the INBOX could not be opened. Check that the mailbox exists and "
         "is not locked, archived or over quota."
     ),
+    Reason.OAUTH_REAUTH_REQUIRED: (
+        "The OAuth2 refresh token no longer works (revoked, expired after months unused, or the "
+        "password changed). The inbox owner must connect the inbox again (sign in and consent); "
+        "then send the new refresh token."
+    ),
+    Reason.OAUTH_CONSENT_REQUIRED: (
+        "Signing in needs a person: consent to the app, a multi-factor or an interactive sign-in, "
+        "or a conditional access policy blocks it. The inbox owner (or the tenant admin, for "
+        "consent and policies) must sign in once interactively and grant the app's access."
+    ),
+    Reason.OAUTH_APP_MISCONFIGURED: (
+        "The platform's OAuth app is refused by the provider (wrong or expired client secret, an "
+        "unknown or unauthorised app, a scope it may not ask for): every inbox using this app "
+        "fails. The platform's operator must fix the app's registration or credentials; the "
+        "inbox owner cannot."
+    ),
+    Reason.AUTHENTICATED_NOT_CONNECTED: (
+        "The server accepted the login, then refused every command: the account is "
+        "authenticated but not connected to a mailbox. At Microsoft 365 this is in practice a "
+        "wrong password or a user without an Exchange Online mailbox (no license with Exchange, "
+        "or a shared mailbox signed in to directly). Check the password and that the user has a "
+        "mailbox, then validate again."
+    ),
     Reason.MALFORMED_PAYLOAD: "Fix the request as the message says and enqueue it again.",
     Reason.SEALED_CREDENTIALS: (
         "The credentials could not be opened. Producer and worker must share the same "
@@ -133,43 +159,143 @@ _GENERAL: dict[Reason, str] = {
     ),
 }
 
-_BY_PROVIDER: dict[tuple[InboxType, Reason], str] = {
-    (InboxType.GOOGLE_WORKSPACE, Reason.APP_PASSWORD_REQUIRED): (
+_APP_PASSWORD_REASONS = (Reason.INVALID_CREDENTIALS, Reason.APP_PASSWORD_REQUIRED)
+_ACCESS_OFF_REASONS = (Reason.INVALID_CREDENTIALS, Reason.IMAP_DISABLED, Reason.SMTP_AUTH_DISABLED)
+
+
+def _each(provider: Provider, reasons: tuple[Reason, ...], text: str) -> dict[tuple[Provider, Reason], str]:
+    return {(provider, reason): text for reason in reasons}
+
+
+# Where a provider answers one generic text for a cause only it has, its advice says that cause.
+_BY_PROVIDER: dict[tuple[Provider, Reason], str] = {
+    (Provider.GOOGLE, Reason.APP_PASSWORD_REQUIRED): (
         "Google refuses the account password because 2-Step Verification is on. In the Google "
         "Account open Security > 2-Step Verification > App passwords, create one for Mail, and "
         "use its 16 characters as the password."
     ),
-    (InboxType.GOOGLE_WORKSPACE, Reason.INVALID_CREDENTIALS): (
+    (Provider.GOOGLE, Reason.INVALID_CREDENTIALS): (
         "Google rejected the username or password. Use the full address as username; with "
         "2-Step Verification on, the password must be an app password (Security > 2-Step "
         "Verification > App passwords)."
     ),
-    (InboxType.GOOGLE_WORKSPACE, Reason.IMAP_DISABLED): (
+    (Provider.GOOGLE, Reason.IMAP_DISABLED): (
         "IMAP is off for this Gmail account: turn it on under Gmail Settings > Forwarding and "
         "POP/IMAP, or ask the Workspace admin to allow IMAP for the domain."
     ),
-    (InboxType.OUTLOOK_365, Reason.SMTP_AUTH_DISABLED): (
+    (Provider.MICROSOFT, Reason.SMTP_AUTH_DISABLED): (
         "Microsoft 365 has SMTP AUTH turned off. A tenant admin must enable 'Authenticated SMTP' "
         "for this mailbox (Admin center > Users > Active users > Mail > Manage email apps) and "
         "allow it for the tenant, or the inbox must use OAuth2."
     ),
-    (InboxType.OUTLOOK_365, Reason.BASIC_AUTH_DISABLED): (
-        "Microsoft 365 has retired password sign-in for this tenant; app passwords will not work "
-        "either. Connect the inbox with Microsoft's OAuth2 flow."
+    (Provider.MICROSOFT, Reason.BASIC_AUTH_DISABLED): (
+        "Microsoft 365 refuses password sign-in for this account, however right the password: "
+        "the tenant has basic authentication turned off, or its sign-in policy (security "
+        "defaults, multi-factor or Conditional Access) blocks it. App passwords will not work "
+        "either. Connect the inbox with Microsoft's OAuth2 flow, or have an admin exempt it from "
+        "the policy."
     ),
-    (InboxType.OUTLOOK_365, Reason.APP_PASSWORD_REQUIRED): (
+    (Provider.MICROSOFT, Reason.APP_PASSWORD_REQUIRED): (
         "The account uses multi-factor sign-in. Create an app password (Admin center > Users > "
         "Active users > Manage app passwords) or use OAuth2 if the tenant enforces it."
     ),
-    (InboxType.OUTLOOK_365, Reason.INVALID_CREDENTIALS): (
+    (Provider.GOOGLE, Reason.OAUTH_REAUTH_REQUIRED): (
+        "Google no longer accepts this refresh token: revoked, unused for six months, the "
+        "password changed, too many tokens for the app, or an app left in Testing (tokens last "
+        "seven days there). The inbox owner must connect the inbox again."
+    ),
+    (Provider.MICROSOFT, Reason.OAUTH_REAUTH_REQUIRED): (
+        "Microsoft no longer accepts this refresh token (revoked, or unused for 90 days). The "
+        "inbox owner must connect the inbox again; always keep the newest refresh token Microsoft "
+        "returns, since each refresh issues one."
+    ),
+    (Provider.MICROSOFT, Reason.OAUTH_APP_MISCONFIGURED): (
+        "Microsoft refuses the platform's app (client secret wrong or expired, app not in the "
+        "tenant, or a scope it lacks). The platform's operator must fix the app registration in "
+        "Entra ID; for app-only access the tenant admin grants IMAP.AccessAsApp and SMTP.SendAsApp "
+        "and gives the Exchange service principal access to the mailbox."
+    ),
+    (Provider.MICROSOFT, Reason.INVALID_CREDENTIALS): (
         "Microsoft rejected the login. Check the password; if it is right, SMTP AUTH may be off "
         "for this mailbox (Admin center > Active users > Mail > Manage email apps > "
         "Authenticated SMTP), or the tenant may require OAuth2."
     ),
+    **_each(
+        Provider.ICLOUD,
+        _APP_PASSWORD_REASONS,
+        "iCloud Mail takes only an app-specific password over IMAP and SMTP, never the Apple "
+        "Account password. Create one at account.apple.com > Sign-In and Security > "
+        "App-Specific Passwords and use it; the username is the full iCloud address.",
+    ),
+    **_each(
+        Provider.YAHOO,
+        _APP_PASSWORD_REASONS,
+        "Yahoo and AOL take only an app password over IMAP and SMTP. Create one under Account "
+        "Info > Account Security > Generate app password and use it instead of the account "
+        "password.",
+    ),
+    **_each(
+        Provider.FASTMAIL,
+        _APP_PASSWORD_REASONS,
+        "Fastmail takes only an app password over IMAP and SMTP. Create one in Fastmail's "
+        "settings under Privacy & Security (app passwords), giving it IMAP and SMTP access, and "
+        "use it.",
+    ),
+    **_each(
+        Provider.GMX,
+        _ACCESS_OFF_REASONS,
+        "GMX refuses IMAP and SMTP until they are switched on: in the GMX mailbox's settings, "
+        "under POP3 & IMAP, allow access to the account via POP3 and IMAP; then check the "
+        "password (an app password if two-factor sign-in is on).",
+    ),
+    **_each(
+        Provider.WEB_DE,
+        _ACCESS_OFF_REASONS,
+        "WEB.DE refuses IMAP and SMTP until they are switched on: in the WEB.DE mailbox's "
+        "settings, under POP3/IMAP, allow access via POP3 and IMAP; then check the password (an "
+        "app password if two-factor sign-in is on).",
+    ),
+    **_each(
+        Provider.ZOHO,
+        (*_ACCESS_OFF_REASONS, Reason.APP_PASSWORD_REQUIRED),
+        "Zoho Mail needs IMAP access enabled (Settings > Mail Accounts > IMAP Access) before "
+        "IMAP or SMTP logins work; with two-factor sign-in on, use an application-specific "
+        "password (Zoho Accounts > Security > App Passwords).",
+    ),
+    **_each(
+        Provider.YANDEX,
+        (*_ACCESS_OFF_REASONS, Reason.APP_PASSWORD_REQUIRED),
+        "Yandex Mail needs access by mail clients allowed (Mail settings > Email clients: allow "
+        "IMAP, with app passwords) and then an app password for mail (Yandex ID > Security > "
+        "App passwords); the account password is refused.",
+    ),
+    **_each(
+        Provider.MAIL_RU,
+        _APP_PASSWORD_REASONS,
+        "Mail.ru takes a password for external applications over IMAP and SMTP, not the account "
+        "password. Create one under Account settings > Security > Passwords for external "
+        "applications and use it.",
+    ),
+    **_each(
+        Provider.PROTON,
+        (
+            *_APP_PASSWORD_REASONS,
+            Reason.NO_SUCH_HOST,
+            Reason.CONNECT_TIMEOUT,
+            Reason.CONNECTION_REFUSED,
+        ),
+        "Proton Mail has no IMAP or SMTP servers on the internet: it works only through Proton "
+        "Mail Bridge on the user's own machine (a paid plan). Run Bridge and use the host, ports "
+        "and the Bridge password it shows, not the Proton account password.",
+    ),
 }
 
 
-def resolution(reason: Reason, inbox_type: InboxType | None = None) -> str:
-    if inbox_type is not None and (inbox_type, reason) in _BY_PROVIDER:
-        return _BY_PROVIDER[(inbox_type, reason)]
+def resolution(reason: Reason, provider: Provider | InboxType | None = None) -> str:
+    """The advice for `reason`, the provider's own where it has one (an inbox type names its
+    provider)."""
+    if isinstance(provider, InboxType):
+        provider = identify(provider)
+    if provider is not None and (provider, reason) in _BY_PROVIDER:
+        return _BY_PROVIDER[(provider, reason)]
     return _GENERAL[reason]

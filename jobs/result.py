@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from jobs.errors import ErrorCode, Reason
 from jobs.presets import InboxType
+from jobs.providers import Provider
 from jobs.request import Security
 from jobs.steps import Step, StepTiming
 
@@ -59,6 +60,9 @@ class ValidationResult(BaseModel):
     schema_version: int = SCHEMA_VERSION
     inbox_id: str
     inbox_type: InboxType
+    # Who runs the servers, from the host names and the inbox type (jobs.providers); None for a
+    # host no table knows. What the resolution's advice is specific to.
+    provider: Provider | None = None
     email: str
     status: Literal["valid", "invalid"]
     error_code: ErrorCode | None = None
@@ -73,3 +77,8 @@ class ValidationResult(BaseModel):
     checked_at: datetime
     duration_ms: float
     attempts: int = 1
+    # OAUTH_APP_MISCONFIGURED: the app the provider refused; every inbox using it fails alike.
+    oauth2_client_id: str | None = None
+    # A refresh token the provider issued in place of the one sent, sealed with the shared key
+    # ({"oauth2_refresh_token": ...}, use "rotated"): the producer stores it for the next request.
+    oauth2_refresh_token_sealed: str | None = None

@@ -12,11 +12,12 @@ from aiosmtplib.typing import SMTPStatus
 
 from jobs import net, sasl
 from jobs.errors import CheckError, Reason, Reply, check_error
-from jobs.mode_probe import greeting_or_mismatch
+from jobs.mode_probe import greeting_or_mismatch, settle_tls_drop
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
+from jobs.providers import Provider, identify
 from jobs.redact import excerpt, scrub
-from jobs.replies import classify_smtp_auth, enhanced_code
+from jobs.replies import classify_smtp_auth, enhanced_code, judge
 from jobs.reply_text import capped
 from jobs.request import AuthMethod, Endpoint, Security, ValidationRequest
 from jobs.result import ProtocolResult
@@ -40,7 +41,7 @@ def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> R
     return Reply(code=exc.code, enhanced_code=enhanced_code(text), text=text)
 
 
-def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
+def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None) -> Translator:
     def translate(exc: BaseException, step: Step) -> CheckError | None:
         if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == SMTPStatus.invalid_response:
             if exc.message == _TOO_LONG:
@@ -58,9 +59,6 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
                 f"{where} answered something that is not SMTP during {step}",
                 reply=reply,
             )
-        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-            reply = _reply(exc, secrets)
-            return check_error(classify_smtp_auth(reply), f"{where} refused AUTH", reply=reply)
         if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
             reply = _reply(exc, secrets)
             return check_error(
@@ -68,10 +66,15 @@ def _translator(where: str, secrets: tuple[str, ...]) -> Translator:
             )
         if isinstance(exc, aiosmtplib.SMTPResponseException):
             reply = _reply(exc, secrets)
-            if step is Step.STARTTLS:
-                return check_error(Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS", reply=reply)
-            reason = Reason.SERVICE_UNAVAILABLE if exc.code == 421 else Reason.PROTOCOL_ERROR
-            return check_error(reason, f"{where} answered {exc.code} during {step}", reply=reply)
+            if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+                fallback, detail = Reason.INVALID_CREDENTIALS, f"{where} refused AUTH"
+            elif step is Step.STARTTLS:
+                fallback, detail = Reason.STARTTLS_UNAVAILABLE, f"{where} refused STARTTLS"
+            else:
+                fallback = Reason.SERVICE_UNAVAILABLE if exc.code == 421 else Reason.PROTOCOL_ERROR
+                detail = f"{where} answered {exc.code} during {step}"
+            reason, wait = judge("smtp", step, reply, fallback, provider)
+            return check_error(reason, detail, reply=reply, retry_after_s=wait)
         if isinstance(exc, TimeoutError):
             if "ready message" in str(exc):
                 return check_error(
@@ -99,7 +102,8 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
         secrets = (*request.secrets, *sasl.responses(username, request.access_token, host, port))
     else:
         secrets = (*request.secrets, auth_plain_encode(username, request.password("smtp")).decode())
-    steps = StepLog(options.step_timeout, _translator(where, secrets))
+    provider = identify(request.inbox_type, [(host, port)])
+    steps = StepLog(options.step_timeout, _translator(where, secrets, provider))
     context = client_context(options.ca_file)
 
     async def body(findings: Findings) -> None:
@@ -107,7 +111,7 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
         smtp: aiosmtplib.SMTP | None = None
         try:
             async with steps.step(Step.DNS):
-                addresses = await net.resolve(host, port)
+                addresses = await net.resolve(host, port, options.pins, options.dns_servers)
             async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where, options.destinations)
             smtp = aiosmtplib.SMTP(
@@ -123,8 +127,11 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
             if security is Security.SSL:
                 # aiosmtplib runs the handshake and reads the greeting in one call, each under
                 # its own step_timeout, and says which one stalled; this outer limit is a backstop.
-                async with steps.step(Step.TLS, timeout=2 * options.step_timeout):
-                    await smtp.connect()
+                try:
+                    async with steps.step(Step.TLS, timeout=2 * options.step_timeout):
+                        await smtp.connect()
+                except CheckError as exc:
+                    raise await settle_tls_drop(exc, addresses, where, options.destinations) from None
             else:
                 async with steps.step(Step.GREETING):
                     await greeting_or_mismatch(smtp.connect(), addresses, host, where, options.destinations)
@@ -154,7 +161,14 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                         smtp, username, request.access_token, endpoint, findings, where, secrets
                     )
                 else:
-                    await _authenticate(smtp, username, request.password("smtp"), findings, where)
+                    await _authenticate(
+                        smtp,
+                        username,
+                        request.password("smtp"),
+                        findings,
+                        where,
+                        without_tls=security is Security.NONE,
+                    )
             with contextlib.suppress(Exception):
                 async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
                     await smtp.quit()
@@ -168,10 +182,23 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
 
 
 async def _authenticate(
-    smtp: aiosmtplib.SMTP, username: str, password: str, findings: Findings, where: str
+    smtp: aiosmtplib.SMTP,
+    username: str,
+    password: str,
+    findings: Findings,
+    where: str,
+    *,
+    without_tls: bool,
 ) -> None:
     offered = smtp.server_auth_methods
     mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
+    if mechanism is None and without_tls and not offered and smtp.supports_extension("starttls"):
+        # Most servers hold AUTH back until the session is encrypted: the fix is TLS, not a
+        # mechanism.
+        raise check_error(
+            Reason.TLS_REQUIRED,
+            f"{where} offers AUTH only after STARTTLS, and TLS is off for this inbox",
+        )
     if mechanism is None:
         listed = " ".join(offered).upper() or "none"
         raise check_error(
@@ -220,8 +247,5 @@ async def _authenticate_with_token(
         reply = await smtp.execute_command(sasl.abort_response(mechanism).encode())
     if reply.code != SMTPStatus.auth_successful:
         refused = _reply(aiosmtplib.SMTPAuthenticationError(reply.code, reply.message), secrets)
-        raise check_error(
-            classify_smtp_auth(refused),
-            token_refused(where, challenge, classify_smtp_auth(refused)),
-            reply=refused,
-        )
+        reason = classify_smtp_auth(refused)
+        raise check_error(reason, token_refused(where, challenge, reason), reply=refused)

@@ -15,8 +15,11 @@ from jobs.time_units import MS_PER_S
 
 
 class Step(StrEnum):
-    """A step of the SMTP or IMAP check. The values are what results and events carry."""
+    """A step of the SMTP or IMAP check (or the OAuth2 token fetch both share). The values are
+    what results and events carry."""
 
+    # OAuth2: fetching the access token, once per check, before either protocol
+    TOKEN = "token"
     DNS = "dns"
     CONNECT = "connect"
     GREETING = "greeting"

@@ -4,28 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
 
+from jobs.errors import Reason
 from jobs.imap_check import check_imap
 from jobs.limits import daily_limit
 from jobs.options import CheckOptions
+from jobs.providers import identify
 from jobs.request import ValidationRequest
 from jobs.resolutions import resolution
 from jobs.result import ProtocolResult, RecommendedRange, ValidationResult
 from jobs.smtp_check import check_smtp
 from jobs.time_units import MS_PER_S
+from jobs.token_step import (
+    DirectTokens,
+    TokenSource,
+    cached_token_refused,
+    obtain_token,
+    retry_with_fresh_token,
+    token_failed,
+    with_token_step,
+)
 
 log = structlog.get_logger("inboxcheck.check")
 
 
-async def validate_inbox(request: ValidationRequest, options: CheckOptions) -> ValidationResult:
-    """Prove SMTP and IMAP concurrently; a failure of one never hides the other."""
+async def validate_inbox(
+    request: ValidationRequest, options: CheckOptions, tokens: TokenSource | None = None
+) -> ValidationResult:
+    """Prove SMTP and IMAP concurrently; a failure of one never hides the other. An OAuth2 request
+    that fetches its token gets it first, from `tokens` (DirectTokens: fetched every time)."""
     checked_at = datetime.now(UTC)
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(inbox_id=request.inbox_id):
-        smtp, imap = await asyncio.gather(check_smtp(request, options), check_imap(request, options))
+        smtp, imap = await _check_both(request, options, tokens or DirectTokens())
         for part in (smtp, imap):
             log.info(
                 "protocol_checked",
@@ -37,6 +52,27 @@ async def validate_inbox(request: ValidationRequest, options: CheckOptions) -> V
                 duration_ms=part.duration_ms,
             )
     return summarise(request, smtp, imap, checked_at, round((time.perf_counter() - started) * MS_PER_S, 2))
+
+
+async def _check_both(
+    request: ValidationRequest, options: CheckOptions, tokens: TokenSource
+) -> tuple[ProtocolResult, ProtocolResult]:
+    if request.oauth2 is None or not request.oauth2.fetches_token:
+        return await asyncio.gather(check_smtp(request, options), check_imap(request, options))
+    outcome = await obtain_token(request, options, tokens)
+    if outcome.token is None:
+        return token_failed(request, outcome)
+    signed = request.with_access_token(outcome.token.access_token)
+    # The token step's time comes out of the checks' deadline (each step still gets its own full
+    # limit), so a job's time budget holds for OAuth2 inboxes too.
+    spent_s = sum(step.ms for step in outcome.steps) / MS_PER_S
+    options = replace(options, check_timeout=max(options.check_timeout - spent_s, options.step_timeout))
+    smtp, imap = await asyncio.gather(check_smtp(signed, options), check_imap(signed, options))
+    smtp, imap = with_token_step(smtp, outcome), with_token_step(imap, outcome)
+    if outcome.token.from_cache and (cached_token_refused(smtp) or cached_token_refused(imap)):
+        await tokens.discard(request)
+        smtp, imap = retry_with_fresh_token(smtp), retry_with_fresh_token(imap)
+    return smtp, imap
 
 
 def summarise(
@@ -51,14 +87,16 @@ def summarise(
     valid = failed is None
     hosts = [host for host in (request.smtp_host, request.imap_host) if host is not None]
     limit = daily_limit(request.inbox_type, request.account_age_days, valid, hosts)
+    provider = identify(request.inbox_type, [(part.host, part.port) for part in (failed or smtp, imap, smtp)])
     return ValidationResult(
         inbox_id=request.inbox_id or request.email,
         inbox_type=request.inbox_type,
+        provider=provider,
         email=request.email,
         status="valid" if valid else "invalid",
         error_code=failed.error_code if failed else None,
         reason=failed.reason if failed else None,
-        resolution=resolution(failed.reason, request.inbox_type) if failed and failed.reason else None,
+        resolution=resolution(failed.reason, provider) if failed and failed.reason else None,
         retryable=all(p.retryable for p in (smtp, imap) if p.status == "failed") and not valid,
         smtp=smtp,
         imap=imap,
@@ -67,4 +105,9 @@ def summarise(
         recommended_range=RecommendedRange(low=limit.range_low, high=limit.range_high),
         checked_at=checked_at,
         duration_ms=duration_ms,
+        oauth2_client_id=(
+            request.oauth2.app_id
+            if failed and failed.reason is Reason.OAUTH_APP_MISCONFIGURED and request.oauth2
+            else None
+        ),
     )

@@ -10,13 +10,15 @@ import itertools
 import os
 import secrets
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from tests.servers.certs import PKI, CertName, ServerCert
+from tests.servers.dns import DnsServer
+from tests.servers.dns import Mode as DnsMode
 from tests.servers.dovecot import Account, Dovecot, DovecotNotInstalled
 from tests.servers.fakes import FakeServer, Handler
 from tests.servers.oauth import OAuthAccount, TokenEndpoint
@@ -198,6 +200,22 @@ def oauth_user(oauth_dovecot: Dovecot, oauth_provider: TokenEndpoint) -> Iterato
     oauth_provider.clear_failures()
     oauth_provider.revoke_mailbox(email)
     oauth_dovecot.remove_user(email)
+
+
+@pytest.fixture
+def dns_server() -> Iterator[Callable[..., DnsServer]]:
+    """Factory: ``dns_server(records={name: [address, ...]}, mode="answer"|"servfail"|"silent")``,
+    a started DnsServer (tests.servers.dns); all are stopped after the test."""
+    started: list[DnsServer] = []
+
+    def start(records: Mapping[str, Sequence[str]] | None = None, mode: DnsMode = "answer") -> DnsServer:
+        server = DnsServer(records, mode).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -37,8 +37,9 @@ def install_safe_exception_handler() -> None:
 
 # Libraries that log what a server sent (aioimaplib: every line it does not expect, at INFO) or
 # what was sent to it (raw traffic at DEBUG, the AUTH exchange included): a hostile server must not
-# be able to fill the log, and nothing of a conversation belongs there.
-WIRE_LOGGERS = ("aioimaplib", "aiosmtplib")
+# be able to fill the log, and nothing of a conversation belongs there. httpx and httpcore: the
+# OAuth2 token requests (every request at INFO, its exchange at DEBUG).
+WIRE_LOGGERS = ("aioimaplib", "aiosmtplib", "httpx", "httpcore")
 
 
 def configure_logging(log_format: str = "auto", level: str = "INFO") -> None:

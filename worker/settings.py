@@ -13,18 +13,25 @@ from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobs.destinations import DestinationPolicy, IPNetwork, parse_networks
+from jobs.dns_servers import DnsServers, parse_dns_servers
 from jobs.errors import InboxcheckError
 from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckOptions
+from jobs.pins import Pins, parse_pins
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
+from worker.webhooks.settings import WebhookSettings
 
 ENV_PREFIX = "INBOXCHECK_"
 
 # Comma-separated, as operators write them in an environment variable, not a JSON list.
 Networks = Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_networks)]
+# HOST:PORT:ADDRESS entries, comma-separated (curl's --resolve).
+PinsSetting = Annotated[Pins, NoDecode, BeforeValidator(parse_pins)]
+# ADDRESS[:PORT] entries, comma-separated.
+DnsServersSetting = Annotated[DnsServers, NoDecode, BeforeValidator(parse_dns_servers)]
 
 
-class Settings(BaseSettings, RecheckSettings):
+class Settings(BaseSettings, RecheckSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # The check
@@ -35,6 +42,10 @@ class Settings(BaseSettings, RecheckSettings):
     # Non-public networks checks may connect to anyway (self-hosted mail servers, development);
     # every other private, loopback, link-local or metadata address is refused.
     allow_networks: Networks = ()
+    # Addresses to connect to for HOST:PORT instead of DNS's; TLS still verifies HOST.
+    resolve: PinsSetting = {}
+    # DNS servers to ask instead of the system's resolver (empty: the system's).
+    dns_servers: DnsServersSetting = ()
 
     # Logging
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -86,6 +97,8 @@ class Settings(BaseSettings, RecheckSettings):
             ca_file=str(self.tls_ca_file) if self.tls_ca_file else None,
             ehlo_hostname=self.ehlo_hostname,
             destinations=DestinationPolicy(public_only=True, allowed_networks=self.allow_networks),
+            pins=self.resolve,
+            dns_servers=self.dns_servers,
         )
 
 

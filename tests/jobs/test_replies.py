@@ -7,6 +7,7 @@ import math
 import pytest
 
 from jobs.errors import Reason, Reply
+from jobs.providers import Provider
 from jobs.redact import scrub
 from jobs.replies import (
     MAX_BACKOFF_S,
@@ -15,8 +16,11 @@ from jobs.replies import (
     classify_smtp_auth,
     enhanced_code,
     password_login_reason,
+    reason_for,
     suggested_backoff_s,
 )
+from jobs.reply_rules import Protocol
+from jobs.steps import Step
 
 
 @pytest.mark.parametrize(
@@ -52,7 +56,8 @@ from jobs.replies import (
         (535, "5.7.0 (#AUTH005) Too many bad auth attempts.", Reason.APP_PASSWORD_REQUIRED),
         (535, "Authentication Failed", Reason.INVALID_CREDENTIALS),
         (504, "5.5.4 Unrecognized authentication type", Reason.AUTH_MECHANISM_UNSUPPORTED),
-        (454, "4.7.0 Temporary authentication failure", Reason.TOO_MANY_ATTEMPTS),
+        # RFC 4954's temporary failure: a throttle only when the text says so.
+        (454, "4.7.0 Temporary authentication failure", Reason.TEMPORARY_AUTH_FAILURE),
         (451, "4.3.0 Temporary server error", Reason.TEMPORARY_AUTH_FAILURE),
     ],
 )
@@ -139,3 +144,126 @@ def test_scrub_removes_secret_and_its_base64_forms() -> None:
 def test_a_refused_password_login_at_microsoft_is_basic_auth_disabled(host: str, expected: Reason) -> None:
     assert password_login_reason(Reason.INVALID_CREDENTIALS, host) is expected
     assert password_login_reason(Reason.TOO_MANY_ATTEMPTS, host) is Reason.TOO_MANY_ATTEMPTS
+
+
+# Other wordings of the kinds the reply table knows, on both protocols and from any provider: the
+# table matches the kind, not one provider's line.
+@pytest.mark.parametrize(
+    ("protocol", "step", "reply", "reason"),
+    [
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=535, text="5.7.8 Please verify your identity at https://x"),
+            Reason.WEB_LOGIN_REQUIRED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=535, text="Account blocked, log in via a web browser"),
+            Reason.WEB_LOGIN_REQUIRED,
+        ),
+        (
+            "imap",
+            Step.LOGIN,
+            Reply(status="NO", text="[AUTHENTICATIONFAILED] Prove you are not a robot: https://x"),
+            Reason.WEB_LOGIN_REQUIRED,
+        ),
+        (
+            "imap",
+            Step.LOGIN,
+            Reply(status="NO", text="Your password is too simple, change it on the web"),
+            Reason.WEB_LOGIN_REQUIRED,
+        ),
+        (
+            "imap",
+            Step.LOGIN,
+            Reply(status="NO", text="[AUTHENTICATIONFAILED] Use an app password"),
+            Reason.APP_PASSWORD_REQUIRED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=535, text="5.7.8 Error: create a password for an external application"),
+            Reason.APP_PASSWORD_REQUIRED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=530, text="5.7.7 Email sending without SSL/TLS encryption is not allowed."),
+            Reason.TLS_REQUIRED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=503, text="5.5.1 Error: authentication not enabled"),
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=503, text="AUTH command used when not advertised"),
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=502, text="5.5.2 Error: command not recognized"),
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(code=454, text="4.7.0 Login rate limit exceeded, try later"),
+            Reason.TOO_MANY_ATTEMPTS,
+        ),
+        (
+            "smtp",
+            Step.AUTH,
+            Reply(
+                code=535,
+                text="5.7.139 Authentication unsuccessful, user is locked by your organization's security defaults policy.",
+            ),
+            Reason.BASIC_AUTH_DISABLED,
+        ),
+        (
+            "imap",
+            Step.EXAMINE,
+            Reply(status="NO", text="This user does not have access rights to this service"),
+            Reason.IMAP_DISABLED,
+        ),
+        (
+            "imap",
+            Step.EXAMINE,
+            Reply(status="NO", text="[NONEXISTENT] Mailbox doesn't exist: INBOX"),
+            Reason.MAILBOX_UNAVAILABLE,
+        ),
+        (
+            "imap",
+            Step.EXAMINE,
+            Reply(status="BYE", text="* BYE Autologout; idle for too long"),
+            Reason.CONNECTION_CLOSED,
+        ),
+        (
+            "imap",
+            Step.LOGIN,
+            Reply(status="BYE", text="* BYE System going down for maintenance"),
+            Reason.SERVICE_UNAVAILABLE,
+        ),
+        (
+            "imap",
+            Step.LOGIN,
+            Reply(status="BYE", text="* BYE Too many connections from your IP"),
+            Reason.TOO_MANY_CONNECTIONS,
+        ),
+    ],
+)
+def test_other_wordings_of_each_kind(protocol: Protocol, step: Step, reply: Reply, reason: Reason) -> None:
+    fallback = Reason.MAILBOX_UNAVAILABLE if step is Step.EXAMINE else Reason.INVALID_CREDENTIALS
+    assert reason_for(protocol, step, reply, fallback) is reason
+
+
+def test_gmails_534_5_7_9_is_an_app_password_only_at_google() -> None:
+    bare = Reply(code=534, enhanced_code="5.7.9", text="5.7.9 Authentication mechanism is too weak")
+    assert classify_smtp_auth(bare, Provider.GOOGLE) is Reason.APP_PASSWORD_REQUIRED
+    assert classify_smtp_auth(bare) is Reason.AUTH_MECHANISM_UNSUPPORTED

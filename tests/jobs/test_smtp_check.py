@@ -24,6 +24,7 @@ from tests.jobs.checks import (
     split_marker,
 )
 from tests.servers.certs import PKI
+from tests.servers.dns import DnsServer
 from tests.servers.fakes import FakeServer, SmtpScript, close_on_accept, silent
 from tests.servers.smtp import SmtpServer
 
@@ -269,10 +270,13 @@ async def test_closed_port_is_refused(ca_file: str) -> None:
     )
 
 
-async def test_unknown_host_fails_fast(ca_file: str) -> None:
+async def test_unknown_host_fails_fast(ca_file: str, dns_server: Callable[..., DnsServer]) -> None:
+    # The test's own DNS server says the name does not exist: the machine's resolver plays no part.
+    dns = dns_server()
     started = time.monotonic()
     result = await check_smtp(
-        smtp_request(587, "starttls", smtp_host="no-such-host.invalid"), options(ca_file)
+        smtp_request(587, "starttls", smtp_host="no-such-host.invalid"),
+        options(ca_file, dns_servers=(dns.address,)),
     )
     assert (result.error_code, result.reason, result.failed_step) == (
         ErrorCode.HOST_NOT_FOUND,

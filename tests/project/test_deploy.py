@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import liveness, worker
+from worker.cli import liveness, webhooks, worker
 from worker.cli.main import build_parser
 from worker.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROGRAM = "inboxcheck"
-HANDLERS = {"worker": worker.run, "health": liveness.run}
+HANDLERS = {"worker": worker.run, "health": liveness.run, "webhooks": webhooks.run}
 
 
 def resolve(argv: list[str]) -> argparse.Namespace:
@@ -48,6 +48,7 @@ def test_procfile_names_the_worker() -> None:
         if line.strip() and not line.startswith("#")
     )
     assert_runs(shlex.split(entries["worker"]), "worker")
+    assert_runs(shlex.split(entries["webhooks"]), "webhooks")
 
 
 def dockerfile_instructions() -> dict[str, str]:
@@ -97,6 +98,10 @@ def test_compose_runs_workers_against_its_redis() -> None:
     assert "redis" in services and "redis" in worker["depends_on"]
     assert re.fullmatch(r"redis:7-alpine@sha256:[0-9a-f]{64}", services["redis"]["image"])
     assert "--requirepass" in " ".join(services["redis"]["command"])
+    assert_runs(services["webhooks"]["command"], "webhooks")
+    assert services["webhooks"]["environment"].keys() == worker["environment"].keys() - {
+        "INBOXCHECK_MAX_JOBS"
+    }
 
 
 def k8s(kind: str) -> dict[str, Any]:
@@ -146,7 +151,7 @@ def test_kubernetes_egress_reaches_mail_ports_but_never_the_metadata_address() -
         if metadata in ipaddress.ip_network(block["cidr"]):
             assert any(metadata in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {25, 465, 587, 143, 993, 53, 6379} <= ports
+    assert {25, 465, 587, 143, 993, 443, 53, 6379} <= ports  # 443: OAuth2 token endpoints
 
 
 def systemd_service() -> dict[str, list[str]]:
@@ -195,3 +200,25 @@ DEPLOY_SETTINGS = sorted(
 @pytest.mark.parametrize("name", DEPLOY_SETTINGS)
 def test_deploy_settings_are_real_settings(name: str) -> None:
     assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields
+
+
+def test_kubernetes_webhooks_reach_https_but_no_private_or_metadata_address() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "webhooks.yaml").read_text()))
+    deployment, policy = (
+        next(d for d in docs if d["kind"] == kind) for kind in ("Deployment", "NetworkPolicy")
+    )
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert_runs(container["command"], "webhooks")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    https = [
+        rule for rule in policy["spec"]["egress"] if {"protocol": "TCP", "port": 443} in rule.get("ports", [])
+    ]
+    blocks = [peer["ipBlock"] for rule in https for peer in rule["to"]]
+    for address in ("169.254.169.254", "10.1.2.3", "192.168.1.1", "100.100.100.200", "fd00:ec2::254"):
+        ip = ipaddress.ip_address(address)
+        for block in blocks:
+            if ip.version == ipaddress.ip_network(block["cidr"]).version and ip in ipaddress.ip_network(
+                block["cidr"]
+            ):
+                assert any(ip in ipaddress.ip_network(cidr) for cidr in block.get("except", [])), address

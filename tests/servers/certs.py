@@ -76,6 +76,11 @@ class PKI:
         cert: ServerCert = getattr(self, name)
         return cert
 
+    def server_cert(self, name: str, *identities: str) -> ServerCert:
+        """A valid cert from the trusted CA for other names (a provider's hosts, reached
+        through --resolve)."""
+        return self._issue(name, self._ca, identities)
+
     def client_context(self) -> ssl.SSLContext:
         """A verifying client context that trusts only the test CA."""
         return ssl.create_default_context(cafile=str(self.ca_file))

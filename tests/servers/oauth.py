@@ -1,7 +1,7 @@
 """A stand-in for Google's and Microsoft's OAuth2 token endpoints, plus RFC 7662 introspection.
 
 ``TokenEndpoint`` is a standard-library HTTP server (``http.server`` in a thread) on
-127.0.0.1:<port from the OS>. What it imitates, from /work/shared/reference/oauth2.md
+127.0.0.1:<port from the OS>, plain HTTP or, with ``ssl_context``, HTTPS. What it imitates, from /work/shared/reference/oauth2.md
 ("Getting tokens" and the table of token endpoint errors):
 
 * ``POST .../token`` (any path ending in ``/token``, so a test may use a Microsoft-style
@@ -45,6 +45,7 @@ import binascii
 import json
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -338,6 +339,7 @@ class TokenEndpoint(StartStop):
         token_size: int = DEFAULT_TOKEN_SIZE,
         expires_in: int = 3599,
         rotate_refresh_tokens: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if style not in ("google", "microsoft"):
             raise ValueError(f"unknown token endpoint style {style!r}")
@@ -347,6 +349,7 @@ class TokenEndpoint(StartStop):
         self.token_size = token_size
         self.expires_in = expires_in
         self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.ssl_context = ssl_context
         self.port: int = 0
         self.requests: list[OAuthRequest] = []
         self._state = _State()
@@ -362,6 +365,11 @@ class TokenEndpoint(StartStop):
             raise RuntimeError("token endpoint already running")
         self._stopping.clear()
         server = _HttpServer(self)
+        if self.ssl_context is not None:
+            # The handshake runs in each handler's thread (first read), never in the accept loop.
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
@@ -384,7 +392,7 @@ class TokenEndpoint(StartStop):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def token_url(self) -> str:
@@ -494,6 +502,12 @@ class TokenEndpoint(StartStop):
     def introspection_requests(self) -> list[OAuthRequest]:
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/introspect")]
+
+    @property
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token minted so far (for tests that look for them where they must not be)."""
+        with self._lock:
+            return list(self._state.access)
 
     def mailbox_for(self, token: str) -> str | None:
         """The mailbox a live access token opens, else None."""
@@ -791,6 +805,9 @@ def _random_chars(count: int) -> str:
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Dovecot's HTTP client expects
+    # Headers and body are two writes (two TLS records): without this, the body waits for the
+    # client's delayed ACK of the headers, 40 ms a request.
+    disable_nagle_algorithm = True
     server: _HttpServer
 
     def do_POST(self) -> None:
@@ -806,6 +823,7 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() has already woken every handler; never wait on one
     allow_reuse_address = False
+    request_queue_size = 128  # socketserver's 5 drops connections a burst of clients opens at once
 
     def __init__(self, endpoint: TokenEndpoint) -> None:
         self.endpoint = endpoint
@@ -831,3 +849,6 @@ class _HttpServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that refuses the certificate or hangs up is the test's business, not noise

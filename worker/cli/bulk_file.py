@@ -1,4 +1,5 @@
-"""Reading many requests from one file: JSON lines, or a CSV with the request's field names."""
+"""Reading many requests from one file: JSON lines, or a CSV with the request's field names (the
+oauth2 object's as oauth2.<name> columns)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.oauth2_request import OAuth2Credentials
 from jobs.request import RequestError, ValidationRequest, parse_request
+from worker.messages.payload import OAUTH2_SECRETS
 
 CSV_SUFFIXES = {".csv"}
 HEADER_LINE = 1
-REQUEST_FIELDS = frozenset(ValidationRequest.model_fields)
-SECRET_COLUMNS = frozenset({"smtp_password", "imap_password"})
+# The oauth2 object's fields are columns of their own: oauth2.client_id, oauth2.refresh_token, ...
+OAUTH2_PREFIX = "oauth2."
+OAUTH2_COLUMNS = frozenset(OAUTH2_PREFIX + name for name in OAuth2Credentials.model_fields)
+REQUEST_FIELDS = frozenset(ValidationRequest.model_fields) - {"oauth2"} | OAUTH2_COLUMNS
+SECRET_COLUMNS = frozenset({"smtp_password", "imap_password"}) | {
+    OAUTH2_PREFIX + name for name in OAUTH2_SECRETS
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +78,21 @@ def read_rows(path: Path, text: str) -> Rows:
             rows.bad.append(BadRow(reader.line_num, ["row: has more cells than the header"]))
             continue
         if fields:
-            _parse(reader.line_num, fields, rows)
+            _parse(reader.line_num, _nested(fields), rows)
     return rows
+
+
+def _nested(fields: dict[str, str]) -> dict[str, Any]:
+    """The oauth2.* columns as the request's oauth2 object (its scopes space-separated)."""
+    request: dict[str, Any] = {k: v for k, v in fields.items() if not k.startswith(OAUTH2_PREFIX)}
+    oauth2: dict[str, Any] = {
+        k.removeprefix(OAUTH2_PREFIX): v for k, v in fields.items() if k.startswith(OAUTH2_PREFIX)
+    }
+    if "scopes" in oauth2:
+        oauth2["scopes"] = oauth2["scopes"].split()
+    if oauth2:
+        request["oauth2"] = oauth2
+    return request
 
 
 def _cell(name: str, value: str) -> str:

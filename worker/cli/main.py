@@ -22,6 +22,8 @@ from worker.cli import (
     schema,
     unregister,
     validate,
+    webhook,
+    webhooks,
     worker,
 )
 from worker.cli.validate import PASSWORD_ENV
@@ -31,7 +33,22 @@ from worker.settings import get_settings
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 # In the order `inboxcheck --help` lists them.
-COMMANDS = (validate, worker, enqueue, events, schema, keygen, register, unregister, list_inboxes, liveness)
+COMMANDS = (
+    validate,
+    worker,
+    enqueue,
+    events,
+    schema,
+    keygen,
+    register,
+    unregister,
+    list_inboxes,
+    liveness,
+    webhooks,
+    webhook,
+)
+# Long-running processes log at INFO; one-off commands only say what went wrong.
+PROCESSES = ("worker", "webhooks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args, None)
         settings = get_settings()
         # A person reading a one-off report wants the report, not the progress lines.
-        quiet = args.command != "worker" and "log_level" not in settings.model_fields_set
+        quiet = args.command not in PROCESSES and "log_level" not in settings.model_fields_set
         configure_logging(settings.log_format, "WARNING" if quiet else settings.log_level)
         return args.handler(args, settings)
     except InboxcheckError as exc:

@@ -48,6 +48,9 @@ def render(result: ValidationResult, console: Console) -> None:
                 code = part.reply_code or part.reply_status or ""
                 console.print(plain(f"  server said: {code} {part.reply_text}"), highlight=False)
         console.print()
+    if result.provider is not None:
+        # Whose servers these are: what the advice below is specific to.
+        console.print(f"Provider: {result.provider}", highlight=False)
     if result.status == "valid":
         console.print(Text.assemble(("VALID", "bold green"), " ", plain(result.inbox_id)), highlight=False)
         console.print(

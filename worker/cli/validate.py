@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import getpass
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from jobs.destinations import ALLOW_ALL
+from jobs.pins import parse_pin, parse_pins
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
+from jobs.token_step import DirectTokens
 from jobs.validate import validate_inbox
 from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, read_source
+from worker.cli.oauth2_flags import add_flags, check_save_path, oauth2_from_flags, save_rotated, secret
 from worker.cli.report import render
 from worker.logs import install_safe_exception_handler
 from worker.messages import events
@@ -26,7 +27,6 @@ from worker.settings import Settings
 MAX_STEP_TIMEOUT_S = 300.0
 
 PASSWORD_ENV = {"smtp_password": "INBOXCHECK_SMTP_PASSWORD", "imap_password": "INBOXCHECK_IMAP_PASSWORD"}
-ACCESS_TOKEN_ENV = "INBOXCHECK_OAUTH2_ACCESS_TOKEN"
 
 
 def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,25 +56,14 @@ def request_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         fields["allow_insecure_auth"] = True
     if args.auth == "oauth2":
         fields["auth"] = "oauth2"
-        fields["oauth2"] = {
-            "access_token": _secret("oauth2.access_token", ACCESS_TOKEN_ENV, "OAuth2 access token: ")
-        }
+        fields["oauth2"] = oauth2_from_flags(args)
         return fields
     for field, env in PASSWORD_ENV.items():
         if os.environ.get(env):
             fields[field] = os.environ[env]
     if "smtp_password" not in fields:
-        fields["smtp_password"] = _secret("smtp_password", PASSWORD_ENV["smtp_password"], "SMTP password: ")
+        fields["smtp_password"] = secret("smtp_password", PASSWORD_ENV["smtp_password"], "SMTP password: ")
     return fields
-
-
-def _secret(field: str, env: str, prompt: str) -> str:
-    """A secret from the environment, else asked for at a terminal (never from the command line)."""
-    if os.environ.get(env):
-        return os.environ[env]
-    if not sys.stdin.isatty():
-        raise ClientError(f"{field}: set {env} or run at a terminal to be asked")
-    return getpass.getpass(prompt)
 
 
 def load_request(args: argparse.Namespace) -> ValidationRequest:
@@ -85,7 +74,9 @@ def load_request(args: argparse.Namespace) -> ValidationRequest:
     return parse_request(request_from_flags(args))
 
 
-async def _validate(request: ValidationRequest, settings: Settings, public_only: bool) -> ValidationResult:
+async def _validate(
+    request: ValidationRequest, settings: Settings, public_only: bool, tokens: DirectTokens
+) -> ValidationResult:
     install_safe_exception_handler()
     options = settings.check_options()
     if not public_only:
@@ -93,7 +84,7 @@ async def _validate(request: ValidationRequest, settings: Settings, public_only:
         # anyway, and their own server is often on loopback or the office network. The worker's
         # refusal protects a platform's network from the people who send it requests.
         options = dataclasses.replace(options, destinations=ALLOW_ALL)
-    return await validate_inbox(request, options)
+    return await validate_inbox(request, options, tokens)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,7 +93,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"step_timeout": args.timeout})
     if args.ca_file is not None:
         settings = settings.model_copy(update={"tls_ca_file": args.ca_file})
-    result = asyncio.run(_validate(request, settings, args.public_only))
+    if args.resolve:
+        # Added to INBOXCHECK_RESOLVE's; a HOST:PORT given here replaces its addresses there.
+        settings = settings.model_copy(update={"resolve": {**settings.resolve, **parse_pins(args.resolve)}})
+    check_save_path(args.save_refresh_token)
+    tokens = DirectTokens()
+    result = asyncio.run(_validate(request, settings, args.public_only, tokens))
+    save_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
     if args.json:
         print(events.completed(result).model_dump_json())
     else:
@@ -118,6 +115,14 @@ def positive_seconds(text: str) -> float:
     if not 0 < value <= MAX_STEP_TIMEOUT_S:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_STEP_TIMEOUT_S:g} seconds")
     return value
+
+
+def pin(text: str) -> str:
+    try:
+        parse_pin(text)
+        return text
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def existing_file(text: str) -> Path:
@@ -148,8 +153,9 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
         "--auth",
         choices=["password", "oauth2"],
         default="password",
-        help=f"oauth2: sign in with a bearer token from {ACCESS_TOKEN_ENV} or a prompt",
+        help="oauth2: sign in with a bearer token, given or fetched (see the OAuth2 flags)",
     )
+    add_flags(parser)
 
 
 def add_parser(commands: Any) -> None:
@@ -157,6 +163,15 @@ def add_parser(commands: Any) -> None:
     _add_request_flags(parser)
     parser.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="time limit per step")
     parser.add_argument("--ca-file", type=existing_file, metavar="PEM", help="extra trusted CA certificates")
+    parser.add_argument(
+        "--resolve",
+        type=pin,
+        action="append",
+        default=[],
+        metavar="HOST:PORT:ADDRESS",
+        help="connect to ADDRESS for HOST:PORT (repeatable, as curl's); TLS still verifies HOST "
+        "and HOST still names the provider",
+    )
     parser.add_argument("--json", action="store_true", help="print the result event as JSON")
     parser.add_argument(
         "--public-only",

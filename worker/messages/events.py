@@ -49,6 +49,9 @@ class Failure(BaseModel):
     reason: str
     resolution: str = "Enqueue the request again later; if it keeps failing, report it with the event id."
     attempts: int = 1
+    # As in a completed event (jobs.result): a refresh token the provider rotated during an
+    # attempt, sealed; the producer stores it whatever the job ended in.
+    oauth2_refresh_token_sealed: str | None = None
 
 
 class Health(StrEnum):

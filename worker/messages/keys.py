@@ -106,3 +106,47 @@ def inbox_lock_key(inbox_id: str) -> str:
 
 def inbox_backoff_key(inbox_id: str) -> str:
     return INBOX_BACKOFF_PREFIX + inbox_id
+
+
+# OAuth2 (worker.runtime.token_cache): per inbox and app, a cache id (a hash of the inbox id and the
+# request's destination digest, so no address appears in a key name); a kept token also per
+# credentials (a keyed digest of the grant's secrets, never the secrets or a plain hash of them).
+# string: the access token, sealed; expires with it. <cache id>:<credentials digest>
+OAUTH2_TOKEN_PREFIX = "inboxcheck:oauth2:token:"
+OAUTH2_LOCK_PREFIX = "inboxcheck:oauth2:lock:"  # string: the one refresh running for an inbox and app
+# Per event: a refresh token the provider rotated during a one-off job, sealed, until its event.
+OAUTH2_ROTATED_PREFIX = "inboxcheck:oauth2:rotated:"
+
+
+def oauth2_token_key(cache_id: str, credentials: str) -> str:
+    return f"{OAUTH2_TOKEN_PREFIX}{cache_id}:{credentials}"
+
+
+def oauth2_lock_key(cache_id: str) -> str:
+    return OAUTH2_LOCK_PREFIX + cache_id
+
+
+def oauth2_rotated_key(event_id: str) -> str:
+    return OAUTH2_ROTATED_PREFIX + event_id
+
+
+# Webhooks (worker.webhooks): endpoints, the deliveries in progress, dead letters.
+WEBHOOK_ENDPOINTS_KEY = "inboxcheck:webhooks:endpoints"  # set: endpoint ids
+WEBHOOK_ENDPOINT_PREFIX = "inboxcheck:webhook:endpoint:"  # hash per endpoint: url, events, sealed secret
+WEBHOOK_DUE_PREFIX = "inboxcheck:webhook:due:"  # sorted set per endpoint: delivery ref, score = due ms
+# hash per event in delivery (ref: its stream entry id, or replay:<n>): the body, the entry to
+# acknowledge, when it started, how many endpoints still owe it, and each one's attempts.
+WEBHOOK_DELIVERY_PREFIX = "inboxcheck:webhook:delivery:"
+WEBHOOK_DEAD_KEY = "inboxcheck:webhooks:dead"  # list: JSON dead letters, newest first
+
+
+def webhook_endpoint_key(endpoint_id: str) -> str:
+    return WEBHOOK_ENDPOINT_PREFIX + endpoint_id
+
+
+def webhook_due_key(endpoint_id: str) -> str:
+    return WEBHOOK_DUE_PREFIX + endpoint_id
+
+
+def webhook_delivery_key(ref: str) -> str:
+    return WEBHOOK_DELIVERY_PREFIX + ref

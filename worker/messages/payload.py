@@ -21,7 +21,7 @@ PAYLOAD_VERSION: Final = 1
 # The credentials, sealed apart from the request: its passwords, and each secret of its oauth2
 # object under "oauth2_<name>".
 PASSWORD_FIELDS = ("smtp_password", "imap_password")
-OAUTH2_SECRETS = ("access_token",)
+OAUTH2_SECRETS = ("access_token", "refresh_token", "client_secret", "service_account_key")
 SECRET_FIELDS = (*PASSWORD_FIELDS, *(f"oauth2_{name}" for name in OAUTH2_SECRETS))
 # Inbox ids longer than the request allows are not worth repeating in a rejection.
 MAX_INBOX_ID_CHARS = 256
@@ -36,15 +36,23 @@ class SealedCredentials(BaseModel):
         max_length=MAX_SEALED_CHARS,
         description='Fernet token of {"v": 2, "inbox_id": ..., "destination": <the request\'s '
         'destination digest, see the README>, "secrets": {"smtp_password": ..., "imap_password"?: ...} '
-        'or {"oauth2_access_token": ...}} made with INBOXCHECK_SECRET_KEY.',
+        'or {"oauth2_<name>": ...} for each secret of oauth2}} made with INBOXCHECK_SECRET_KEY.',
     )
 
 
 class PlainCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    plain: dict[Literal["smtp_password", "imap_password", "oauth2_access_token"], str] = Field(
-        description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true."
-    )
+    plain: dict[
+        Literal[
+            "smtp_password",
+            "imap_password",
+            "oauth2_access_token",
+            "oauth2_refresh_token",
+            "oauth2_client_secret",
+            "oauth2_service_account_key",
+        ],
+        str,
+    ] = Field(description="Development only: accepted when INBOXCHECK_ALLOW_PLAINTEXT_CREDENTIALS=true.")
 
 
 class JobPayload(BaseModel):
@@ -80,7 +88,9 @@ def _secrets_of(request: ValidationRequest) -> dict[str, str]:
             secrets[name] = value.get_secret_value()
     if request.oauth2 is not None:
         for name in OAUTH2_SECRETS:
-            secrets[f"oauth2_{name}"] = getattr(request.oauth2, name).get_secret_value()
+            value = getattr(request.oauth2, name)
+            if value is not None:
+                secrets[f"oauth2_{name}"] = value.get_secret_value()
     return secrets
 
 
@@ -161,10 +171,38 @@ def reseal(body: Any, sealer: Sealer) -> Any:
     return {**body, "credentials": {"sealed": sealer.seal(secrets, inbox_id, destination, use=USE_JOB)}}
 
 
+def replace_secret(body: Any, sealer: Sealer | None, name: str, expected: str, new: str) -> Any | None:
+    """`body` (a registered inbox's stored payload) with secret `name` changed from `expected` to
+    `new`, sealed again for the registry; None when it does not hold `expected` (re-registered
+    meanwhile with other credentials) or does not open."""
+    request = body.get("request") if isinstance(body, dict) else None
+    credentials = body.get("credentials") if isinstance(body, dict) else None
+    if not isinstance(request, dict) or not isinstance(credentials, dict):
+        return None
+    if "plain" in credentials:  # development without a key
+        plain = credentials["plain"]
+        if not isinstance(plain, dict) or plain.get(name) != expected:
+            return None
+        return {**body, "credentials": {"plain": {**plain, name: new}}}
+    token, inbox_id = credentials.get("sealed"), request.get("inbox_id")
+    if sealer is None or not isinstance(token, str) or not isinstance(inbox_id, str):
+        return None
+    destination = destination_digest(request)
+    try:
+        secrets = sealer.open(token, inbox_id, destination, use=USE_REGISTRY)
+    except SealError:
+        return None
+    if secrets.get(name) != expected:
+        return None
+    resealed = sealer.seal({**secrets, name: new}, inbox_id, destination, use=USE_REGISTRY)
+    return {**body, "credentials": {"sealed": resealed}}
+
+
 def canonical(request: ValidationRequest, *, with_secrets: bool) -> bytes:
     """A stable byte form of the request (every field, presets filled in) to derive the job id."""
     data = request.model_dump(mode="json")
-    data.pop("oauth2", None)  # its secrets only, masked by the dump; added below as the others
+    if request.oauth2 is not None:  # its secrets are masked by the dump; added below as the others
+        data["oauth2"] = request.oauth2.model_dump(mode="json", exclude=set(OAUTH2_SECRETS))
     for name in PASSWORD_FIELDS:
         data.pop(name, None)
     if with_secrets:

@@ -262,6 +262,96 @@ return 1
 """
 
 
+# KEYS[1] a lock (an OAuth2 token refresh's). ARGV[1] the holder's token. Returns 1 when deleted.
+# Atomic: a lock that expired and was taken by another worker is not deleted from under it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Webhook deliveries (worker.webhooks.ledger). A delivery hash per event (keys.webhook_delivery_key):
+# `event` the body, `type`, `entry` the stream entry to acknowledge ('' for a replay), `created`
+# ms, `pending` how many endpoints still owe it, `ep:<id>` each one's attempts; per endpoint a due
+# zset (keys.webhook_due_key) of refs. dead_letter: LPUSH, trimmed to `max`.
+# finish_one: an endpoint is done with the event; the last one acknowledges the entry and drops
+# the hash.
+_WEBHOOK_DELIVERY = """
+local function dead_letter(list, letter, max)
+  redis.call('LPUSH', list, letter)
+  redis.call('LTRIM', list, 0, tonumber(max) - 1)
+end
+
+local function finish_one(hash, stream, group, field)
+  redis.call('HDEL', hash, field)
+  if redis.call('HINCRBY', hash, 'pending', -1) > 0 then return 0 end
+  local entry = redis.call('HGET', hash, 'entry')
+  if entry and entry ~= '' then redis.call('XACK', stream, group, entry) end
+  redis.call('DEL', hash)
+  return 1
+end
+"""
+
+# KEYS[1] the delivery hash, KEYS[2] the stream, KEYS[3] the dead letters, then one due zset per
+# endpoint. ARGV[1] now ms, ARGV[2] ref, ARGV[3] entry id ('' none), ARGV[4] group, ARGV[5] the
+# event body, ARGV[6] its type, ARGV[7] its id, ARGV[8] queue max, ARGV[9] dead letters max, then
+# the endpoint ids in KEYS' order. An endpoint whose zset already holds `queue max` refs gets a
+# dead letter instead. Returns the number queued (0: the entry is acknowledged at once), or -1 when
+# this event was already fanned out (nothing done). Atomic: the hash, every zset and the
+# acknowledgement agree, however many processes read or claim the same entry.
+WEBHOOK_FAN_OUT = _compose(
+    _NOW_MS,
+    _WEBHOOK_DELIVERY,
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local queued = 0
+for i = 4, #KEYS do
+  local endpoint = ARGV[9 + i - 3]
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[8]) then
+    dead_letter(KEYS[3], cjson.encode({
+      endpoint_id = endpoint, event_id = ARGV[7], type = ARGV[6], event = ARGV[5],
+      attempts = 0, reason = 'queue full', failed_at_ms = now_ms()
+    }), ARGV[9])
+  else
+    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2])
+    redis.call('HSET', KEYS[1], 'ep:' .. endpoint, 0)
+    queued = queued + 1
+  end
+end
+if queued == 0 then
+  if ARGV[3] ~= '' then redis.call('XACK', KEYS[2], ARGV[4], ARGV[3]) end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'event', ARGV[5], 'type', ARGV[6], 'entry', ARGV[3],
+  'created', ARGV[1], 'pending', queued)
+return queued
+""",
+)
+
+# KEYS[1] the delivery hash, KEYS[2] the endpoint's due zset, KEYS[3] the stream, KEYS[4] the dead
+# letters. ARGV[1] ref, ARGV[2] endpoint id, ARGV[3] 'retry' | 'done' | 'dead', ARGV[4] due ms
+# (retry), ARGV[5] group, ARGV[6] the dead letter (dead), ARGV[7] dead letters max.
+# Returns -1 when the delivery is no longer queued (another process settled it after this one's
+# lease ran out, or the endpoint was drained): nothing done; else 1 when this acknowledged the
+# entry, 0 otherwise. Atomic: an endpoint is counted done once, and the entry acknowledged by
+# whichever endpoint finishes last.
+WEBHOOK_SETTLE = _compose(
+    _WEBHOOK_DELIVERY,
+    """
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return -1 end
+if ARGV[3] == 'retry' then
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'ep:' .. ARGV[2], 1)
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] == 'dead' then dead_letter(KEYS[4], ARGV[6], ARGV[7]) end
+return finish_one(KEYS[1], KEYS[3], ARGV[5], 'ep:' .. ARGV[2])
+""",
+)
+
+
 class Scripts:
     """Every script above, registered on one client: calls go by EVALSHA, and redis-py loads a
     script the server does not know yet (a restart, another server) and retries. To run one in a
@@ -278,6 +368,9 @@ class Scripts:
         self.register: AsyncScript = redis.register_script(REGISTER)
         self.unregister: AsyncScript = redis.register_script(UNREGISTER)
         self.enqueue_job: AsyncScript = redis.register_script(ENQUEUE_JOB)
+        self.release_lock: AsyncScript = redis.register_script(RELEASE_LOCK)
+        self.webhook_fan_out: AsyncScript = redis.register_script(WEBHOOK_FAN_OUT)
+        self.webhook_settle: AsyncScript = redis.register_script(WEBHOOK_SETTLE)
 
 
 # Kept on the client itself, so the scripts live exactly as long as it does: a dict keyed by the

@@ -25,8 +25,10 @@ from pydantic import SecretStr
 
 from jobs.errors import InboxcheckError
 
-# Separates the job-id HMAC key from the encryption key, though both come from one setting.
+# Separate the job-id and secret-digest HMAC keys from the encryption key, though all come from
+# one setting.
 _JOB_ID_CONTEXT = b"inboxcheck job id v1"
+_SECRET_DIGEST_CONTEXT = b"inboxcheck secret digest v1"
 # The sealed plaintext's format; 1 (no destination) is refused.
 SEAL_VERSION = 2
 # Every request field that decides where a secret goes and how: the endpoints and their TLS modes
@@ -47,12 +49,24 @@ DESTINATION_FIELDS = (
     "imap_use_ssl",
     "imap_username",
     "auth",
+    # Where an OAuth2 refresh token or client secret is sent, and for which app: a sealed refresh
+    # token cannot be pointed at another token endpoint.
+    "oauth2.grant",
+    "oauth2.client_id",
+    "oauth2.tenant",
+    "oauth2.token_url",
 )
 # What a token may be used for. A queued job's token expires (INBOXCHECK_SEALED_MAX_AGE); a
 # registered inbox's stored token does not, so it is never accepted as a job's: the registry
 # seals a fresh job token from it for each recheck, and never turns a job token into one.
 USE_JOB = "job"
 USE_REGISTRY = "registry"
+# A fetched OAuth2 access token kept by the worker, and a rotated refresh token handed back in an
+# event: neither is ever accepted as a job's or a registered inbox's credentials.
+USE_TOKEN_CACHE = "token-cache"
+USE_ROTATED = "rotated"
+# A webhook endpoint's signing secret (worker.webhooks.endpoints), bound to its URL.
+USE_WEBHOOK = "webhook"
 # A token stamped this far in the future still opens: producers' clocks drift a little.
 CLOCK_SKEW_S = 300.0
 
@@ -63,14 +77,22 @@ def _line_value(value: Any) -> str:
     return str(value)
 
 
+def _field(request: Mapping[str, Any], name: str) -> Any:
+    # "oauth2.token_url" is the token_url inside the request's oauth2 object.
+    value: Any = request
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
 def destination_digest(request: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of `field=value` lines, one per DESTINATION_FIELDS entry the request gives
     (null or absent: no line), in that order, booleans as true/false: a form any language writes
     the same way, with no JSON canonicalisation to get wrong."""
     lines = "".join(
-        f"{name}={_line_value(request[name])}\n"
+        f"{name}={_line_value(value)}\n"
         for name in DESTINATION_FIELDS
-        if request.get(name) is not None
+        if (value := _field(request, name)) is not None
     )
     return hashlib.sha256(lines.encode()).hexdigest()
 
@@ -104,6 +126,7 @@ class Sealer:
                 "make one with `inboxcheck keygen`"
             ) from None
         self._job_id_key = hmac.new(keys[0].encode(), _JOB_ID_CONTEXT, hashlib.sha256).digest()
+        self._secret_digest_key = hmac.new(keys[0].encode(), _SECRET_DIGEST_CONTEXT, hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return "Sealer(***)"
@@ -172,6 +195,11 @@ class Sealer:
 
     def job_id(self, canonical: bytes) -> str:
         return hmac.new(self._job_id_key, canonical, hashlib.sha256).hexdigest()
+
+    def secret_digest(self, secrets: bytes) -> str:
+        """A name for `secrets` (HMAC-SHA256, hex, under a key of its own): equal for equal
+        secrets, and without the key nobody can test a guess against it, as they could a hash."""
+        return hmac.new(self._secret_digest_key, secrets, hashlib.sha256).hexdigest()
 
 
 def sealer_for(secret: SecretStr | None) -> Sealer | None:

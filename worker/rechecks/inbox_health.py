@@ -4,7 +4,8 @@ Pure logic: no Redis, no clock of its own (callers pass `now`), so every rule is
 directly. worker.rechecks.registry stores the state; worker.rechecks.hooks applies it after each recheck.
 
     pending  --ok-->         healthy
-    any      --definite-->   failing      (wrong password, SMTP AUTH off, expired certificate, ...)
+    any      --definite-->   failing      (wrong password, SMTP AUTH off, expired certificate,
+                                           an OAuth2 sign-in the owner must redo, ...)
     any      --transient-->  degraded     (timeouts, refused connections, too many attempts, ...)
     degraded --transient x N in a row--> failing
     failing  --transient-->  failing      (only a success recovers a failing inbox)

@@ -332,6 +332,31 @@ class Registry:
                 await pipe.execute()
         return job_ids
 
+    async def keep_refresh_token(self, inbox_id: str, used: str, rotated: str) -> bool:
+        """Store the refresh token the provider rotated `used` into, sealed, in the inbox's
+        payload: the next recheck refreshes with it. False when the inbox is gone or was
+        registered again with another refresh token meanwhile (that one stays)."""
+        key = keys.inbox_key(inbox_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = _text(await cast(Awaitable[Any], pipe.hget(key, "payload")))
+                    body = payload.replace_secret(
+                        json.loads(raw) if raw else None, self.sealer, "oauth2_refresh_token", used, rotated
+                    )
+                    if body is None:
+                        await pipe.unwatch()
+                        log.warning("refresh_token_not_kept", inbox_id=inbox_id)
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, "payload", json.dumps(body, separators=(",", ":")))
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                log.info("refresh_token_kept", inbox_id=inbox_id)
+                return True
+
     async def record_check(
         self,
         inbox_id: str,

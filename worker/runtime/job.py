@@ -17,6 +17,7 @@ from jobs.options import CheckOptions
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
 from jobs.time_units import MS_PER_S
+from jobs.token_step import DirectTokens
 from jobs.validate import validate_inbox
 from worker.messages import events, keys, scripts, stream
 from worker.messages.payload import PayloadRejected, decode
@@ -24,7 +25,10 @@ from worker.messages.producer import JOB_EXPIRES_MS
 from worker.messages.sealing import Sealer
 from worker.rechecks import hooks
 from worker.rechecks.pacing import AlreadyDone, Held, TriesUsedUp
+from worker.rechecks.registry import Registry, is_recheck
 from worker.runtime.context import WorkerContext, as_context
+from worker.runtime.rotated_tokens import keep_rotated, rotated_sealed
+from worker.runtime.token_cache import RedisTokens
 from worker.settings import Settings
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -37,6 +41,8 @@ REDIS_RETRY_DEFER_S = 1.0
 EMIT_RESERVE_S = 1.0
 # The failed event's reason when every attempt ran and none could be recorded.
 TRIES_USED_UP = "TriesUsedUp"
+# How long a refresh lock outlives the token step's limit (worker.runtime.token_cache).
+TOKEN_LOCK_SLACK_S = 1.0
 # Event ids are UUIDv5 of the job id and enqueue time in this namespace: a rerun gets the same id.
 EVENT_ID_NAMESPACE = uuid.UUID("6b3f9c9e-3a55-4c1e-9a53-5e0d7c7f1a10")
 
@@ -151,6 +157,7 @@ async def _check_and_append(
             redis=ctx["redis"],
             done_key=done_key,
             held=held,
+            registry=rechecks.registry if rechecks is not None and is_recheck(job_id) else None,
         )
     except AlreadyDone as done:
         return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
@@ -253,6 +260,7 @@ async def _run(
     redis: Any = None,
     done_key: str,
     held: Held | None = None,
+    registry: Registry | None = None,
 ) -> events.TerminalEvent:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
     AlreadyDone when pacing found this job's event already written."""
@@ -267,13 +275,33 @@ async def _run(
     # Counted before the check runs and never undone, each attempt that may reach the server is
     # counted whatever fails after it; a run that finds max_tries counted does not check again.
     attempts = AttemptCounter(redis, keys.attempts_key(eid), attempts_ttl_s(settings), job_try)
+    fetches_token = request.oauth2 is not None and request.oauth2.fetches_token
+    tokens = _token_source(runtime, redis)
 
     async def check(counted: int | None = None) -> ValidationResult:
         if counted is None:
             await attempts.start(settings.max_tries)
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
-        return await validate_inbox(request, runtime.options)
+        try:
+            return await validate_inbox(request, runtime.options, tokens)
+        finally:
+            # Kept whatever the check ends in, a bug included: the refresh token sent may be dead
+            # already, and this is the only copy of the new one.
+            if tokens.rotated_refresh_token is not None:
+                await keep_rotated(
+                    redis,
+                    runtime.sealer,
+                    request,
+                    tokens.rotated_refresh_token,
+                    registry=registry,
+                    event_id=eid,
+                    ttl_s=attempts_ttl_s(settings),
+                )
+
+    async def rotated() -> str | None:
+        # A one-off job's rotated refresh token rides on the event that ends it, whichever that is.
+        return await rotated_sealed(redis, eid) if fetches_token else None
 
     try:
         # The engine keeps its own deadline (check_timeout); this outer one only guards against a
@@ -301,7 +329,12 @@ async def _run(
         # worker died during it) and its verdict is gone: the job ends here, in a failed event,
         # rather than in one more login.
         log.error("tries_used_up", attempts=used.attempts)
-        failure = events.Failure(inbox_id=request.inbox_id, reason=TRIES_USED_UP, attempts=used.attempts)
+        failure = events.Failure(
+            inbox_id=request.inbox_id,
+            reason=TRIES_USED_UP,
+            attempts=used.attempts,
+            oauth2_refresh_token_sealed=await rotated(),
+        )
         return events.failed(failure, eid)
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
@@ -311,7 +344,10 @@ async def _run(
         if not last_try:
             raise Retry(defer=retry_defer(settings, attempts.value)) from None
         failure = events.Failure(
-            inbox_id=request.inbox_id, reason=type(exc).__name__, attempts=attempts.value
+            inbox_id=request.inbox_id,
+            reason=type(exc).__name__,
+            attempts=attempts.value,
+            oauth2_refresh_token_sealed=await rotated(),
         )
         return events.failed(failure, eid)
 
@@ -319,4 +355,17 @@ async def _run(
         defer = retry_defer(settings, attempts.value, result)
         log.info("check_retry", error_code=result.error_code, reason=result.reason, retry_in_s=defer)
         raise Retry(defer=defer)
-    return events.completed(result.model_copy(update={"attempts": attempts.value}), eid)
+    return events.completed(
+        result.model_copy(
+            update={"attempts": attempts.value, "oauth2_refresh_token_sealed": await rotated()}
+        ),
+        eid,
+    )
+
+
+def _token_source(runtime: Runtime, redis: Any) -> RedisTokens | DirectTokens:
+    """Kept tokens need Redis and a key to seal them; otherwise each check fetches its own."""
+    if runtime.sealer is None or redis is None:
+        return DirectTokens()
+    # The refresh lock outlives the token step's own limit only briefly, should its holder die.
+    return RedisTokens(redis, runtime.sealer, lock_ttl_s=runtime.options.step_timeout + TOKEN_LOCK_SLACK_S)

@@ -4,6 +4,8 @@ Counters and histograms are updated as jobs finish; the gauges that live in Redi
 registered inboxes by health) are refreshed every INBOXCHECK_METRICS_REFRESH seconds by a task,
 not on scrape, so a scrape never waits on Redis. Labels are bounded sets (outcome, error code,
 protocol, step, event type, health): never an inbox id or a host, which would grow without end.
+The one exception is the OAuth2 client id of an app the provider refused: a platform has a handful
+of apps, and an app-wide failure must be seen as one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from jobs.errors import Reason
 from jobs.time_units import MS_PER_S
 from worker.messages.events import CompletedEvent, TerminalEvent
 
@@ -64,6 +67,13 @@ class Metrics:
             ["why"],
             registry=r,
         )
+        self.oauth2_app_failures = Counter(
+            "inboxcheck_oauth2_app_failures",
+            "Checks failed with OAUTH_APP_MISCONFIGURED, by OAuth client id: the platform's app is "
+            "refused, so every inbox using it fails.",
+            ["client_id"],
+            registry=r,
+        )
         # Labelled children by label values: labels() checks and sorts its arguments and takes a
         # lock on every call, and each event makes one per step; the children never change once made.
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -82,6 +92,8 @@ class Metrics:
         self._child(self.checks, data.status, str(data.error_code or NO_ERROR)).inc()
         if not isinstance(event, CompletedEvent):
             return  # rejected and failed events ran no check: no timings
+        if event.data.reason is Reason.OAUTH_APP_MISCONFIGURED and event.data.oauth2_client_id:
+            self._child(self.oauth2_app_failures, event.data.oauth2_client_id).inc()
         for protocol, part in (("smtp", event.data.smtp), ("imap", event.data.imap)):
             for step in part.steps:
                 self._child(self.check_duration, protocol, step.step).observe(step.ms / MS_PER_S)

@@ -290,3 +290,89 @@ def test_cli_flags_take_an_oauth2_token_from_the_environment(
     assert token not in run.stdout + run.stderr
     missing = run_cli(*args, env={"INBOXCHECK_OAUTH2_ACCESS_TOKEN": ""}, stdin="")
     assert missing.returncode == 2 and "INBOXCHECK_OAUTH2_ACCESS_TOKEN" in missing.stderr
+
+
+def test_cli_refreshes_a_token_and_keeps_the_rotated_refresh_token_in_a_private_file(
+    tmp_path: Path,
+    smtp_server: Callable[..., SmtpServer],
+    oauth_dovecot: Dovecot,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+) -> None:
+    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
+    saved = tmp_path / "refresh-token"
+    args = [
+        "validate",
+        "--inbox-type", "CUSTOM_SMTP",
+        "--email", oauth_user.email,
+        "--auth", "oauth2",
+        "--oauth2-client-id", oauth_user.client_id,
+        "--oauth2-token-url", oauth_provider.token_url,
+        "--save-refresh-token", str(saved),
+        "--smtp-host", LOOPBACK,
+        "--smtp-port", str(smtp.port),
+        "--smtp-security", "starttls",
+        "--imap-host", LOOPBACK,
+        "--imap-port", str(oauth_dovecot.imaps_port),
+        "--ca-file", ca_file,
+        "--json",
+    ]  # fmt: skip
+    env = {
+        "INBOXCHECK_OAUTH2_REFRESH_TOKEN": oauth_user.refresh_token,
+        "INBOXCHECK_OAUTH2_CLIENT_SECRET": oauth_user.client_secret,
+    }
+    # A file that cannot be written is refused before the refresh that would rotate the token.
+    nowhere = [tmp_path / "no-such-dir" / "refresh-token" if a == str(saved) else a for a in args]
+    refused = run_cli(*map(str, nowhere), env=env)
+    assert refused.returncode == 2 and "--save-refresh-token: cannot write" in refused.stderr
+    assert [r for r in oauth_provider.token_requests if r.client_id == oauth_user.client_id] == []
+    run = run_cli(*args, env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["data"]["status"] == "valid"
+    rotated = saved.read_text().strip()
+    assert rotated and rotated != oauth_user.refresh_token and saved.stat().st_mode & 0o777 == 0o600
+    output = run.stdout + run.stderr
+    for secret in (
+        oauth_user.refresh_token,
+        oauth_user.client_secret,
+        rotated,
+        *oauth_provider.issued_access_tokens,
+    ):
+        assert secret not in output
+    # The one given was rotated away: it is dead now, and the verdict says who must act.
+    again = run_cli(*args[:-1], env=env)
+    assert again.returncode == 1 and "OAUTH_REAUTH_REQUIRED" in again.stdout
+
+
+def test_cli_checks_app_only_access_with_the_client_secret_from_the_environment(
+    smtp_server: Callable[..., SmtpServer],
+    oauth_dovecot: Dovecot,
+    oauth_provider: TokenEndpoint,
+    oauth_user: OAuthAccount,
+    ca_file: str,
+) -> None:
+    app_id, app_secret = f"cli-app-{oauth_user.client_id}", "cli-app-secret-value"
+    oauth_provider.add_client(app_id, app_secret, app_mailbox=oauth_user.email)
+    smtp = smtp_server(mode="starttls", auth_mechanisms=["XOAUTH2"], oauth=oauth_provider)
+    args = [
+        "validate",
+        "--inbox-type", "CUSTOM_SMTP",
+        "--email", oauth_user.email,
+        "--auth", "oauth2",
+        "--oauth2-grant", "client_credentials",
+        "--oauth2-client-id", app_id,
+        "--oauth2-token-url", oauth_provider.token_url,
+        "--oauth2-scopes", "mail.default",
+        "--smtp-host", LOOPBACK,
+        "--smtp-port", str(smtp.port),
+        "--smtp-security", "starttls",
+        "--imap-host", LOOPBACK,
+        "--imap-port", str(oauth_dovecot.imaps_port),
+        "--ca-file", ca_file,
+        "--json",
+    ]  # fmt: skip
+    run = run_cli(*args, env={"INBOXCHECK_OAUTH2_CLIENT_SECRET": app_secret})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["data"]["status"] == "valid"
+    assert app_secret not in run.stdout + run.stderr

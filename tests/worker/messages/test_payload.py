@@ -121,3 +121,57 @@ def test_switching_a_sealed_password_request_to_oauth2_is_refused() -> None:
     switched = {**body, "request": {**body["request"], "auth": "oauth2"}}
     with pytest.raises(payload.PayloadRejected, match="not the one the credentials were sealed for"):
         payload.decode(switched, Sealer(KEY), allow_plaintext=False)
+
+
+REFRESH = "1//0" + "r" * 100
+CLIENT_SECRET = "client-secret-value"
+
+
+def refresh_request(inbox_id: str = "oauth-2", **oauth2: Any) -> Any:
+    fields = {k: v for k, v in request_fields(inbox_id, 25).items() if k != "smtp_password"}
+    given = {
+        "refresh_token": REFRESH,
+        "client_id": "app-1",
+        "client_secret": CLIENT_SECRET,
+        "token_url": "https://login.example.test/token",
+        **oauth2,
+    }
+    return parse_request({**fields, "auth": "oauth2", "oauth2": given})
+
+
+def test_a_refresh_token_and_client_secret_are_sealed_and_come_back() -> None:
+    body = payload.encode(refresh_request(), Sealer(KEY))
+    assert REFRESH not in json.dumps(body) and CLIENT_SECRET not in json.dumps(body)
+    assert body["request"]["oauth2"] == {
+        "client_id": "app-1",
+        "token_url": "https://login.example.test/token",
+    }
+    opened = payload.decode(body, Sealer(KEY), allow_plaintext=False)
+    assert opened.oauth2 is not None and opened.oauth2.refresh_token is not None
+    assert opened.oauth2.refresh_token.get_secret_value() == REFRESH
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("token_url", "https://attacker.example.test/token"),
+        ("client_id", "another-app"),
+        ("tenant", "other-tenant.example"),
+        ("grant", "client_credentials"),
+    ],
+)
+def test_a_sealed_refresh_token_cannot_be_sent_to_another_token_endpoint(field: str, value: str) -> None:
+    body = payload.encode(refresh_request(), Sealer(KEY))
+    retargeted = {
+        **body,
+        "request": {**body["request"], "oauth2": {**body["request"]["oauth2"], field: value}},
+    }
+    with pytest.raises(payload.PayloadRejected, match="not the one the credentials were sealed for"):
+        payload.decode(retargeted, Sealer(KEY), allow_plaintext=False)
+
+
+def test_the_client_id_is_part_of_the_job_id() -> None:
+    sealer = Sealer(KEY)
+    assert payload.job_id_for(refresh_request(), sealer) != payload.job_id_for(
+        refresh_request(client_id="app-2"), sealer
+    )

@@ -11,6 +11,7 @@ from jobs.request import ValidationRequest, parse_request
 from worker.messages import events, scripts, stream
 from worker.rechecks.pacing import Held, Pacer, PacingPolicy
 from worker.rechecks.registry import Registry
+from worker.webhooks.ledger import Ledger
 
 HOST = "mail.example"
 ALL_SCRIPTS = [
@@ -24,6 +25,9 @@ ALL_SCRIPTS = [
     scripts.REGISTER,
     scripts.UNREGISTER,
     scripts.ENQUEUE_JOB,
+    scripts.RELEASE_LOCK,
+    scripts.WEBHOOK_FAN_OUT,
+    scripts.WEBHOOK_SETTLE,
 ]
 
 
@@ -80,6 +84,11 @@ async def every_script_once(redis: Redis, run: str) -> None:
     assert await registry.enqueue_due(claim_ttl_s=60, batch=10)  # enqueued: ENQUEUE_JOB ran
     assert await registry.unregister(f"inbox-{run}")
     await scripts.of(redis).count_attempt(keys=[f"test:counted:{run}"], args=[60_000, 1])
+    await scripts.of(redis).release_lock(keys=[f"test:lock:{run}"], args=["holder"])
+    ledger = Ledger(redis, stream="test:events", group="test:group", queue_max=10, dead_max=10)
+    await ledger.fan_out(f"replay:{run}", "", "{}", "test", run, [f"ep-{run}"])
+    [delivery] = await ledger.claim(f"ep-{run}", 1, 60)
+    await ledger.delivered(delivery)
 
 
 async def test_each_client_registers_every_script_once(

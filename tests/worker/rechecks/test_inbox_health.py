@@ -170,3 +170,10 @@ def test_account_age_clock_starts_at_first_success() -> None:
     assert account_age_days(None, None, first_ok, first_ok + 20 * SECONDS_PER_DAY) == 20
     # the producer's age wins, and keeps growing from when it was given
     assert account_age_days(5, NOW, first_ok, NOW + 3 * SECONDS_PER_DAY) == 8
+
+
+@pytest.mark.parametrize("reason", ["OAUTH_REAUTH_REQUIRED", "OAUTH_CONSENT_REQUIRED"])
+def test_an_oauth2_inbox_whose_owner_must_sign_in_again_fails_at_once(reason: str) -> None:
+    [first, refused] = run([OK, event("invalid", error_code="AUTH_FAILED", reason=reason)])
+    assert (first.current.health, refused.current.health) == (Health.HEALTHY, Health.FAILING)
+    assert refused.current.reason == reason

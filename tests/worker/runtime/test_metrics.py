@@ -98,3 +98,16 @@ def test_rejected_and_failed_events_count_without_timings() -> None:
         )
         is None
     )
+
+
+def test_a_refused_oauth2_app_is_counted_by_its_client_id() -> None:
+    metrics = Metrics()
+    refused = completed("invalid", error_code="AUTH_FAILED", reason="OAUTH_APP_MISCONFIGURED")
+    for _ in range(2):
+        metrics.observe_event(
+            refused.model_copy(update={"data": refused.data.model_copy(update={"oauth2_client_id": "app-1"})})
+        )
+    metrics.observe_event(EVENT)
+    assert (
+        metrics.registry.get_sample_value("inboxcheck_oauth2_app_failures_total", {"client_id": "app-1"}) == 2
+    )

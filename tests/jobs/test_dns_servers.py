@@ -1,0 +1,106 @@
+"""INBOXCHECK_DNS_SERVERS: names asked of a DNS server the test starts, so NO_SUCH_HOST and
+DNS_UNAVAILABLE are the test's own facts, never the machine's resolver's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from jobs.dns_servers import DNS_PORT, parse_dns_servers
+from jobs.errors import ErrorCode, Reason
+from jobs.smtp_check import check_smtp
+from jobs.validate import validate_inbox
+from tests.jobs.checks import LOOPBACK, TIMEOUT_SLACK_S, options, request
+from tests.servers.certs import PKI
+from tests.servers.dns import DnsServer, Mode
+from tests.servers.smtp import SmtpServer
+
+USER, PASSWORD = "ann@inboxcheck.test", "right-password"
+MAIL_HOST = "mail.inboxcheck.test"
+MISSING_HOST = "no-such-host.invalid"
+SILENT_STEP_S = 0.5
+
+
+async def test_a_name_is_looked_up_at_the_named_server_and_tls_still_verifies_the_name(
+    dns_server: Callable[..., DnsServer], smtp_server: Callable[..., SmtpServer], pki: PKI, ca_file: str
+) -> None:
+    dns = dns_server({MAIL_HOST: [LOOPBACK]})
+    smtp = smtp_server(users={USER: PASSWORD}, cert=pki.server_cert("dns-mail", MAIL_HOST))
+    result = await check_smtp(
+        request(smtp_host=MAIL_HOST, smtp_port=smtp.port, smtp_password=PASSWORD),
+        options(ca_file, dns_servers=(dns.address,)),
+    )
+    assert result.status == "ok", result.detail
+    assert (MAIL_HOST, "A") in dns.questions
+
+
+async def test_a_name_the_server_says_does_not_exist_is_no_such_host_on_both_protocols(
+    dns_server: Callable[..., DnsServer], ca_file: str
+) -> None:
+    dns = dns_server()
+    result = await validate_inbox(
+        request(smtp_host=MISSING_HOST, imap_host=MISSING_HOST), options(ca_file, dns_servers=(dns.address,))
+    )
+    for section in (result.smtp, result.imap):
+        assert (section.error_code, section.reason, section.failed_step) == (
+            ErrorCode.HOST_NOT_FOUND,
+            Reason.NO_SUCH_HOST,
+            "dns",
+        )
+        assert not section.retryable
+    assert {name for name, _ in dns.questions} == {MISSING_HOST}
+
+
+async def test_a_name_without_addresses_is_no_such_host(
+    dns_server: Callable[..., DnsServer], ca_file: str
+) -> None:
+    dns = dns_server({MAIL_HOST: []})
+    result = await check_smtp(request(smtp_host=MAIL_HOST), options(ca_file, dns_servers=(dns.address,)))
+    assert result.reason is Reason.NO_SUCH_HOST
+    assert "no addresses" in (result.detail or "")
+
+
+@pytest.mark.parametrize("mode", ["servfail", "silent"])
+async def test_a_resolver_that_fails_or_stays_silent_is_dns_unavailable_and_retried(
+    dns_server: Callable[..., DnsServer], ca_file: str, mode: Mode
+) -> None:
+    dns = dns_server({MAIL_HOST: [LOOPBACK]}, mode=mode)
+    started = time.monotonic()
+    result = await check_smtp(
+        request(smtp_host=MAIL_HOST), options(ca_file, step_timeout=SILENT_STEP_S, dns_servers=(dns.address,))
+    )
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.HOST_NOT_FOUND,
+        Reason.DNS_UNAVAILABLE,
+        "dns",
+    )
+    assert result.retryable
+    assert time.monotonic() - started < SILENT_STEP_S + TIMEOUT_SLACK_S
+    assert dns.questions
+
+
+def test_servers_are_parsed_with_their_ports() -> None:
+    assert parse_dns_servers("192.0.2.53, 127.0.0.1:5353,[::1]:5300,2001:db8::53") == (
+        ("192.0.2.53", DNS_PORT),
+        ("127.0.0.1", 5353),
+        ("::1", 5300),
+        ("2001:db8::53", DNS_PORT),
+    )
+    assert parse_dns_servers("") == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("dns.example", "a DNS server is an IP address"),
+        ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:53x", "the port must be a number"),
+        ("[::1:53", "is not ADDRESS[:PORT]"),
+    ],
+)
+def test_a_bad_server_is_named_with_its_problem(entry: str, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_dns_servers(f"127.0.0.1,{entry}")
+    assert repr(entry) in str(caught.value) and problem in str(caught.value)

@@ -1,0 +1,163 @@
+"""One POST against a real receiver on loopback: signatures, what each answer means, the bounds
+on time and on what is read, and where a webhook may not go."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+
+import pytest
+from standardwebhooks import Webhook
+
+from jobs.destinations import DestinationPolicy
+from tests.jobs.checks import ALLOW_LOOPBACK
+from tests.servers.certs import PKI
+from tests.servers.webhook_receiver import Answer, WebhookReceiver
+from worker.webhooks import delivery, signing, transport
+from worker.webhooks.delivery import Outcome
+from worker.webhooks.endpoints import Endpoint
+from worker.webhooks.signing import SigningSecret
+
+BODY = b'{"id":"evt-1","type":"inbox.validation.failed"}'
+TIMEOUT_S = 2.0
+SHORT_TIMEOUT_S = 0.3
+
+
+def endpoint(url: str, *keys: SigningSecret) -> Endpoint:
+    return Endpoint("ep_test", url, (), 0.0, "", keys or (SigningSecret.generate(),))
+
+
+async def post(
+    url: str, *keys: SigningSecret, policy: DestinationPolicy = ALLOW_LOOPBACK, timeout_s: float = TIMEOUT_S
+) -> delivery.Attempt:
+    async with transport.client(policy, ca_file=None, timeout_s=timeout_s, max_connections=1) as client:
+        return await delivery.post(client, endpoint(url, *keys), "evt-1", BODY, timeout_s)
+
+
+def test_the_signature_verifies_with_the_standardwebhooks_library() -> None:
+    secret = SigningSecret.generate()
+    headers = signing.headers("evt-1", int(time.time()), BODY, [secret])
+    assert Webhook(secret.reveal()).verify(BODY, headers) == {
+        "id": "evt-1",
+        "type": "inbox.validation.failed",
+    }
+    assert secret.reveal() not in repr(secret) and secret.reveal() not in str(secret)
+
+
+def test_while_a_rotated_secret_overlaps_either_one_verifies() -> None:
+    new, old = SigningSecret.generate(), SigningSecret.generate()
+    headers = signing.headers("evt-1", int(time.time()), BODY, [new, old])
+    for secret in (new, old):
+        Webhook(secret.reveal()).verify(BODY, headers)
+
+
+async def test_a_2xx_is_delivered_with_the_event_as_body_and_its_id(
+    receiver: Callable[..., WebhookReceiver],
+) -> None:
+    secret = SigningSecret.generate()
+    hook = receiver(secret.reveal())
+    hook.default = Answer(204)
+    attempt = await post(hook.url, secret)
+    assert attempt.outcome is Outcome.DELIVERED and attempt.status == 204
+    [request] = hook.received
+    assert request.verified and request.body == BODY and request.event_id == "evt-1"
+    assert request.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (500, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (408, Outcome.RETRY),
+        (429, Outcome.RETRY),
+        (410, Outcome.GONE),
+        (404, Outcome.FAILED),
+        (400, Outcome.FAILED),
+        (301, Outcome.FAILED),
+    ],
+)
+async def test_what_each_answer_means(
+    status: int, outcome: Outcome, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    hook = receiver()
+    hook.default = Answer(status, headers={"location": "http://127.0.0.1:1/elsewhere"})
+    attempt = await post(hook.url)
+    assert (attempt.outcome, attempt.status) == (outcome, status)
+    assert len(hook.received) == 1  # a redirect is not followed
+
+
+async def test_retry_after_is_read_in_seconds_or_as_a_date(receiver: Callable[..., WebhookReceiver]) -> None:
+    hook = receiver()
+    hook.plan(
+        Answer(429, headers={"retry-after": "7"}),
+        Answer(503, headers={"retry-after": formatdate(time.time() + 60, usegmt=True)}),
+    )
+    assert (await post(hook.url)).retry_after_s == 7
+    later = (await post(hook.url)).retry_after_s
+    assert later is not None and 55 <= later <= 60
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_retry_after_wins_up_to_the_cap() -> None:
+    rng = random.Random(1)
+    delays = [delivery.next_delay_s(n, 1.0, 30.0, None, rng) for n in range(1, 9)]
+    for n, delay in enumerate(delays, start=1):
+        assert min(30.0, 2 ** (n - 1)) * delivery.JITTER_FLOOR <= delay <= min(30.0, 2 ** (n - 1))
+    assert delivery.next_delay_s(1, 1.0, 30.0, 20.0, rng) == 20.0
+    assert delivery.next_delay_s(1, 1.0, 30.0, 86_400.0, rng) == 30.0
+
+
+async def test_no_answer_is_retried_after_the_timeout(receiver: Callable[..., WebhookReceiver]) -> None:
+    hook = receiver()
+    hook.default = hook.hang()
+    attempt = await post(hook.url, timeout_s=SHORT_TIMEOUT_S)
+    assert attempt.outcome is Outcome.RETRY and attempt.status is None
+    assert SHORT_TIMEOUT_S <= attempt.seconds < SHORT_TIMEOUT_S + 1
+
+
+async def test_a_refused_connection_is_retried(receiver: Callable[..., WebhookReceiver]) -> None:
+    from tests.jobs.checks import CLOSED_PORT
+
+    attempt = await post(f"http://127.0.0.1:{CLOSED_PORT}/hook")
+    assert attempt.outcome is Outcome.RETRY and attempt.detail.startswith("connection failed")
+
+
+async def test_an_endless_response_body_is_read_only_up_to_the_bound(
+    receiver: Callable[..., WebhookReceiver],
+) -> None:
+    hook = receiver()
+    hook.default = Answer(200, endless=True)
+    attempt = await post(hook.url)
+    assert attempt.outcome is Outcome.DELIVERED
+    # Read entirely, it would run until the timeout; the client hung up after a few KiB, and the
+    # receiver managed to write only what the socket buffers took.
+    assert attempt.seconds < TIMEOUT_S / 2
+    assert hook.sent_body_bytes < 32 * 1024 * 1024, hook.sent_body_bytes
+
+
+async def test_a_name_resolving_to_loopback_is_refused_at_connect_unless_allowed(
+    receiver: Callable[..., WebhookReceiver],
+) -> None:
+    hook = receiver()
+    url = hook.url.replace("127.0.0.1", "localhost")
+    attempt = await post(url, policy=DestinationPolicy())
+    assert attempt.outcome is Outcome.FAILED and "localhost" in attempt.detail
+    assert hook.received == []  # nothing reached it
+    assert (await post(url)).outcome is Outcome.DELIVERED  # allowed: INBOXCHECK_ALLOW_NETWORKS
+
+
+async def test_https_connects_to_the_judged_address_and_verifies_the_name(
+    receiver: Callable[..., WebhookReceiver], pki: PKI
+) -> None:
+    good = receiver(ssl_context=pki.valid.ssl_context)
+    wrong = receiver(ssl_context=pki.wrong_host.ssl_context)
+    for hook, outcome in ((good, Outcome.DELIVERED), (wrong, Outcome.RETRY)):
+        url = hook.url.replace("127.0.0.1", "localhost")  # resolved, judged, then TLS to the name
+        async with transport.client(
+            ALLOW_LOOPBACK, ca_file=str(pki.ca_file), timeout_s=TIMEOUT_S, max_connections=1
+        ) as client:
+            attempt = await delivery.post(client, endpoint(url), "evt-1", BODY, TIMEOUT_S)
+        assert attempt.outcome is outcome, attempt
+    assert len(good.received) == 1 and wrong.received == []
