@@ -32,7 +32,7 @@ def install(check_s: float, record: TextIO) -> None:
     from worker.rechecks import registry
     from worker.runtime import job
 
-    async def stand_in(request: ValidationRequest, options: CheckOptions) -> ValidationResult:
+    async def stand_in(request: ValidationRequest, options: CheckOptions, *_: Any) -> ValidationResult:
         job_id = str(structlog.contextvars.get_contextvars().get("job_id", ""))
         now = time.time()
         if registry.is_recheck(job_id):
