@@ -22,7 +22,7 @@ POLL_S = 0.01
 POLLS = 30
 
 
-async def blocked_on(redis: Redis, key: str) -> bool:
+async def blocked_in_blpop(redis: Redis) -> bool:
     """Whether some client is blocked in BLPOP right now (Redis's own view of its clients)."""
     return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "") for c in await redis.client_list())
 
@@ -36,7 +36,7 @@ async def test_a_new_job_wakes_an_idle_worker_within_its_poll_delay(
     try:
         deadline = time.monotonic() + DEADLINE_S
         # Idle: it has polled the empty queue and now waits, blocked, for a wake-up.
-        while not await blocked_on(aredis, keys.wake_key(settings.queue_name)):
+        while not await blocked_in_blpop(aredis):
             assert time.monotonic() < deadline and not main.done()
             await asyncio.sleep(POLL_S)
         await enqueue_validation(aredis, request(), settings=settings)
