@@ -54,6 +54,8 @@ class Settings(BaseSettings, RecheckSettings, WebhookSettings):
     # The worker
     # Out of the repr: the URL may carry Redis's password.
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    # rediss:// URLs: the CA that signed Redis's certificate (else the system's trust store).
+    redis_ca_file: FilePath | None = None
     queue_name: str = "inboxcheck:queue"
     max_jobs: int = Field(default=100, ge=1, le=10_000)
     job_timeout: float = Field(default=60.0, gt=0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis as redis_py
 
+from tests.servers.certs import PKI, ServerCert
 from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK, free_port
 from tests.servers.wait import NotReady, wait_until
@@ -123,7 +124,15 @@ class RedisServer(StartStop):
 
     def _spawn(self, binary: str) -> None:
         self.log_file.unlink(missing_ok=True)
-        options = {
+        self._proc = subprocess.Popen(
+            [binary, *itertools.chain.from_iterable(self._options().items())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _options(self) -> dict[str, str]:
+        return {
             "--bind": self.host,
             "--port": str(self.port),
             "--save": "",  # no RDB snapshots
@@ -134,17 +143,11 @@ class RedisServer(StartStop):
             "--daemonize": "no",
             "--protected-mode": "yes",
         }
-        self._proc = subprocess.Popen(
-            [binary, *itertools.chain.from_iterable(options.items())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
 
     def _answers_ping(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
             raise _RedisExited
-        client = redis_py.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        client = self.client(socket_connect_timeout=1, socket_timeout=1)
         try:
             return bool(client.ping())
         except redis_py.exceptions.RedisError as exc:  # e.g. still loading
@@ -162,3 +165,34 @@ class RedisServer(StartStop):
 
 class _RedisExited(Exception):
     pass
+
+
+class TlsRedisServer(RedisServer):
+    """redis-server answering only TLS on its port (``rediss://localhost:PORT/0``), with a
+    certificate from the test PKI (by default the one for localhost and 127.0.0.1); clients need
+    no certificate."""
+
+    def __init__(self, workdir: Path, pki: PKI, cert: ServerCert | None = None) -> None:
+        super().__init__(workdir)
+        self.pki = pki
+        self.cert = cert or pki.valid
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("TlsRedisServer has no port before its first start()")
+        return f"rediss://localhost:{self.port}/0"
+
+    def client(self, **options: Any) -> redis_py.Redis:
+        return redis_py.Redis.from_url(self.url, ssl_ca_certs=str(self.pki.ca_file), **options)
+
+    def _options(self) -> dict[str, str]:
+        return {
+            **super()._options(),
+            "--port": "0",  # no plaintext port
+            "--tls-port": str(self.port),
+            "--tls-cert-file": str(self.cert.cert_file),
+            "--tls-key-file": str(self.cert.key_file),
+            "--tls-ca-cert-file": str(self.pki.ca_file),
+            "--tls-auth-clients": "no",
+        }

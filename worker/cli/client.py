@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from jobs.errors import InboxcheckError
 from worker.messages import events
-from worker.runtime import local_redis
+from worker.runtime import local_redis, redis_pool
 from worker.settings import Settings
 
 EXIT_VALID = 0
@@ -48,7 +48,9 @@ def where(url: str) -> str:
 async def connect(settings: Settings) -> AsyncIterator[Redis]:
     # A development Redis the worker started is password-protected; its password is in its folder.
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
-    client: Redis = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    client: Redis = Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, **redis_pool.tls_options(settings)
+    )
     try:
         try:
             await client.ping()

@@ -51,6 +51,15 @@ def health_check_key(queue_name: str) -> str:
     return queue_name + health_check_key_suffix
 
 
+# A list per queue holding at most one token: a producer pushes it with each job, and an idle
+# worker blocks on it (BLPOP) instead of sleeping between polls, so a new job starts at once.
+WAKE_KEY_SUFFIX = ":wake"
+
+
+def wake_key(queue_name: str) -> str:
+    return queue_name + WAKE_KEY_SUFFIX
+
+
 # Liveness of one worker process (arq's health key above is one per queue, kept by any worker):
 # string, the queue it serves, rewritten with arq's health record, expiring when that stops.
 WORKER_ALIVE_PREFIX = "inboxcheck:worker:"
@@ -69,7 +78,9 @@ def worker_alive_pattern(hostname: str) -> str:
 # Rechecks (worker.rechecks.registry, worker.rechecks.pacing): registered inboxes, their schedule and pacing.
 INBOX_KEY_PREFIX = "inboxcheck:inbox:"  # hash per registered inbox: sealed payload + health
 INBOXES_DUE_KEY = "inboxcheck:inboxes:due"  # sorted set: inbox_id, score = next check (ms)
-INBOXES_HEALTH_KEY = "inboxcheck:inboxes:health"  # hash: inbox_id -> health, for list/metrics
+# hash: health -> how many registered inboxes have it, changed in the same transaction as an
+# inbox's health (register, a recheck's verdict, unregister), so the metrics read four numbers.
+INBOXES_COUNTS_KEY = "inboxcheck:inboxes:counts"
 PACING_SLOTS_PREFIX = "inboxcheck:pace:slots:"  # sorted set per host: lease, score = expiry ms
 PACING_BACKOFF_PREFIX = "inboxcheck:pace:backoff:"  # string per host while it is paused
 INBOX_LOCK_PREFIX = "inboxcheck:lock:inbox:"  # string: the one check running for an inbox

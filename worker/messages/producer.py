@@ -1,7 +1,8 @@
 """The producer side for Python services: enqueue a validation, wait for its event.
 
 Writes exactly what arq's enqueue_job writes (the job key with a JSON envelope, the queue's
-sorted-set entry) but with JSON instead of pickle, from any redis.asyncio client.
+sorted-set entry) but with JSON instead of pickle, from any redis.asyncio client, and pushes a
+wake-up token an idle worker blocks on (keys.wake_key).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from jobs.request import ValidationRequest
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
-from worker.messages import envelope, keys, payload
+from worker.messages import envelope, keys, payload, scripts
 from worker.messages.events import Event, TerminalEvent, parse_terminal_event
 from worker.messages.sealing import Sealer, sealer_for
 from worker.settings import Settings, get_settings
@@ -53,21 +53,22 @@ async def enqueue_validation(
 
 async def enqueue_payload(redis: Redis, queue_name: str, job_id: str, body: dict[str, Any]) -> bool:
     """Enqueue a ready payload under `job_id` unless that job is pending or its result fresh;
-    True when this call enqueued it. (Also how worker.rechecks.registry enqueues rechecks.)"""
-    job_key, result_key = keys.job_key(job_id), keys.result_key(job_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        try:
-            await pipe.watch(job_key, result_key)
-            if await pipe.exists(job_key, result_key):
-                return False
-            now_ms = int(time.time() * MS_PER_S)
-            pipe.multi()
-            pipe.psetex(job_key, JOB_EXPIRES_MS, envelope.job_bytes(body, now_ms))
-            pipe.zadd(queue_name, {job_id: now_ms})
-            await pipe.execute()
-        except WatchError:
-            return False  # enqueued by someone else between our check and our write: same job
-    return True
+    True when this call enqueued it. (Also how worker.rechecks.registry enqueues rechecks.)
+
+    One round trip (scripts.ENQUEUE_JOB), which also wakes one idle worker."""
+    job_keys, args = enqueue_job_call(queue_name, job_id, body)
+    return bool(await scripts.of(redis).enqueue_job(keys=job_keys, args=args))
+
+
+def enqueue_job_call(
+    queue_name: str, job_id: str, body: dict[str, Any], now_ms: int | None = None
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of scripts.ENQUEUE_JOB for one job (pipelines send many at once)."""
+    now_ms = int(time.time() * MS_PER_S) if now_ms is None else now_ms
+    return (
+        [keys.job_key(job_id), keys.result_key(job_id), queue_name, keys.wake_key(queue_name)],
+        [job_id, envelope.job_bytes(body, now_ms), JOB_EXPIRES_MS, now_ms],
+    )
 
 
 async def results(redis: Redis, job_ids: list[str]) -> dict[str, TerminalEvent]:

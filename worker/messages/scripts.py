@@ -222,6 +222,45 @@ end
 return due
 """
 
+# Registering an inbox: KEYS[1] its hash, KEYS[2] the due set, KEYS[3] the health counts.
+# ARGV[1] inbox id, ARGV[2] first check ms, ARGV[3] the initial state JSON, ARGV[4] its health,
+# ARGV[5] '1' to drop a stored account age, then the hash's field/value pairs. Returns 1 when the
+# inbox is new (counted under its health), 0 when it was registered already (its state and count
+# kept). Atomic: the state and its count change together, whatever else runs.
+REGISTER = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[5] == '1' then redis.call('HDEL', KEYS[1], 'age_days', 'age_given_at') end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if redis.call('HSETNX', KEYS[1], 'state', ARGV[3]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+return 1
+"""
+
+# Unregistering: KEYS as REGISTER's. ARGV[1] inbox id, ARGV[2] the health of a state that names
+# none. Returns 1 when the inbox was registered. Atomic: its count goes with it.
+UNREGISTER = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return redis.call('DEL', KEYS[1]) end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[3], cjson.decode(state).health or ARGV[2], -1)
+return 1
+"""
+
+# A job, unless it is queued or its result still fresh: KEYS[1] job key, KEYS[2] result key,
+# KEYS[3] the queue, KEYS[4] the queue's wake list. ARGV[1] job id, ARGV[2] the envelope, ARGV[3]
+# its life ms, ARGV[4] its score (enqueue ms). Returns 1 when enqueued. Atomic: two producers
+# enqueueing the same job write it once. The wake token goes to one idle worker (BLPOP); the list
+# is trimmed to one token, so with no worker waiting it costs one poll, however many jobs came.
+ENQUEUE_JOB = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 0)
+return 1
+"""
+
 
 # KEYS[1] a lock (an OAuth2 token refresh's). ARGV[1] the holder's token. Returns 1 when deleted.
 # Atomic: a lock that expired and was taken by another worker is not deleted from under it.
@@ -326,6 +365,9 @@ class Scripts:
         self.count_attempt: AsyncScript = redis.register_script(COUNT_ATTEMPT)
         self.append_once: AsyncScript = redis.register_script(APPEND_ONCE)
         self.claim_due: AsyncScript = redis.register_script(CLAIM_DUE)
+        self.register: AsyncScript = redis.register_script(REGISTER)
+        self.unregister: AsyncScript = redis.register_script(UNREGISTER)
+        self.enqueue_job: AsyncScript = redis.register_script(ENQUEUE_JOB)
         self.release_lock: AsyncScript = redis.register_script(RELEASE_LOCK)
         self.webhook_fan_out: AsyncScript = redis.register_script(WEBHOOK_FAN_OUT)
         self.webhook_settle: AsyncScript = redis.register_script(WEBHOOK_SETTLE)

@@ -45,6 +45,9 @@ EMIT_MARGIN_S = 4.0
 MAX_PACING_DEFER_S = 300.0
 # A second check of the same inbox comes back after about this long (it is usually short).
 INBOX_BUSY_DEFER_S = 5.0
+# A tick claims due inboxes for at most this fraction of the tick (or of the job timeout, when
+# shorter); what is still due then waits for the next tick.
+TICK_BUDGET_FRACTION = 0.5
 # Replies that mean "you are going too fast": the host pauses, not just this inbox.
 THROTTLE_REASONS = frozenset({Reason.TOO_MANY_ATTEMPTS})
 # Too many connections open to one account (Gmail: 15 IMAP per account): a per-account limit,
@@ -98,11 +101,19 @@ def cron_job(settings: Settings) -> CronJob:
     return cron(enqueue_due_rechecks, name=CRON_NAME, second=seconds, unique=True, run_at_startup=False)
 
 
+def tick_budget_s(settings: Settings) -> float:
+    """How long one tick may go on claiming: it ends well before the next tick, and long before
+    arq's job timeout would cancel it."""
+    return TICK_BUDGET_FRACTION * min(settings.recheck_tick, settings.job_timeout)
+
+
 async def enqueue_due_rechecks(ctx: dict[str, Any]) -> int:
     context = as_context(ctx)
     rechecks = context["rechecks"]
     job_ids = await rechecks.registry.enqueue_due(
-        claim_ttl_s=rechecks.settings.recheck_claim_ttl, batch=rechecks.settings.recheck_batch
+        claim_ttl_s=rechecks.settings.recheck_claim_ttl,
+        batch=rechecks.settings.recheck_batch,
+        budget_s=tick_budget_s(rechecks.settings),
     )
     return len(job_ids)
 

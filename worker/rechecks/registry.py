@@ -6,6 +6,9 @@ orders inboxes by their next check. The cron tick claims due inboxes with one Lu
 also pushes each claimed inbox's score forward, so however many workers tick at once, each due
 inbox is enqueued once; the recheck job id is derived from the inbox and the claimed slot, so a
 repeated enqueue of the same slot is the same job.
+
+Nothing here reads every inbox: a tick costs what is due, the health counts (keys.INBOXES_COUNTS_KEY)
+change in the same transaction as the health they count, and listing goes a page at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
@@ -46,6 +49,8 @@ log = structlog.get_logger("inboxcheck.registry")
 HEALTH_EVENT_NAMESPACE = uuid.UUID("0f7d2a4e-8c51-4b8e-b7a2-6d3c1e9f4a21")
 # Inbox ids hashed into job ids: job ids stay short and never carry an email address.
 JOB_ID_HASH_CHARS = 24
+# Inboxes a page of `list` asks Redis for (ZSCAN's COUNT: a hint, pages vary a little).
+LIST_PAGE = 500
 
 # Registering without a key and without permission for plaintext raises this (the same rule
 # and error as the producer's, from worker.messages.payload.encode).
@@ -90,11 +95,17 @@ def _state_from(raw: str | None) -> HealthState:
     return HealthState(**data)
 
 
+_DEFAULT_STATE = asdict(HealthState())
+
+
 def _state_json(state: HealthState) -> str:
-    return json.dumps(
-        {**asdict(state), "health": state.health.value, "warned_certs": list(state.warned_certs)},
-        separators=(",", ":"),
-    )
+    # Only what differs from a new inbox's state (health always): a registry of millions keeps
+    # one per inbox, and _state_from fills the rest back in.
+    fields = {k: v for k, v in asdict(state).items() if k == "health" or v != _DEFAULT_STATE[k]}
+    fields["health"] = state.health.value
+    if "warned_certs" in fields:
+        fields["warned_certs"] = list(state.warned_certs)
+    return json.dumps(fields, separators=(",", ":"))
 
 
 class Registry:
@@ -105,36 +116,16 @@ class Registry:
         self.queue_name = queue_name
         self.sealer = sealer
         self.allow_plaintext = allow_plaintext
-        self._claim = scripts.of(redis).claim_due
+        self._scripts = scripts.of(redis)
+        self._claim = self._scripts.claim_due
 
     async def register(
         self, request: ValidationRequest, every_s: float, *, spread_s: float, now: float | None = None
     ) -> InboxRow:
         """Store the inbox (credentials sealed) and schedule its first check within spread_s."""
-        assert request.inbox_id is not None  # the request model always fills it in
         now = time.time() if now is None else now
-        inbox_id = request.inbox_id
-        body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext, use=USE_REGISTRY)
-        age = body["request"].pop("account_age_days", None)
-        first_check = now + random.uniform(0, min(spread_s, every_s))
-        fields = {
-            "payload": json.dumps(body, separators=(",", ":")),
-            "every_s": every_s,
-            "email": request.email,
-            "inbox_type": request.inbox_type.value,
-            "registered_at": now,
-        }
-        if age is not None:
-            fields.update(age_days=age, age_given_at=now)
-        key = keys.inbox_key(inbox_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            if age is None:
-                pipe.hdel(key, "age_days", "age_given_at")
-            pipe.hsetnx(key, "state", _state_json(HealthState()))
-            pipe.hsetnx(keys.INBOXES_HEALTH_KEY, inbox_id, Health.PENDING.value)
-            pipe.zadd(keys.INBOXES_DUE_KEY, {inbox_id: int(first_check * MS_PER_S)})
-            await pipe.execute()
+        inbox_id, first_check, call = self._register_call(request, every_s, spread_s, now)
+        await self._scripts.register(keys=call[0], args=call[1])
         log.info(
             "inbox_registered",
             inbox_id=inbox_id,
@@ -145,22 +136,87 @@ class Registry:
         assert row is not None
         return row
 
+    async def register_many(
+        self,
+        requests: Iterable[ValidationRequest],
+        every_s: float,
+        *,
+        spread_s: float,
+        now: float | None = None,
+    ) -> int:
+        """register() for many inboxes in one pipelined round trip (each still atomic on its
+        own); returns how many were new. For bulk imports: no rows read back, one log line."""
+        now = time.time() if now is None else now
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for request in requests:
+                _, _, call = self._register_call(request, every_s, spread_s, now)
+                await self._scripts.register(keys=call[0], args=call[1], client=pipe)
+            new = sum(await pipe.execute())
+        log.info("inboxes_registered", new=new, every_s=every_s)
+        return int(new)
+
+    def _register_call(
+        self, request: ValidationRequest, every_s: float, spread_s: float, now: float
+    ) -> tuple[str, float, tuple[list[str], list[str | int | float]]]:
+        """The inbox id, its first check time, and scripts.REGISTER's KEYS and ARGV for it."""
+        assert request.inbox_id is not None  # the request model always fills it in
+        inbox_id = request.inbox_id
+        body = payload.encode(request, self.sealer, allow_plaintext=self.allow_plaintext, use=USE_REGISTRY)
+        age = body["request"].pop("account_age_days", None)
+        first_check = now + random.uniform(0, min(spread_s, every_s))
+        fields: dict[str, str | int | float] = {
+            "payload": json.dumps(body, separators=(",", ":")),
+            "every_s": every_s,
+            "email": request.email,
+            "inbox_type": request.inbox_type.value,
+            "registered_at": now,
+        }
+        if age is not None:
+            fields.update(age_days=age, age_given_at=now)
+        args: list[str | int | float] = [
+            inbox_id,
+            int(first_check * MS_PER_S),
+            _state_json(HealthState()),
+            Health.PENDING.value,
+            "1" if age is None else "0",
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        return inbox_id, first_check, (self._count_keys(inbox_id), args)
+
     async def unregister(self, inbox_id: str) -> bool:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.inbox_key(inbox_id))
-            pipe.zrem(keys.INBOXES_DUE_KEY, inbox_id)
-            pipe.hdel(keys.INBOXES_HEALTH_KEY, inbox_id)
-            deleted, _, _ = await pipe.execute()
+        deleted = await self._scripts.unregister(
+            keys=self._count_keys(inbox_id), args=[inbox_id, Health.PENDING.value]
+        )
         log.info("inbox_unregistered", inbox_id=inbox_id, existed=bool(deleted))
         return bool(deleted)
+
+    @staticmethod
+    def _count_keys(inbox_id: str) -> list[str]:
+        return [keys.inbox_key(inbox_id), keys.INBOXES_DUE_KEY, keys.INBOXES_COUNTS_KEY]
 
     async def get(self, inbox_id: str) -> InboxRow | None:
         rows = await self._rows([inbox_id])
         return rows[0] if rows else None
 
+    async def list_page(self, cursor: int = 0, count: int = LIST_PAGE) -> tuple[list[InboxRow], int]:
+        """About `count` registered inboxes from `cursor` (0: the start) and the cursor of the
+        next page (0: that was the last). A page costs what it returns, however many are stored.
+        As Redis's SCAN: every inbox registered throughout the paging is listed, in no set order;
+        one registered or unregistered meanwhile may be listed or not, rarely twice."""
+        raw_cursor, found = await self.redis.zscan(keys.INBOXES_DUE_KEY, cursor, count=count)
+        ids = list(dict.fromkeys(as_text(member) for member, _ in found))
+        return await self._rows(ids), int(raw_cursor)
+
     async def list_inboxes(self) -> list[InboxRow]:
-        ids = [as_text(i) for i in await self.redis.zrange(keys.INBOXES_DUE_KEY, 0, -1)]
-        return sorted(await self._rows(ids), key=lambda row: row.inbox_id)
+        """Every registered inbox, by id: all pages read, so for small registries and tests."""
+        rows: dict[str, InboxRow] = {}
+        cursor = 0
+        while True:
+            page, cursor = await self.list_page(cursor)
+            rows.update((row.inbox_id, row) for row in page)
+            if not cursor:
+                return sorted(rows.values(), key=lambda row: row.inbox_id)
 
     async def _rows(self, ids: list[str]) -> list[InboxRow]:
         names = ("email", "inbox_type", "every_s", "state", "age_days", "age_given_at")
@@ -198,57 +254,80 @@ class Registry:
         return rows
 
     async def health_counts(self) -> dict[str, int]:
+        """Registered inboxes by health: the counters, one read whatever the number of inboxes."""
         counts = {health.value: 0 for health in Health}
-        for value in await cast(Awaitable[list[Any]], self.redis.hvals(keys.INBOXES_HEALTH_KEY)):
-            name = as_text(value)
-            counts[name] = counts.get(name, 0) + 1
+        stored = await cast(Awaitable[dict[Any, Any]], self.redis.hgetall(keys.INBOXES_COUNTS_KEY))
+        for name, value in stored.items():
+            counts[as_text(name)] = int(value)
         return counts
 
-    async def enqueue_due(self, *, claim_ttl_s: float, batch: int, now: float | None = None) -> list[str]:
-        """Enqueue a recheck of every due inbox (up to `batch`); returns the job ids."""
-        now = time.time() if now is None else now
-        now_ms = int(now * MS_PER_S)
-        claimed = await self._claim(
-            keys=[keys.INBOXES_DUE_KEY], args=[now_ms, int(claim_ttl_s * MS_PER_S), batch]
-        )
-        job_ids = []
-        for raw_id, raw_slot in zip(claimed[::2], claimed[1::2], strict=True):
-            inbox_id, slot_ms = as_text(raw_id), int(float(as_text(raw_slot) or 0))
-            job_id = await self._enqueue(inbox_id, slot_ms, now)
-            if job_id is not None:
-                job_ids.append(job_id)
+    async def enqueue_due(
+        self, *, claim_ttl_s: float, batch: int, budget_s: float | None = None, now: float | None = None
+    ) -> list[str]:
+        """Enqueue a recheck of every due inbox; returns the job ids.
+
+        One claim (one Lua call) takes at most `batch`; claims repeat while a whole batch came
+        back, until nothing is due or `budget_s` has passed, so what one tick enqueues follows
+        what is due, not a fixed number."""
+        started = time.monotonic()
+        job_ids: list[str] = []
+        while True:
+            at = time.time() if now is None else now
+            claimed = await self._claim(
+                keys=[keys.INBOXES_DUE_KEY],
+                args=[int(at * MS_PER_S), int(claim_ttl_s * MS_PER_S), batch],
+            )
+            slots = [
+                (as_text(raw_id), int(float(as_text(raw_slot) or 0)))
+                for raw_id, raw_slot in zip(claimed[::2], claimed[1::2], strict=True)
+            ]
+            job_ids += await self._enqueue(slots, at)
+            if len(slots) < batch or (budget_s is not None and time.monotonic() - started >= budget_s):
+                break
         if job_ids:
             log.info("rechecks_enqueued", count=len(job_ids))
         return job_ids
 
-    async def _enqueue(self, inbox_id: str, slot_ms: int, now: float) -> str | None:
-        key = keys.inbox_key(inbox_id)
-        raw_payload, state_raw, age_days, age_at = map(
-            text_or_none,
-            await cast(
-                Awaitable[list[Any]], self.redis.hmget(key, ["payload", "state", "age_days", "age_given_at"])
-            ),
-        )
-        if raw_payload is None:
-            await self.redis.zrem(keys.INBOXES_DUE_KEY, inbox_id)  # hash gone: not registered
-            return None
-        body = json.loads(raw_payload)
-        # The age grows with every recheck, so the recommended daily limit ramps up with it.
-        age = account_age_days(
-            int(age_days) if age_days else None,
-            float(age_at) if age_at else None,
-            _state_from(state_raw).first_ok_at,
-            now,
-        )
-        if age is not None:
-            body["request"]["account_age_days"] = age
-        if self.sealer is not None:
-            # The stored token may be months old: each recheck's job gets one sealed now, so a
-            # queued job's maximum age holds for rechecks too.
-            body = payload.reseal(body, self.sealer)
-        job_id = recheck_job_id(inbox_id, slot_ms)
-        await producer.enqueue_payload(self.redis, self.queue_name, job_id, body)
-        return job_id
+    async def _enqueue(self, slots: list[tuple[str, int]], now: float) -> list[str]:
+        """The rechecks of claimed inboxes: their hashes read in one round trip, the jobs
+        enqueued in another."""
+        if not slots:
+            return []
+        names = ["payload", "state", "age_days", "age_given_at"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for inbox_id, _ in slots:
+                pipe.hmget(keys.inbox_key(inbox_id), names)
+            stored = await pipe.execute()
+        job_ids, gone = [], []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (inbox_id, slot_ms), values in zip(slots, stored, strict=True):
+                raw_payload, state_raw, age_days, age_at = map(text_or_none, values)
+                if raw_payload is None:
+                    gone.append(inbox_id)  # hash gone: not registered
+                    continue
+                body = json.loads(raw_payload)
+                # The age grows with every recheck, so the recommended daily limit ramps up with it.
+                age = account_age_days(
+                    int(age_days) if age_days else None,
+                    float(age_at) if age_at else None,
+                    _state_from(state_raw).first_ok_at,
+                    now,
+                )
+                if age is not None:
+                    body["request"]["account_age_days"] = age
+                if self.sealer is not None:
+                    # The stored token may be months old: each recheck's job gets one sealed now,
+                    # so a queued job's maximum age holds for rechecks too.
+                    body = payload.reseal(body, self.sealer)
+                job_id = recheck_job_id(inbox_id, slot_ms)
+                job_keys, args = producer.enqueue_job_call(self.queue_name, job_id, body)
+                await self._scripts.enqueue_job(keys=job_keys, args=args, client=pipe)
+                job_ids.append(job_id)
+            if gone:
+                pipe.zrem(keys.INBOXES_DUE_KEY, *gone)
+            if job_ids or gone:
+                await pipe.execute()
+        return job_ids
 
     async def keep_refresh_token(self, inbox_id: str, used: str, rotated: str) -> bool:
         """Store the refresh token the provider rotated `used` into, sealed, in the inbox's
@@ -316,7 +395,10 @@ class Registry:
                         key,
                         mapping={"state": _state_json(transition.current), "last_event_id": event_id},
                     )
-                    pipe.hset(keys.INBOXES_HEALTH_KEY, inbox_id, transition.current.health.value)
+                    before, after = transition.previous.health, transition.current.health
+                    if before is not after:
+                        pipe.hincrby(keys.INBOXES_COUNTS_KEY, before.value, -1)
+                        pipe.hincrby(keys.INBOXES_COUNTS_KEY, after.value, 1)
                     pipe.zadd(
                         keys.INBOXES_DUE_KEY, {inbox_id: int((now + transition.next_check_in_s) * MS_PER_S)}
                     )

@@ -65,8 +65,9 @@ class RecheckSettings(BaseModel):
     recheck_spread: Duration = Field(default=300.0, ge=0)
     # +/- fraction of every later interval, so checks registered together drift apart.
     recheck_jitter: float = Field(default=0.1, ge=0, le=0.5)
-    # Inboxes one tick enqueues at most; the rest wait for the next tick.
-    recheck_batch: int = Field(default=1_000, ge=1)
+    # Inboxes one claim (one Lua call, one pipeline of enqueues) takes at most; a tick claims
+    # again until nothing is due or half the tick has passed.
+    recheck_batch: int = Field(default=500, ge=1)
     # A claimed inbox whose recheck never reported (job lost) is claimed again after this.
     recheck_claim_ttl: Duration = Field(default=1_800.0, ge=1)
     failing_after: int = Field(default=3, ge=1, le=100)

@@ -45,6 +45,10 @@ def check_settings(settings: Settings) -> None:
 
 def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSettings:
     parsed = RedisSettings.from_dsn(settings.redis_url)
+    if parsed.ssl:  # rediss://: verified as every other client verifies it (redis_pool.tls_options)
+        parsed.ssl_cert_reqs = "required"
+        parsed.ssl_check_hostname = True
+        parsed.ssl_ca_certs = str(settings.redis_ca_file) if settings.redis_ca_file else None
     # The supervisor reconnects with backoff; arq's own retries would only delay it.
     parsed.conn_retries = conn_retries
     return parsed

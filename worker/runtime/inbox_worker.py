@@ -6,7 +6,8 @@ which fails with what to re-check when arq changes the code it replaces.
   trips per job, one job after another in the poll loop, so jobs start no faster than one per few
   loop iterations whatever max_jobs says. Here the same claim is one atomic script per job
   (CLAIM_JOB), every job of a poll in one pipelined round trip, with arq's own bookkeeping
-  (semaphore, job counter, tasks) kept exactly as arq keeps it.
+  (semaphore, job counter, tasks) kept exactly as arq keeps it. Jobs this worker runs, or whose
+  claim was refused a moment ago, are not claimed again at every poll.
 - The in-progress lock is sized for this job (IN_PROGRESS_MARGIN_S), not arq's fixed +10 s.
 - A per-process liveness key written with arq's health record (`inboxcheck health`).
 - While Redis refuses writes (maxmemory, a read-only replica): `finish_job`, arq's bookkeeping
@@ -14,10 +15,16 @@ which fails with what to re-check when arq changes the code it replaces.
   leaving the job to be run again once the lock expires; a refused claim or health record leaves
   the jobs queued and the poll loop running, where arq would end it (and with it every job in
   flight, their verdicts lost).
+- Waiting for work: arq sleeps poll_delay between polls, so a job enqueued on an idle worker
+  waits half of it on average. Here arq's own sleep is zero and the poll loop waits up to the
+  poll delay for a wake-up: a task blocks on the queue's wake list (keys.wake_key), which every
+  producer pushes to with its job (scripts.ENQUEUE_JOB), so the job starts at once, and an idle
+  worker still polls as often as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -35,6 +42,15 @@ from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_
 # second worker starts it while the first still runs), and not much more (so the job is handed
 # back soon). The job itself cannot outrun job_timeout.
 IN_PROGRESS_MARGIN_S = 2.0
+# A job whose claim was refused (running on another worker) is not tried again for this long: a
+# running job is listed by every poll, 20 a second, and would cost a claim each time. Should that
+# worker die, its lock lasts far longer anyway (job timeout + IN_PROGRESS_MARGIN_S).
+REFUSED_SKIP_S = 1.0
+# Refusals are forgotten once they outnumber max_jobs this many times over.
+REFUSED_KEPT_FACTOR = 4
+# The longest one BLPOP on the wake list blocks before it asks again (a whole second: the list's
+# wait is not the poll delay, which the poll loop times itself).
+WAKE_BLOCK_S = 1
 # A worker's liveness key outlives this many health-check intervals: one slow poll is not death.
 LIVENESS_TTL_FACTOR = 3
 
@@ -56,6 +72,15 @@ class InboxWorker(Worker):
         self.in_progress_timeout_s = self.job_timeout_s + IN_PROGRESS_MARGIN_S
         self._claim_sha: str | None = None
         self._writes = WriteRefusals()  # the job runtime's, once the worker has started
+        # Job id -> until when (loop time) it is not tried again, after a claim was refused.
+        self._refused_until: dict[str, float] = {}
+        # arq's poll loop sleeps poll_delay_s minus the iteration's time; the iteration itself
+        # now waits (for a wake-up, up to the poll delay), so arq's sleep is none.
+        self.wait_for_work_s = self.poll_delay_s
+        self.poll_delay_s = 0.0
+        self._wake_key = keys.wake_key(self.queue_name)
+        self._woken = asyncio.Event()
+        self._waker: asyncio.Future[None] | None = None
 
     @property
     def writes(self) -> WriteRefusals:
@@ -76,6 +101,31 @@ class InboxWorker(Worker):
         finish = super().finish_job
         await retried_while_refused(lambda: finish(*args, **kwargs), self.writes, self.in_progress_timeout_s)
 
+    async def _poll_iteration(self) -> None:
+        """arq's poll (start due jobs, heartbeat), then wait up to the poll delay for a wake-up."""
+        await super()._poll_iteration()
+        if self._waker is None:
+            self._waker = asyncio.ensure_future(self._take_wake_ups())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), self.wait_for_work_s)
+        self._woken.clear()
+
+    async def _take_wake_ups(self) -> None:
+        """Block on the wake list (on a connection of its own) and wake the poll loop. The poll
+        delay is timed here, not by BLPOP's timeout, which Redis resolves only at its own 10 Hz
+        tick. A worker with no free slot leaves the token to one that has."""
+        while True:
+            if not (self.allow_pick_jobs and self.job_counter < self.max_jobs):
+                await asyncio.sleep(self.wait_for_work_s)
+                continue
+            try:
+                if await self.pool.blpop([self._wake_key], timeout=WAKE_BLOCK_S):  # type: ignore[misc]
+                    self._woken.set()
+            except RedisError:
+                # The poll loop meets the same outage and the supervisor reconnects; until then
+                # the worker just polls.
+                await asyncio.sleep(self.wait_for_work_s)
+
     async def record_health(self) -> None:
         """arq's health record, plus this process's own liveness key (what `inboxcheck health`
         checks for this host): written from the same poll loop, so a hung worker lets it expire
@@ -94,6 +144,17 @@ class InboxWorker(Worker):
 
     async def close(self) -> None:
         """arq deletes its health key when it closes: so does this process with its own."""
+        try:
+            await self._close()
+        finally:
+            # After the pool's last commands: a BLPOP cut short leaves its connection to be
+            # made again, which a closing worker may no longer be allowed to do.
+            if self._waker is not None:
+                self._waker.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._waker
+
+    async def _close(self) -> None:
         if getattr(self, "_pool", None) is not None:
             with contextlib.suppress(Exception):
                 await self.pool.delete(keys.worker_alive_key(socket.gethostname(), os.getpid()))
@@ -101,7 +162,21 @@ class InboxWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, same claim and bookkeeping, every job of the poll in one pipeline."""
-        batch = [job_id.decode() for job_id in job_ids[: max(self.max_jobs - self.job_counter, 0)]]
+        # A job stays in the queue while it runs, so every poll lists the running ones again: one
+        # this worker runs, or that another worker's lock refused a moment ago, is skipped rather
+        # than claimed again only to be refused (arq would try each, every poll).
+        now = self.loop.time()
+        if len(self._refused_until) > REFUSED_KEPT_FACTOR * self.max_jobs:
+            self._refused_until = {
+                job_id: until for job_id, until in self._refused_until.items() if until > now
+            }
+        listed = [job_id.decode() for job_id in job_ids]
+        free = max(self.max_jobs - self.job_counter, 0)
+        batch = [
+            job_id
+            for job_id in listed
+            if job_id not in self.tasks and self._refused_until.get(job_id, 0) <= now
+        ][:free]
         if not batch:
             return
         for _ in batch:  # never waits: the semaphore holds max_jobs + 1 and the batch fits
@@ -120,6 +195,7 @@ class InboxWorker(Worker):
             self.writes.accepted()
         for job_id, score in zip(batch, scores, strict=True):
             if score is None:  # running elsewhere, finished, or deferred meanwhile: as arq skips it
+                self._refused_until[job_id] = now + REFUSED_SKIP_S
                 self.job_counter -= 1
                 self.sem.release()
                 continue

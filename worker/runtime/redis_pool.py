@@ -12,6 +12,7 @@ guarded by tests/worker/runtime/test_patched_internals.py.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 from arq.connections import ArqRedis
 from redis.asyncio.connection import ConnectionPool
@@ -19,6 +20,7 @@ from redis.asyncio.connection import ConnectionPool
 from worker.messages import envelope
 from worker.settings import Settings
 
+TLS_SCHEME = "rediss"
 # As arq's RedisSettings.conn_timeout: a Redis that does not accept within this is down.
 CONNECT_TIMEOUT_S = 1.0
 
@@ -36,11 +38,25 @@ class ConcurrentConnectionPool(ConnectionPool):
         return connection
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS arguments for a rediss:// URL, for every client of the settings' Redis:
+    the server's certificate verified against INBOXCHECK_REDIS_CA_FILE (or the system's trust
+    store) and its name against the URL's host, which redis-py does not check by default."""
+    if urlparse(settings.redis_url).scheme != TLS_SCHEME:
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return options
+
+
 async def connect(settings: Settings) -> ArqRedis:
     """The worker's client of `settings.redis_url`, as arq's create_pool makes it (JSON job
     (de)serialisers, the queue as default), on a ConcurrentConnectionPool; raises when Redis does
     not answer a PING."""
-    pool = ConcurrentConnectionPool.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    pool = ConcurrentConnectionPool.from_url(
+        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, **tls_options(settings)
+    )
     redis = ArqRedis(
         pool,
         job_serializer=envelope.serialize,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 from subprocess import CompletedProcess
 
+from redis.asyncio import Redis
+
+from jobs.request import parse_request
 from tests.servers.redis import RedisServer
 from tests.worker.support import run_cli, scan_for
-from worker.messages.sealing import generate_key
+from worker.messages.sealing import Sealer, generate_key
+from worker.rechecks.registry import Registry
 
 PASSWORD = "Registry-Secret-77"
 
@@ -75,3 +80,35 @@ def test_an_inbox_id_with_markup_is_listed_as_written(redis_server: RedisServer,
     listed = inboxcheck(redis_server, key, "list")
     assert listed.returncode == 0, listed.stderr
     assert markup_id in listed.stdout
+
+
+def test_list_pages_through_every_inbox(redis_server: RedisServer) -> None:
+    key = generate_key()
+    redis_server.client().flushdb()
+    inboxes = 200  # past the size Redis keeps as one compact list: the pages are real
+
+    async def register_all() -> None:
+        async with Redis.from_url(redis_server.url) as redis:
+            registry = Registry(redis, queue_name="q", sealer=Sealer(key))
+            for n in range(inboxes):
+                fields = {"inbox_id": f"page-{n}", "inbox_type": "GOOGLE_WORKSPACE"}
+                request = parse_request({**fields, "email": "u@corp.example", "smtp_password": PASSWORD})
+                await registry.register(request, 3_600, spread_s=0)
+
+    asyncio.run(register_all())
+    seen: list[str] = []
+    args = ["list", "--json", "--page", "60"]
+    pages = 0
+    while pages < inboxes:
+        pages += 1
+        page = inboxcheck(redis_server, key, *args)
+        assert page.returncode == 0, page.stderr
+        seen += [row["inbox_id"] for row in json.loads(page.stdout)]
+        if "next page:" not in page.stderr:
+            break
+        args = page.stderr.split("next page: inboxcheck ", 1)[1].split()
+        args.insert(1, "--json")
+    assert pages > 1
+    assert sorted(seen) == sorted(f"page-{n}" for n in range(inboxes))
+    refused = inboxcheck(redis_server, key, "list", "--page", "0")
+    assert refused.returncode != 0 and "--page" in refused.stderr and "at least 1" in refused.stderr

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from jobs.request import ValidationRequest, parse_request
 from worker.messages import events, scripts, stream
 from worker.rechecks.pacing import Held, Pacer, PacingPolicy
 from worker.rechecks.registry import Registry
@@ -21,10 +22,28 @@ ALL_SCRIPTS = [
     scripts.COUNT_ATTEMPT,
     scripts.APPEND_ONCE,
     scripts.CLAIM_DUE,
+    scripts.REGISTER,
+    scripts.UNREGISTER,
+    scripts.ENQUEUE_JOB,
     scripts.RELEASE_LOCK,
     scripts.WEBHOOK_FAN_OUT,
     scripts.WEBHOOK_SETTLE,
 ]
+
+
+def inbox(inbox_id: str) -> ValidationRequest:
+    return parse_request(
+        {
+            "inbox_id": inbox_id,
+            "inbox_type": "CUSTOM_SMTP",
+            "email": "user@example.test",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": 2525,
+            "imap_host": "127.0.0.1",
+            "imap_port": 1993,
+            "smtp_password": "not-a-secret-here",
+        }
+    )
 
 
 def event(event_id: str) -> events.Event:
@@ -60,7 +79,10 @@ async def every_script_once(redis: Redis, run: str) -> None:
     assert lease is not None
     await pacer.release(HOST, lease)
     await pacer.back_off(f"{run}.example", 1)  # a host of its own: the next run takes HOST
-    await Registry(redis, queue_name="test:queue", sealer=None).enqueue_due(claim_ttl_s=60, batch=10)
+    registry = Registry(redis, queue_name="test:queue", sealer=None, allow_plaintext=True)
+    await registry.register(inbox(f"inbox-{run}"), 60, spread_s=0)
+    assert await registry.enqueue_due(claim_ttl_s=60, batch=10)  # enqueued: ENQUEUE_JOB ran
+    assert await registry.unregister(f"inbox-{run}")
     await scripts.of(redis).count_attempt(keys=[f"test:counted:{run}"], args=[60_000, 1])
     await scripts.of(redis).release_lock(keys=[f"test:lock:{run}"], args=["holder"])
     ledger = Ledger(redis, stream="test:events", group="test:group", queue_max=10, dead_max=10)

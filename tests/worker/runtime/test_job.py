@@ -283,7 +283,7 @@ async def test_a_refused_host_pause_keeps_the_checks_verdict(
                 keys.WORKER_ALIVE_PREFIX,
                 keys.INBOX_KEY_PREFIX,
                 keys.INBOXES_DUE_KEY,
-                keys.INBOXES_HEALTH_KEY,
+                keys.INBOXES_COUNTS_KEY,
                 keys.PACING_SLOTS_PREFIX,
                 keys.INBOX_LOCK_PREFIX,
                 keys.INBOX_BACKOFF_PREFIX,

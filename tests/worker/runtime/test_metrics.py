@@ -12,6 +12,7 @@ from jobs.result import StepTiming
 from tests.servers.ports import LOOPBACK
 from tests.worker.event_samples import completed, failed, protocol_result
 from worker.messages import keys
+from worker.rechecks.registry import Registry
 from worker.runtime.metrics import Metrics, refresh_forever, serve
 
 QUEUE = "test:queue"
@@ -42,14 +43,8 @@ async def test_endpoint_serves_checks_durations_and_gauges(redis: Redis) -> None
     server = serve(metrics, LOOPBACK, 0)
     try:
         await redis.zadd(QUEUE, {"a": 1, "b": 2})
-        await redis.hset(keys.INBOXES_HEALTH_KEY, mapping={"x": "healthy", "y": "failing", "z": "failing"})
-
-        async def health_counts() -> dict[str, int]:
-            counts: dict[str, int] = {}
-            for value in await redis.hvals(keys.INBOXES_HEALTH_KEY):
-                counts[value] = counts.get(value, 0) + 1
-            return counts
-
+        await redis.hset(keys.INBOXES_COUNTS_KEY, mapping={"healthy": 1, "failing": 2})
+        health_counts = Registry(redis, queue_name=QUEUE, sealer=None).health_counts
         refresher = asyncio.create_task(
             refresh_forever(metrics, lambda: redis.zcard(QUEUE), health_counts, every_s=POLL_S)
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from aioimaplib.aioimaplib import IMAP4ClientProtocol
+from arq.utils import poll
 from arq.worker import Worker
 from redis.asyncio.connection import ConnectionPool
 
@@ -37,6 +38,22 @@ PATCHED: list[tuple[Callable[..., Any], str, str]] = [
         Worker._release_sem_dec_counter_on_complete,
         "0ed101482e942c33",
         "InboxWorker.start_jobs relies on this callback to undo its job counter and semaphore",
+    ),
+    (
+        Worker._poll_iteration,
+        "f8d39d823a0a59f2",
+        "InboxWorker._poll_iteration runs it and then waits for a wake-up (keys.wake_key)",
+    ),
+    (
+        Worker.main,
+        "45ca1591c9717466",
+        "InboxWorker sets poll_delay_s to 0 so that main's poll loop never sleeps: its wait is "
+        "in _poll_iteration",
+    ),
+    (
+        poll,
+        "d8cc8542a1ab2bc3",
+        "InboxWorker relies on arq's poll sleeping poll_delay_s minus the iteration's time (0 here)",
     ),
     (
         ConnectionPool.get_connection,

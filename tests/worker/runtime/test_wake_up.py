@@ -1,0 +1,85 @@
+"""How a worker waits and polls: an idle worker waits for work on the queue's wake list, not in a
+sleep, so a job enqueued through the producer starts at once, however long the poll delay; and a
+job running on another worker is not claimed again at every poll. Real redis-server, real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from redis.asyncio import Redis
+
+from tests.servers.redis import RedisServer
+from tests.worker.support import in_process_worker, make_settings, request
+from worker.messages import keys
+from worker.messages.producer import enqueue_validation
+
+# Far longer than the deadline below: a job that waited for the next poll would miss it.
+LONG_POLL_DELAY_S = 60.0
+DEADLINE_S = 10.0
+POLL_S = 0.01
+POLLS = 30
+
+
+async def blocked_in_blpop(redis: Redis) -> bool:
+    """Whether some client is blocked in BLPOP right now (Redis's own view of its clients)."""
+    return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "") for c in await redis.client_list())
+
+
+async def test_a_new_job_wakes_an_idle_worker_within_its_poll_delay(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, poll_delay=LONG_POLL_DELAY_S, max_tries=1, metrics_port=0)
+    worker = await in_process_worker(settings, cron_jobs=[])
+    main = asyncio.ensure_future(worker.main())
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        # Idle: it has polled the empty queue and now waits, blocked, for a wake-up.
+        while not await blocked_in_blpop(aredis):
+            assert time.monotonic() < deadline and not main.done()
+            await asyncio.sleep(POLL_S)
+        await enqueue_validation(aredis, request(), settings=settings)
+        while not await aredis.xlen(settings.events_stream):
+            assert time.monotonic() < deadline, "the job waited for the next poll"
+            await asyncio.sleep(POLL_S)
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        await worker.close()
+    assert worker.jobs_complete == 1
+
+
+async def test_a_job_running_elsewhere_is_not_claimed_at_every_poll(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, poll_delay=POLL_S, metrics_port=0)
+    job_id = "running-elsewhere"
+    # As another worker leaves it: queued and due, its in-progress lock held.
+    await aredis.zadd(settings.queue_name, {job_id: int(time.time() * 1_000)})
+    await aredis.set(keys.in_progress_key(job_id), "1", ex=60)
+    worker = await in_process_worker(settings, cron_jobs=[])
+    await aredis.config_resetstat()
+    main = asyncio.ensure_future(worker.main())
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while await polls(aredis) < POLLS:
+            assert time.monotonic() < deadline and not main.done()
+            await asyncio.sleep(POLL_S)
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        await worker.close()
+    stats = await aredis.info("commandstats")
+    polled = stats["cmdstat_zrangebyscore"]["calls"]
+    # Listed by every poll, claimed at the first and then once per REFUSED_SKIP_S (the polls take
+    # about a third of a second): not at each of them.
+    assert polled >= POLLS and stats["cmdstat_evalsha"]["calls"] < polled / 3
+    assert worker.jobs_complete == 0
+
+
+async def polls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_zrangebyscore", {}).get("calls", 0))
