@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from worker.rechecks.pacing import POLL_FIRST_S, HostBusy, Pacer, PacingPolicy
+from worker.rechecks.pacing import POLL_FIRST_S, HostBusy, InboxBusy, Pacer, PacingPolicy
 
 HOST = "mail.example"
 
@@ -78,3 +79,19 @@ async def test_an_expired_lease_is_not_in_use(redis: Redis) -> None:
             break
         await asyncio.sleep(0.001)
     assert await p.in_use(HOST) == 0
+
+
+async def test_an_inbox_being_checked_is_busy_without_a_pause(redis: Redis) -> None:
+    p = _pacer(redis)
+
+    def check(inbox: str) -> Any:
+        return p.check(
+            inbox, [HOST], 0, done_key="t:done", attempts_key="t:attempts", attempts_ttl_s=60, max_tries=5
+        )
+
+    async with check("inbox-1"):
+        with pytest.raises(InboxBusy) as raised:
+            async with check("inbox-1"):
+                pass
+    # Busy, not backed off: the job is deferred by the short busy delay, not by a pause.
+    assert (raised.value.inbox_id, raised.value.retry_in_s) == ("inbox-1", 0.0)
