@@ -108,9 +108,10 @@ def test_unknown_sealed_fields_are_named() -> None:
 
 def test_sealed_credentials_need_a_worker_with_the_key() -> None:
     rejected = _rejected(_sealed(), None)
-    assert (rejected.reason, rejected.message) == (
+    assert (rejected.reason, rejected.message, rejected.inbox_id) == (
         SEALED,
         "the credentials are sealed but this worker has no INBOXCHECK_SECRET_KEY to open them",
+        INBOX,
     )
 
 
@@ -120,11 +121,27 @@ def test_an_invalid_request_in_a_payload_names_its_problems() -> None:
         {"v": 1, "request": fields, "credentials": {"plain": {"smtp_password": PASSWORD}}},
         allow_plaintext=True,
     )
-    assert (rejected.reason, rejected.message, rejected.problems) == (
+    assert (rejected.reason, rejected.message, rejected.problems, rejected.inbox_id) == (
         MALFORMED,
         "the request in the payload is invalid",
         ["email: is required"],
+        INBOX,
     )
+
+
+def test_a_payload_off_the_schema_still_names_its_inbox() -> None:
+    rejected = _rejected({"v": 1, "request": FIELDS, "credentials": {}}, Sealer(KEY))
+    assert (rejected.reason, rejected.inbox_id) == (MALFORMED, INBOX)
+
+
+def test_credentials_are_refused_in_plaintext_unless_allowed() -> None:
+    request = payload.decode(
+        {"v": 1, "request": FIELDS, "credentials": {"plain": {"smtp_password": PASSWORD}}},
+        None,
+        allow_plaintext=True,
+    )
+    with pytest.raises(payload.PlaintextRefused):
+        payload.encode(request, None)
 
 
 def test_a_token_dated_in_the_future_is_refused_for_a_queued_job_only() -> None:

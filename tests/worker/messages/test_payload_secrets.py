@@ -3,11 +3,13 @@ as a producer in another language writes them (README: enqueueing from another l
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.worker.support import KEY, PASSWORD, request, request_fields
 from worker.messages import payload
-from worker.messages.sealing import USE_JOB, Sealer, destination_digest
+from worker.messages.sealing import USE_JOB, Sealer, destination_digest, generate_key
 
 TOKEN = "ya29.hand-written-" + "t" * 100
 
@@ -74,3 +76,22 @@ def test_a_payload_off_the_schema_names_each_problem() -> None:
 
 def test_the_sealers_repr_never_shows_the_key() -> None:
     assert repr(Sealer(KEY)) == "Sealer(***)"
+
+
+def test_a_requests_destination_is_the_one_its_payload_is_sealed_for() -> None:
+    sealer = Sealer(KEY)
+    sent = request("bound", 25)
+    body = payload.encode(sent, sealer)
+    token = body["credentials"]["sealed"]
+    assert sealer.open(token, "bound", payload.request_destination(sent)) == {"smtp_password": PASSWORD}
+    assert payload.request_destination(sent) != payload.request_destination(request("bound", 26))
+
+
+def test_a_secret_digest_is_keyed_and_names_equal_secrets_alike() -> None:
+    sealer = Sealer(KEY)
+    digest = sealer.secret_digest(b"refresh-token-1")
+    assert digest == Sealer(KEY).secret_digest(b"refresh-token-1")
+    assert digest != sealer.secret_digest(b"refresh-token-2")
+    assert digest != Sealer(generate_key()).secret_digest(b"refresh-token-1")
+    assert digest != hashlib.sha256(b"refresh-token-1").hexdigest()
+    assert len(digest) == 64 and set(digest) <= set("0123456789abcdef")

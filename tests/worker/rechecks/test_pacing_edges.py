@@ -71,14 +71,16 @@ async def _redis_ms(redis: Redis) -> int:
 
 
 async def test_an_expired_lease_is_not_in_use(redis: Redis) -> None:
-    p = _pacer(redis, cap=5, lease_s=0.001)
-    assert (await p.try_acquire(HOST))[0] is not None
-    expired_by = await _redis_ms(redis) + 2  # the 1 ms lease was taken before this reading
-    for _ in range(5_000):  # Redis's clock, which scores the leases, passing those 2 ms
+    # A holder that died leaves its lease behind; a live one's lease keeps the host's set alive.
+    assert (await _pacer(redis, cap=5, lease_s=0.05).try_acquire(HOST))[0] is not None
+    expired_by = await _redis_ms(redis) + 52  # the 50 ms lease was taken before this reading
+    live = _pacer(redis, cap=5)
+    assert (await live.try_acquire(HOST))[0] is not None
+    for _ in range(5_000):  # Redis's clock, which scores the leases, passing its expiry
         if await _redis_ms(redis) >= expired_by:
             break
         await asyncio.sleep(0.001)
-    assert await p.in_use(HOST) == 0
+    assert await live.in_use(HOST) == 1
 
 
 async def test_an_inbox_being_checked_is_busy_without_a_pause(redis: Redis) -> None:
@@ -95,3 +97,11 @@ async def test_an_inbox_being_checked_is_busy_without_a_pause(redis: Redis) -> N
                 pass
     # Busy, not backed off: the job is deferred by the short busy delay, not by a pause.
     assert (raised.value.inbox_id, raised.value.retry_in_s) == ("inbox-1", 0.0)
+
+
+async def test_a_pause_under_a_second_is_still_a_pause(redis: Redis) -> None:
+    p = _pacer(redis)
+    await p.back_off(HOST, 0.5)
+    with pytest.raises(HostBusy) as raised:
+        await p.acquire(HOST, 1, wait_s=0)
+    assert raised.value.backed_off and 0 < raised.value.retry_in_s <= 1.0
