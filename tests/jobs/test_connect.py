@@ -89,3 +89,30 @@ async def test_a_scoped_ipv6_literal_keeps_its_link() -> None:
             ("fe80::1", 25, 0, socket.if_nametoindex("lo")),
         )
     ]
+
+
+@pytest.mark.parametrize("literal", ["127.0.0.1", "::1", "2001:db8::25"])
+async def test_an_ip_literal_resolves_to_what_getaddrinfo_answers(literal: str) -> None:
+    expected = await asyncio.get_running_loop().getaddrinfo(literal, 25, type=socket.SOCK_STREAM)
+    assert list(await net.resolve(literal, 25)) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "detail"),
+    [
+        (socket.EAI_AGAIN, Reason.DNS_UNAVAILABLE, "DNS lookup of mail.example.com failed: resolver said no"),
+        (socket.EAI_NONAME, Reason.NO_SUCH_HOST, "mail.example.com does not resolve: resolver said no"),
+    ],
+)
+async def test_the_system_resolvers_failure_is_told_apart(
+    monkeypatch: pytest.MonkeyPatch, error: int, reason: Reason, detail: str
+) -> None:
+    # The machine's resolver is never asked (its answer depends on the machine): its two kinds of
+    # failure are raised as getaddrinfo raises them.
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(error, "resolver said no")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", failing)
+    with pytest.raises(CheckError) as raised:
+        await net.resolve("mail.example.com", 25)
+    assert (raised.value.reason, raised.value.detail) == (reason, detail)
