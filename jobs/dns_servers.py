@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -91,7 +92,8 @@ async def lookup(host: str, servers: DnsServers) -> list[tuple[socket.AddressFam
             resolver.resolve(host, dns.rdatatype.AAAA, raise_on_no_answer=False, search=False),
             resolver.resolve(host, dns.rdatatype.A, raise_on_no_answer=False, search=False),
         )
-    except dns.resolver.NXDOMAIN:
+    except (dns.resolver.NXDOMAIN, dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel):
+        # A name too long (or with an empty label) cannot exist: no server need be asked.
         raise check_error(Reason.NO_SUCH_HOST, f"{host} does not resolve: no such name") from None
     except dns.exception.DNSException as exc:
         raise check_error(

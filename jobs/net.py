@@ -59,6 +59,9 @@ async def resolve(
                 Reason.DNS_UNAVAILABLE, f"DNS lookup of {host} failed: {exc.strerror}"
             ) from None
         raise check_error(Reason.NO_SUCH_HOST, f"{host} does not resolve: {exc.strerror}") from None
+    except UnicodeError:
+        # The IDNA codec refuses a label over 63 characters: such a name cannot exist.
+        raise check_error(Reason.NO_SUCH_HOST, f"{host} does not resolve: not a valid host name") from None
 
 
 def connect_error(exc: OSError, where: str) -> CheckError:

@@ -101,7 +101,7 @@ def refusal(
     suberror = body.get("suberror") if isinstance(body.get("suberror"), str) else None
     aadsts = _aadsts(body)
     reason = reason_for(error, suberror, aadsts, grant)
-    said = f"{where} answered HTTP {status} {excerpt(error, 64) or 'without an error code'}"
+    said = f"{where} answered HTTP {status} {excerpt(scrub(error, secrets), 64) or 'without an error code'}"
     description = body.get("error_description")
     if isinstance(description, str) and description:
         # The first line: Microsoft's trace and correlation ids follow on lines of their own.
@@ -137,7 +137,7 @@ def retry_after_s(header: str | None, now: datetime | None = None) -> float | No
         return bounded_backoff_s(min(float(text), MAX_BACKOFF_S))
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None

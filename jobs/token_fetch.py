@@ -104,6 +104,12 @@ async def fetch_token(
     body = _json(answer.body)
     if answer.status == HTTP_TOO_MANY_REQUESTS or answer.status >= HTTP_SERVER_ERROR:
         raise unavailable(answer.status, where, answer.retry_after)
+    if body is None and answer.status != HTTP_OK:
+        # A 404 from a wrong token_url, a proxy's HTML page, a redirect: asking again won't help.
+        raise check_error(
+            Reason.PROTOCOL_ERROR,
+            f"{where} answered HTTP {answer.status} without an OAuth2 JSON answer: check token_url",
+        )
     if body is None:
         raise check_error(
             Reason.SERVICE_UNAVAILABLE, f"{where} answered HTTP {answer.status} with a body that is not JSON"

@@ -104,3 +104,17 @@ def test_a_bad_server_is_named_with_its_problem(entry: str, problem: str) -> Non
     with pytest.raises(ValueError) as caught:
         parse_dns_servers(f"127.0.0.1,{entry}")
     assert repr(entry) in str(caught.value) and problem in str(caught.value)
+
+
+@pytest.mark.parametrize("through_server", [True, False])
+async def test_a_name_with_a_label_over_63_characters_cannot_exist(
+    dns_server: Callable[..., DnsServer], ca_file: str, through_server: bool
+) -> None:
+    # Refused before any question is sent, by dnspython or by the IDNA codec under getaddrinfo.
+    dns = dns_server()
+    servers = (dns.address,) if through_server else ()
+    result = await check_smtp(
+        request(smtp_host="a" * 64 + ".example.com"), options(ca_file, dns_servers=servers)
+    )
+    assert (result.reason, result.failed_step, result.retryable) == (Reason.NO_SUCH_HOST, "dns", False)
+    assert not dns.questions

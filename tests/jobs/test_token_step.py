@@ -159,6 +159,8 @@ async def test_a_rotated_refresh_token_no_request_could_carry_is_not_handed_on(
         (oauth.NOT_JSON, Reason.SERVICE_UNAVAILABLE, None),
         (oauth.RATE_LIMITED, Reason.TOO_MANY_ATTEMPTS, 30.0),
         (oauth.rate_limited(10**30), Reason.TOO_MANY_ATTEMPTS, 86_400.0),
+        # A date past datetime's range is no suggestion, not a crash of the check.
+        (oauth.rate_limited("Mon, 01 Jan 99999999999 00:00:00 GMT"), Reason.TOO_MANY_ATTEMPTS, None),
     ],
 )
 async def test_an_endpoint_that_is_down_or_busy_is_worth_another_attempt(
@@ -170,6 +172,17 @@ async def test_an_endpoint_that_is_down_or_busy_is_worth_another_attempt(
     assert_token_failed(result, reason)
     assert result.retryable
     assert (result.smtp.retry_after_s, result.imap.retry_after_s) == (retry_after, retry_after)
+
+
+async def test_a_wrong_token_url_is_named_and_not_retried(
+    token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    endpoint = token_endpoint()
+    wrong = endpoint.token_url.replace("/token", "/no-such-path")
+    result = await check(refresh_request(endpoint, token_url=wrong), options(ca_file))
+    assert_token_failed(result, Reason.PROTOCOL_ERROR)
+    assert "HTTP 404" in (result.smtp.detail or "") and "token_url" in (result.smtp.detail or "")
+    assert not result.retryable
 
 
 async def test_an_endpoint_that_never_answers_times_out_at_the_token_step(

@@ -146,8 +146,8 @@ def microsoft_error(
     return json_reply(status, payload)
 
 
-def rate_limited(retry_after: int = 30) -> Reply:
-    """HTTP 429 with ``Retry-After: <seconds>``."""
+def rate_limited(retry_after: int | str = 30) -> Reply:
+    """HTTP 429 with ``Retry-After: <seconds or an HTTP date>``."""
     return json_reply(
         429,
         {"error": "temporarily_unavailable", "error_description": "Too many requests"},

@@ -98,8 +98,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"resolve": {**settings.resolve, **parse_pins(args.resolve)}})
     check_save_path(args.save_refresh_token)
     tokens = DirectTokens()
-    result = asyncio.run(_validate(request, settings, args.public_only, tokens))
-    save_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
+    try:
+        result = asyncio.run(_validate(request, settings, args.public_only, tokens))
+    finally:
+        # A Ctrl-C after the refresh must not lose the rotated token: it may be the only copy.
+        save_rotated(tokens.rotated_refresh_token, args.save_refresh_token)
     if args.json:
         print(events.completed(result).model_dump_json())
     else:

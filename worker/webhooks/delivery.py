@@ -73,7 +73,8 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    # "²".isdigit() is true and float("²") raises: only ASCII digits are delta-seconds.
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)

@@ -102,6 +102,18 @@ async def test_retry_after_is_read_in_seconds_or_as_a_date(receiver: Callable[..
     assert later is not None and 55 <= later <= 60
 
 
+@pytest.mark.parametrize("header", ["\u00b2", "Mon, 01 Jan 99999999999 00:00:00 GMT"])
+async def test_a_retry_after_that_is_no_number_or_date_is_ignored_not_a_crash(
+    receiver: Callable[..., WebhookReceiver], header: str
+) -> None:
+    # A superscript two passes str.isdigit() and fails float(); a year past datetime's range
+    # overflows. Either escaping post() would leave the delivery unsettled, sent again forever.
+    hook = receiver()
+    hook.default = Answer(429, headers={"retry-after": header})
+    attempt = await post(hook.url)
+    assert (attempt.outcome, attempt.retry_after_s) == (Outcome.RETRY, None)
+
+
 def test_backoff_doubles_with_jitter_up_to_the_cap_and_retry_after_wins_up_to_the_cap() -> None:
     rng = random.Random(1)
     delays = [delivery.next_delay_s(n, 1.0, 30.0, None, rng) for n in range(1, 9)]
