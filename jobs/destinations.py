@@ -12,8 +12,9 @@ itself, and before the socket exists, so nothing at all reaches a refused addres
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass
+
+from jobs.setting_lists import entries
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -142,14 +143,8 @@ def parse_networks(value: object) -> tuple[IPNetwork, ...]:
     Host bits set ("10.0.0.1/8") are an error rather than silently widened or narrowed: which of
     the two was meant is for the operator to say.
     """
-    if isinstance(value, str):
-        items: Iterable[object] = value.split(",")
-    elif isinstance(value, Iterable):
-        items = value
-    else:
-        raise ValueError("expected comma-separated networks in CIDR notation")
     networks: list[IPNetwork] = []
-    for item in items:
+    for item in entries(value, "expected comma-separated networks in CIDR notation"):
         if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
             networks.append(item)
             continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
 
 import dns.asyncresolver
 import dns.exception
@@ -21,13 +20,13 @@ import dns.rdatatype
 import dns.resolver
 
 from jobs.errors import Reason, check_error
+from jobs.setting_lists import entries, parse_port
 
 # (address, port) of each server, in the order given.
 DnsServers = tuple[tuple[str, int], ...]
 SYSTEM_DNS: DnsServers = ()
 
 DNS_PORT = 53
-MAX_PORT = 65_535
 _EXAMPLE = "such as 192.0.2.53, 127.0.0.1:5353 or [2001:db8::53]:53"
 
 
@@ -49,21 +48,13 @@ def parse_dns_server(entry: str) -> tuple[str, int]:
         raise ValueError(f"{entry!r}: a DNS server is an IP address ({_EXAMPLE})") from None
     if not port_text:
         return str(ip), DNS_PORT
-    if not port_text.isdigit() or not 1 <= int(port_text) <= MAX_PORT:
-        raise ValueError(f"{entry!r}: the port must be a number from 1 to {MAX_PORT}")
-    return str(ip), int(port_text)
+    return str(ip), parse_port(port_text, entry)
 
 
 def parse_dns_servers(value: object) -> DnsServers:
     """Servers from "ADDRESS[:PORT],..." or a list of entries; empty means the system's resolver."""
-    if isinstance(value, str):
-        entries: Iterable[object] = value.split(",")
-    elif isinstance(value, Iterable):
-        entries = value
-    else:
-        raise ValueError("DNS servers are a comma-separated list of ADDRESS[:PORT]")
     servers = []
-    for entry in entries:
+    for entry in entries(value, "DNS servers are a comma-separated list of ADDRESS[:PORT]"):
         if isinstance(entry, tuple):  # already parsed: (address, port)
             entry = f"[{entry[0]}]:{entry[1]}"
         if not isinstance(entry, str):

@@ -46,3 +46,17 @@ def canonical_host(host: str) -> str:
         except UnicodeError:
             pass  # not a valid IDN (an empty or overlong label): it cannot resolve anyway
     return name.lower()
+
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names this machine by its address (127.0.0.0/8, ::1) or as localhost: where
+    plain http (a token endpoint, a webhook) is allowed for development."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -178,12 +178,7 @@ async def _authenticate_with_token(
     secrets: tuple[str, ...],
 ) -> None:
     offered = {c.removeprefix("AUTH=") for c in session.capabilities if c.startswith("AUTH=")}
-    mechanism = sasl.choose(offered)
-    if mechanism is None:
-        raise check_error(
-            Reason.AUTH_MECHANISM_UNSUPPORTED,
-            f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
-        )
+    mechanism = sasl.required(offered, where)
     findings.auth_mechanism = mechanism.value
     response, challenge = await session.authenticate(
         mechanism, sasl.initial_response(mechanism, username, request.access_token, host, port)

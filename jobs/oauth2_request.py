@@ -9,7 +9,6 @@ checked by `for_inbox_type` once the request knows it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from jobs.hosts import is_loopback_host
 from jobs.presets import InboxType
 
 # Real access tokens are 1.5-3 KB (Microsoft's can reach 4); far more is not a token.
@@ -36,7 +36,6 @@ _SCOPE = re.compile(r"[\x21-\x7e]+")
 # Microsoft's "any tenant" names: fine for a user's delegated sign-in, never for app-only tokens,
 # which are issued by one tenant for its own mailboxes.
 MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
-LOOPBACK_NAMES = frozenset({"localhost"})
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
@@ -69,15 +68,6 @@ def _raise(title: str, problems: list[InitErrorDetails]) -> None:
     # One error per bad field, each under its own name (oauth2.<field>), in one go.
     if problems:
         raise ValidationError.from_exception_data(title, problems)
-
-
-def is_loopback_host(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def token_url_problem(url: str) -> str | None:

@@ -9,16 +9,16 @@ provider's host; tests point a provider's host name at a server on loopback.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from jobs.hosts import canonical_host
+from jobs.setting_lists import entries, parse_port
 
 # (canonical host, port) -> addresses, in the order given.
 Pins = Mapping[tuple[str, int], tuple[str, ...]]
 NO_PINS: Pins = MappingProxyType({})
 
-MAX_PORT = 65_535
 _EXAMPLE = "such as imap.gmail.com:993:127.0.0.1 or smtp.example.com:587:[2001:db8::25]"
 
 
@@ -39,13 +39,12 @@ def parse_pin(entry: str) -> tuple[tuple[str, int], str]:
     port_text, _, address = rest.partition(":")
     if not host or not port_text or not address:
         raise ValueError(f"{entry!r} is not HOST:PORT:ADDRESS ({_EXAMPLE})")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= MAX_PORT:
-        raise ValueError(f"{entry!r}: the port must be a number from 1 to {MAX_PORT}")
+    port = parse_port(port_text, entry)
     try:
         ip = ipaddress.ip_address(_unbracket(address))
     except ValueError:
         raise ValueError(f"{entry!r}: the address must be an IP address ({_EXAMPLE})") from None
-    return (canonical_host(host), int(port_text)), str(ip)
+    return (canonical_host(host), port), str(ip)
 
 
 def parse_pins(value: object) -> Pins:
@@ -54,14 +53,8 @@ def parse_pins(value: object) -> Pins:
     # A plain dict, not a read-only view: settings are deep-copied, and a mappingproxy cannot be.
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, str):
-        entries: Iterable[object] = value.split(",")
-    elif isinstance(value, Iterable):
-        entries = value
-    else:
-        raise ValueError(f"expected comma-separated HOST:PORT:ADDRESS entries ({_EXAMPLE})")
     pins: dict[tuple[str, int], tuple[str, ...]] = {}
-    for entry in entries:
+    for entry in entries(value, f"expected comma-separated HOST:PORT:ADDRESS entries ({_EXAMPLE})"):
         if not str(entry).strip():
             continue
         key, address = parse_pin(str(entry))

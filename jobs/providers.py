@@ -9,12 +9,11 @@ host pinned to a test server is still that provider's.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
-from jobs.hosts import canonical_host
+from jobs.hosts import canonical_host, is_loopback_host
 from jobs.presets import PROVIDER_DOMAINS, InboxType
 
 
@@ -100,16 +99,9 @@ def provider_of_host(host: str, port: int | None = None) -> Provider | None:
         provider = DOMAINS.get(".".join(labels[start:]))
         if provider is not None:
             return provider
-    if port in PROTON_BRIDGE_PORTS and (name == "localhost" or _is_loopback(name)):
+    if port in PROTON_BRIDGE_PORTS and is_loopback_host(name):
         return Provider.PROTON
     return None
-
-
-def _is_loopback(name: str) -> bool:
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def identify(inbox_type: InboxType, endpoints: Iterable[tuple[str, int]] = ()) -> Provider | None:

@@ -12,7 +12,7 @@ import binascii
 import json
 from enum import StrEnum
 
-from jobs.errors import Reason
+from jobs.errors import Reason, check_error
 
 # RFC 4954 section 4: an SMTP AUTH command line, CRLF included, stays within 512 octets; a longer
 # initial response goes on its own line after the server's empty 334 challenge. Real access tokens
@@ -34,6 +34,17 @@ class Mechanism(StrEnum):
 def choose(offered: set[str]) -> Mechanism | None:
     """The first mechanism of Mechanism's order the server offers (names upper-case)."""
     return next((m for m in Mechanism if m.value in offered), None)
+
+
+def required(offered: set[str], where: str) -> Mechanism:
+    """The mechanism to use (choose), or AUTH_MECHANISM_UNSUPPORTED naming what was offered."""
+    mechanism = choose(offered)
+    if mechanism is None:
+        raise check_error(
+            Reason.AUTH_MECHANISM_UNSUPPORTED,
+            f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
+        )
+    return mechanism
 
 
 def initial_response(mechanism: Mechanism, user: str, token: str, host: str, port: int) -> str:

@@ -224,12 +224,7 @@ async def _authenticate_with_token(
     when the line stays within 512 octets, else on the line after the server's empty 334; an
     error challenge answered so the server gives its verdict, and its JSON kept as detail."""
     offered = {m.upper() for m in smtp.server_auth_methods}
-    mechanism = sasl.choose(offered)
-    if mechanism is None:
-        raise check_error(
-            Reason.AUTH_MECHANISM_UNSUPPORTED,
-            f"{where} offers no OAuth2 mechanism (offered: {' '.join(sorted(offered)) or 'none'})",
-        )
+    mechanism = sasl.required(offered, where)
     findings.auth_mechanism = mechanism.value
     # The same host and port as the secrets scrubbed from replies (sasl.responses) were made with.
     response = sasl.initial_response(mechanism, username, token, endpoint.host, endpoint.port)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from jobs.errors import CheckError, Reason, check_error
 from jobs.oauth2_request import Grant
 from jobs.redact import excerpt, scrub
 from jobs.replies import MAX_BACKOFF_S, bounded_backoff_s
+from jobs.retry_after import retry_after_s as http_retry_after_s
 
 OAUTH_ERROR_REASONS: Mapping[str, Reason] = {
     "invalid_grant": Reason.OAUTH_REAUTH_REQUIRED,
@@ -67,7 +67,6 @@ AADSTS_ADVICE: Mapping[int, str] = {
     900144: "a required parameter is missing (usually the scope)",
 }
 _AADSTS = re.compile(r"\bAADSTS([0-9]{4,8})\b")
-_SECONDS = re.compile(r"[0-9]+")
 # What of a provider's description is kept in the detail.
 DESCRIPTION_CHARS = 300
 
@@ -127,18 +126,7 @@ def unavailable(status: int, where: str, retry_after: str | None) -> CheckError:
 
 
 def retry_after_s(header: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After (RFC 9110: seconds, or an HTTP date) as seconds from now, bounded as a mail
-    server's suggestion is; anything else is no suggestion."""
-    if header is None:
-        return None
-    text = header.strip()
-    if _SECONDS.fullmatch(text):
-        # A run of digits past float's range is inf: a long wait, bounded as one.
-        return bounded_backoff_s(min(float(text), MAX_BACKOFF_S))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return bounded_backoff_s((when - (now or datetime.now(UTC))).total_seconds())
+    """Retry-After as seconds from now, bounded as a mail server's suggestion is; a date already
+    past, or anything else, is no suggestion."""
+    seconds = http_retry_after_s(header, (now or datetime.now(UTC)).timestamp())
+    return None if seconds is None else bounded_backoff_s(min(seconds, MAX_BACKOFF_S))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.pins import MAX_PORT, NO_PINS, parse_pin, parse_pins, pinned
+from jobs.pins import NO_PINS, parse_pin, parse_pins, pinned
+from jobs.setting_lists import MAX_PORT
 
 
 @pytest.mark.parametrize("port", [1, MAX_PORT])

@@ -14,7 +14,6 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 import httpx
@@ -22,6 +21,7 @@ import httpx
 from jobs import http_client
 from jobs.errors import CheckError, Reason
 from jobs.options import CheckOptions
+from jobs.retry_after import retry_after_s
 from worker.webhooks import signing
 from worker.webhooks.endpoints import Endpoint
 
@@ -66,23 +66,6 @@ def outcome_of(status: int) -> Outcome:
     if status in RETRIED_STATUSES or status >= HTTP_SERVER_ERROR:
         return Outcome.RETRY
     return Outcome.FAILED
-
-
-def retry_after_s(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when unusable."""
-    if not value:
-        return None
-    text = value.strip()
-    # "²".isdigit() is true and float("²") raises: only ASCII digits are delta-seconds.
-    if text.isascii() and text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def next_delay_s(

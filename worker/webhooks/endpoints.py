@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from jobs.destinations import DestinationPolicy
 from jobs.errors import InboxcheckError
+from jobs.hosts import is_loopback_host
 from jobs.time_units import MS_PER_S
 from worker.messages import events, keys
 from worker.messages.redis_text import as_text
@@ -33,7 +34,6 @@ from worker.webhooks.signing import SigningSecret
 ID_PREFIX = "ep_"
 ID_HEX_CHARS = 12
 MAX_URL_CHARS = 2048
-LOCALHOST = "localhost"
 # Every type the stream carries, from the Event union itself.
 EVENT_TYPES: tuple[str, ...] = tuple(
     model.model_fields["type"].default for model in get_args(get_args(events.Event)[0])
@@ -60,15 +60,6 @@ class WebhookError(InboxcheckError):
     """A webhook command's input or set-up that cannot be used; names the field, never a secret."""
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == LOCALHOST:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str, policy: DestinationPolicy) -> str:
     """`url` if webhooks may be sent there, else WebhookError naming URL and the problem. Names are
     judged again on every connection (jobs.http_client), once resolved."""
@@ -86,7 +77,7 @@ def check_url(url: str, policy: DestinationPolicy) -> str:
         raise WebhookError("URL: must be https://host/path")
     if parts.username is not None or parts.password is not None:
         raise WebhookError("URL: must not carry a user name or password (the signature authenticates)")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback_host(host):
         raise WebhookError("URL: must be https:// (plain http:// only to loopback, for development)")
     try:
         literal = ipaddress.ip_address(host)
