@@ -61,10 +61,10 @@ def dockerfile_instructions() -> dict[str, str]:
     return found
 
 
-def assert_liveness(argv: list[str]) -> None:
-    """The probe that restarts a worker asks about its loop, not about Redis."""
+def assert_liveness(argv: list[str], process: str = "worker") -> None:
+    """The probe that restarts a process asks about its own loop, not about Redis."""
     assert_runs(argv, "health")
-    assert resolve(argv).liveness, argv
+    assert resolve(argv).liveness and resolve(argv).process == process, argv
 
 
 def test_dockerfile_is_non_root_pinned_and_runs_the_worker() -> None:
@@ -99,6 +99,7 @@ def test_compose_runs_workers_against_its_redis() -> None:
     assert re.fullmatch(r"redis:7-alpine@sha256:[0-9a-f]{64}", services["redis"]["image"])
     assert "--requirepass" in " ".join(services["redis"]["command"])
     assert_runs(services["webhooks"]["command"], "webhooks")
+    assert_liveness(services["webhooks"]["healthcheck"]["test"][1:], "webhooks")
     assert services["webhooks"]["environment"].keys() == worker["environment"].keys() - {
         "INBOXCHECK_MAX_JOBS"
     }
@@ -154,11 +155,11 @@ def test_kubernetes_egress_reaches_mail_ports_but_never_the_metadata_address() -
     assert {25, 465, 587, 143, 993, 443, 53, 6379} <= ports  # 443: OAuth2 token endpoints
 
 
-def systemd_service() -> dict[str, list[str]]:
+def systemd_service(unit: str = "inboxcheck-worker.service") -> dict[str, list[str]]:
     """The [Service] section, every value of repeated keys kept (systemd adds them up)."""
     values: dict[str, list[str]] = {}
     section = ""
-    for line in (DEPLOY / "systemd" / "inboxcheck-worker.service").read_text().splitlines():
+    for line in (DEPLOY / "systemd" / unit).read_text().splitlines():
         if line.startswith("["):
             section = line
         elif section == "[Service]" and "=" in line and not line.startswith("#"):
@@ -167,9 +168,12 @@ def systemd_service() -> dict[str, list[str]]:
     return values
 
 
-def test_systemd_unit_runs_the_worker_sandboxed() -> None:
-    service = systemd_service()
-    assert_runs(shlex.split(service["ExecStart"][0]), "worker")
+@pytest.mark.parametrize("command", ["worker", "webhooks"])
+def test_systemd_units_run_sandboxed(command: str) -> None:
+    service = systemd_service(f"inboxcheck-{command}.service")
+    assert_runs(shlex.split(service["ExecStart"][0]), command)
+    [heartbeat] = [v for v in service["Environment"] if v.startswith("INBOXCHECK_HEARTBEAT_FILE=")]
+    assert heartbeat.startswith(f"INBOXCHECK_HEARTBEAT_FILE=/run/{service['RuntimeDirectory'][0]}/")
     assert service["User"] != ["root"]
     for key, value in {
         "NoNewPrivileges": "true",
@@ -184,7 +188,8 @@ def test_systemd_unit_runs_the_worker_sandboxed() -> None:
         assert value in service[key], key
     assert set(service["RestrictAddressFamilies"][0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
     assert service["MemoryMax"]
-    assert "INBOXCHECK_START_LOCAL_REDIS=false" in service["Environment"]
+    if command == "worker":  # the webhooks process never starts a Redis of its own
+        assert "INBOXCHECK_START_LOCAL_REDIS=false" in service["Environment"]
 
 
 DEPLOY_SETTINGS = sorted(
@@ -209,6 +214,7 @@ def test_kubernetes_webhooks_reach_https_but_no_private_or_metadata_address() ->
     )
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert_runs(container["command"], "webhooks")
+    assert_liveness(container["livenessProbe"]["exec"]["command"], "webhooks")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     https = [

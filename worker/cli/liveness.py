@@ -2,7 +2,8 @@
 
 `--liveness` asks only whether this host's worker loop runs, from its heartbeat file
 (worker.runtime.heartbeat), without Redis: what a liveness probe should ask, since a worker riding
-out a Redis outage must not be restarted for it.
+out a Redis outage must not be restarted for it. `--liveness --process webhooks` asks the same of
+the webhooks process (`inboxcheck webhooks`).
 
 By default (a readiness probe) it reads the liveness keys of this host's worker processes
 (keys.worker_alive_key, hostname = the pod's name in Kubernetes, the container's in compose): each
@@ -24,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.cli import client
-from worker.cli.client import EXIT_INVALID, EXIT_VALID, ClientError, where
+from worker.cli.client import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, ClientError, where
 from worker.messages import keys
 from worker.runtime import heartbeat
 from worker.settings import Settings
@@ -53,8 +54,11 @@ async def alive(settings: Settings, *, any_worker: bool = False, hostname: str |
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.process != "worker" and not args.liveness:
+        print("inboxcheck: --process: only with --liveness (readiness is the worker's)", file=sys.stderr)
+        return EXIT_USAGE
     if args.liveness:
-        path = heartbeat.heartbeat_path(settings)
+        path = heartbeat.heartbeat_path(settings, args.process)
         age = heartbeat.age_s(path)
         if age is None or not heartbeat.is_fresh(age, settings):
             seen = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
@@ -88,5 +92,11 @@ def add_parser(commands: Any) -> None:
         "--liveness",
         action="store_true",
         help="only whether this host's worker loop runs (its heartbeat file), without Redis",
+    )
+    parser.add_argument(
+        "--process",
+        choices=heartbeat.PROCESSES,
+        default="worker",
+        help="with --liveness: whose heartbeat, the worker's (default) or `inboxcheck webhooks`'",
     )
     parser.set_defaults(handler=run)

@@ -1,8 +1,9 @@
-"""The worker's heartbeat: a file whose modification time its event loop renews.
+"""The heartbeat of a long-running process (the worker, the webhooks process): a file whose
+modification time its event loop renews.
 
-Liveness asks "is this process's loop still turning?", which needs no Redis: a worker riding out a
-Redis outage is alive and must not be restarted for it (Redis reachability is readiness, checked
-by `inboxcheck health`). `inboxcheck health --liveness` reads this file's age.
+Liveness asks "is this process's loop still turning?", which needs no Redis: a process riding out
+a Redis outage is alive and must not be restarted for it (Redis reachability is readiness, checked
+by `inboxcheck health`). `inboxcheck health --liveness [--process webhooks]` reads this file's age.
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 from worker.settings import Settings, SettingsError
 
 # A heartbeat older than this many intervals means the loop stopped: one slow turn is not death.
 STALE_AFTER_INTERVALS = 3
 PRIVATE_FILE_MODE = 0o600
+Process = Literal["worker", "webhooks"]
+PROCESSES: tuple[Process, ...] = ("worker", "webhooks")
 
 
-def heartbeat_path(settings: Settings) -> Path:
-    """INBOXCHECK_HEARTBEAT_FILE, else a per-user file in the runtime or temporary folder."""
+def heartbeat_path(settings: Settings, process: Process = "worker") -> Path:
+    """INBOXCHECK_HEARTBEAT_FILE, else a per-user file per process kind in the runtime or
+    temporary folder, so a worker and a webhooks process on one machine do not share one."""
     if settings.heartbeat_file:
         return Path(settings.heartbeat_file)
     folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(folder) / f"inboxcheck-worker-{os.getuid()}.heartbeat"
+    return Path(folder) / f"inboxcheck-{process}-{os.getuid()}.heartbeat"
 
 
 def beat(path: Path) -> None:
@@ -43,7 +48,7 @@ def check_writable(path: Path) -> None:
         beat(path)
     except OSError as exc:
         raise SettingsError(
-            f"INBOXCHECK_HEARTBEAT_FILE: cannot write the worker's heartbeat {path}: "
+            f"INBOXCHECK_HEARTBEAT_FILE: cannot write the heartbeat {path}: "
             f"{exc.strerror or type(exc).__name__}"
         ) from None
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.logs import install_safe_exception_handler
-from worker.runtime import local_redis, redis_pool
+from worker.runtime import heartbeat, local_redis, redis_pool
 from worker.settings import Settings
 from worker.webhooks.dispatcher import Dispatcher
 from worker.webhooks.endpoints import registry_for, sealer_required
@@ -52,9 +52,15 @@ class WebhookProcess:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stopping.set)
+        beating = asyncio.ensure_future(
+            heartbeat.beat_forever(
+                heartbeat.heartbeat_path(self.settings, "webhooks"), self.settings.health_check_interval
+            )
+        )
         try:
             await self._supervise()
         finally:
+            beating.cancel()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         log.info("webhooks_stopped")
@@ -104,6 +110,7 @@ class WebhookProcess:
 
 def run_webhooks(settings: Settings) -> int:
     sealer_required(settings.secret_key)  # no key: say so before starting
+    heartbeat.check_writable(heartbeat.heartbeat_path(settings, "webhooks"))
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
     process = WebhookProcess(settings.model_copy(update={"redis_url": url}))
     if settings.webhook_metrics_port:

@@ -115,7 +115,9 @@ def batch_of(count: int) -> list[events.EventBase]:
     return [failed_event(f"inbox-{n}-{uuid.uuid4().hex[:6]}") for n in range(count)]
 
 
-def webhooks_process(settings: Settings, log_file: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+def webhooks_process(
+    settings: Settings, log_file: Path, metrics_port: int = 0, **extra_env: str
+) -> subprocess.Popen[bytes]:
     """`inboxcheck webhooks` as a real subprocess, with `settings`' webhook timings."""
     env = worker_env(
         settings.redis_url,
@@ -128,6 +130,7 @@ def webhooks_process(settings: Settings, log_file: Path, metrics_port: int = 0) 
         INBOXCHECK_WEBHOOK_RETRY_BACKOFF=str(settings.webhook_retry_backoff),
         INBOXCHECK_WEBHOOK_CONCURRENCY=str(settings.webhook_concurrency),
         INBOXCHECK_WEBHOOK_METRICS_PORT=str(metrics_port),
+        **extra_env,
     )
     with open(log_file, "ab") as log:
         return subprocess.Popen(

@@ -36,7 +36,7 @@ def test_every_command_of_the_section_parses() -> None:
     for line in lines:
         argv = shlex.split(line)
         assert argv[0] == "inboxcheck"
-        assert build_parser().parse_args(argv[1:]).command in ("webhook", "webhooks"), line
+        assert build_parser().parse_args(argv[1:]).command in ("webhook", "webhooks", "health"), line
 
 
 def start(script: Path, port: int, secret: str) -> subprocess.Popen[str]:
