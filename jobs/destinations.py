@@ -66,12 +66,10 @@ def _ends_at(ip: IPAddress) -> IPAddress:
 
 
 def _tunnelled_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 endpoint a 6to4 or Teredo address carries: its relay delivers there."""
+    """The IPv4 endpoint a 6to4 address carries: its relay delivers there. (Teredo's 2001::/32
+    needs no such look inside: it lies in 2001::/23, which is never public.)"""
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-        if ip.teredo is not None:
-            return ip.teredo[1]
+        return ip.sixtofour
     return None
 
 

@@ -172,12 +172,14 @@ class Sealer:
                 "seal them again (README: enqueueing from another language)"
             )
         secrets = plain.get("secrets")
-        if plain.get("inbox_id") != inbox_id or not isinstance(secrets, dict):
+        if not isinstance(secrets, dict):
+            raise SealError("the sealed credentials hold no secrets object (a producer's bug)")
+        if plain.get("inbox_id") != inbox_id:
             raise SealError("the sealed credentials were sealed for another inbox")
         if not hmac.compare_digest(str(plain.get("destination", "")), destination):
             raise SealError(
-                "the request's host, port, TLS mode or user name is not the one the credentials were "
-                "sealed for; nothing was sent anywhere"
+                "the request's host, port, TLS mode, user name or OAuth2 app is not the one the "
+                "credentials were sealed for; nothing was sent anywhere"
             )
         if plain.get("use") != use:
             raise SealError(f"the credentials were sealed for {plain.get('use')!s:.20}, not for {use}")
