@@ -72,7 +72,11 @@ def _rejected(body: Any, sealer: Sealer | None = None, **options: Any) -> payloa
             "seal them again (README: enqueueing from another language)",
         ),
         (_sealed(inbox_id="inbox-8"), SEALED, "the sealed credentials were sealed for another inbox"),
-        (_sealed(secrets=[PASSWORD]), SEALED, "the sealed credentials hold no secrets object (a producer's bug)"),
+        (
+            _sealed(secrets=[PASSWORD]),
+            SEALED,
+            "the sealed credentials hold no secrets object (a producer's bug)",
+        ),
         (
             _sealed(destination=destination_digest({**FIELDS, "smtp_host": "203.0.113.9"})),
             SEALED,
