@@ -52,7 +52,11 @@ local function take_leases(token, hosts, lease_ms)
     for n = 1, host.count do
       redis.call('ZADD', host.zset, now + lease_ms, lease_id(token, n))
     end
-    redis.call('PEXPIRE', host.zset, lease_ms)
+    -- Only ever lengthened: a worker with a shorter lease (another job timeout, mid-deploy) must
+    -- not expire the set, and with it the longer leases still counted against the cap.
+    if redis.call('PTTL', host.zset) < lease_ms then
+      redis.call('PEXPIRE', host.zset, lease_ms)
+    end
   end
   return true
 end

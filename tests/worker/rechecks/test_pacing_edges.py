@@ -105,3 +105,18 @@ async def test_a_pause_under_a_second_is_still_a_pause(redis: Redis) -> None:
     with pytest.raises(HostBusy) as raised:
         await p.acquire(HOST, 1, wait_s=0)
     assert raised.value.backed_off and 0 < raised.value.retry_in_s <= 1.0
+
+
+async def test_a_shorter_lease_does_not_expire_a_longer_one(redis: Redis) -> None:
+    """Workers with different job timeouts (a rolling deploy) share a host's cap: the short
+    lease ends on its own, the long one still counts."""
+    long_holder, short_holder = _pacer(redis, cap=2, lease_s=30.0), _pacer(redis, cap=2, lease_s=0.2)
+    assert (await long_holder.try_acquire(HOST))[0] is not None
+    assert (await short_holder.try_acquire(HOST))[0] is not None
+    deadline = time.monotonic() + 5
+    while (live := await long_holder.in_use(HOST)) == 2:
+        assert time.monotonic() < deadline, "the short lease never expired"
+        await asyncio.sleep(0.02)
+    assert live == 1
+    assert await long_holder.try_acquire(HOST) != (None, 0.0)  # the freed slot is free...
+    assert await long_holder.try_acquire(HOST) == (None, 0.0)  # ...and the long lease still counts
