@@ -1,0 +1,84 @@
+"""A host's connection cap counts a connection until it is closed: the event of a check goes out
+before its QUIT and LOGOUT are answered, and its host slots (and the inbox lock) are given back
+only once the goodbyes end, within their bound. A real arq worker in burst mode, a real
+redis-server, scripted mail servers on loopback that never answer QUIT or LOGOUT."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from jobs.options import GOODBYE_TIMEOUT_S
+from tests.jobs.checks import TIMEOUT_SLACK_S
+from tests.servers.certs import PKI
+from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
+from tests.servers.redis import RedisServer
+from tests.worker.support import burst, make_settings, request, stream_events
+from worker.messages import keys
+from worker.messages.producer import enqueue_validation
+from worker.rechecks.pacing import Pacer, PacingPolicy
+
+LOOPBACK = "127.0.0.1"
+STEP_S = 2.0
+BOUND_S = min(STEP_S, GOODBYE_TIMEOUT_S)
+WAIT_S = 10.0
+
+
+async def _until(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await condition():
+        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_slots_are_held_until_the_goodbyes_end_and_the_event_does_not_wait_for_them(
+    shared_redis: RedisServer,
+    aredis: Redis,
+    fake_server: Callable[..., FakeServer],
+    pki: PKI,
+    ca_file: str,
+    unpaused_loopback: None,
+) -> None:
+    smtp = SmtpScript(auth_reply="235 2.7.0 Authentication successful", silent_after_quit=True)
+    imap = ImapScript(login_reply="OK Logged in", silent_after_logout=True)
+    fields = dict(
+        smtp_port=fake_server(smtp).port,
+        imap_port=fake_server(imap, ssl_context=pki.valid.ssl_context).port,
+        smtp_use_tls=False,
+        allow_insecure_auth=True,
+    )
+    settings = make_settings(
+        shared_redis, step_timeout=STEP_S, check_timeout=STEP_S, tls_ca_file=ca_file, metrics_port=0
+    )
+    pacer = Pacer(aredis, PacingPolicy())
+    before = await pacer.in_use(LOOPBACK)
+    await enqueue_validation(aredis, request("goodbye-1", **fields), settings=settings)
+    worker = asyncio.create_task(burst(settings))
+    try:
+
+        async def appended() -> bool:
+            return bool(await aredis.xlen(settings.events_stream))
+
+        await _until(appended, "the event")
+        event_at = time.monotonic()
+        # The verdict is out while both servers still owe their goodbye's answer, and both
+        # connections still count against the host's cap, under the inbox's lock.
+        assert not (smtp.gone.is_set() or imap.gone.is_set())
+        assert await pacer.in_use(LOOPBACK) == before + 2
+        assert await aredis.exists(keys.inbox_lock_key("goodbye-1"))
+        await asyncio.wait_for(worker, WAIT_S)
+    finally:
+        if not worker.done():
+            worker.cancel()
+    assert time.monotonic() - event_at < BOUND_S + TIMEOUT_SLACK_S
+    assert smtp.quit_received.is_set() and imap.logout_received.is_set()
+    assert await asyncio.to_thread(smtp.gone.wait, TIMEOUT_SLACK_S)
+    assert await asyncio.to_thread(imap.gone.wait, TIMEOUT_SLACK_S)
+    assert await pacer.in_use(LOOPBACK) == before
+    assert not await aredis.exists(keys.inbox_lock_key("goodbye-1"))
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
+    assert event["data"]["status"] == "valid"
