@@ -323,7 +323,13 @@ async def _run(
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
         try:
-            return await validate_inbox(request, runtime.options, tokens, goodbyes)
+            result = await validate_inbox(request, runtime.options, tokens, goodbyes)
+            if counted is None and rechecks is not None and goodbyes is not None:
+                # Pacing's slower way in (a host was full) gives the slots back the moment this
+                # returns (Pacer.hosts), not with the event: they count the connections until
+                # QUIT and LOGOUT have closed them, so this verdict waits for that.
+                await goodbyes.closed()
+            return result
         finally:
             # Kept whatever the check ends in, a bug included: the refresh token sent may be dead
             # already, and this is the only copy of the new one.
