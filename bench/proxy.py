@@ -67,9 +67,12 @@ class _Pipe:
         while queue and queue[0][0] <= now + 0.0005:
             _, item = queue.popleft()
             if item is _EOF:
-                if dst.transport.can_write_eof():
-                    dst.transport.write_eof()
-                else:
+                try:
+                    if dst.transport.can_write_eof():
+                        dst.transport.write_eof()
+                    else:
+                        dst.transport.close()
+                except OSError:  # that side is gone already (reset): nothing left to tell it
                     dst.transport.close()
             elif item is _CLOSE:
                 dst.transport.close()
@@ -152,6 +155,14 @@ class _Client(_Side):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+
+
+async def listen(delay_s: float, upstream: int, host: str = LOOPBACK) -> tuple[asyncio.Server, int]:
+    """One mapping in the running loop (benchmarks that run the proxy in their own process): the
+    server, and the free port it listens on."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Client(loop, delay_s, (host, upstream)), host, 0)
+    return server, server.sockets[0].getsockname()[1]
 
 
 async def serve(

@@ -20,7 +20,8 @@ Then the growth exponent of each figure from the smallest to the largest size (0
 
 Time to verdict (real check): Dovecot and aiosmtpd on loopback, one idle `inboxcheck worker`
 with the default poll delay; one inbox at a time enqueued through the producer, the event read
-with XREAD BLOCK; against the same check run in-process.
+with XREAD BLOCK; against the same check run in-process. Then the check's round trips per
+protocol through the delay proxy at 100 ms, next to the protocols' floor (bench/round_trips.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import servers  # noqa: E402
+from bench import round_trips, servers  # noqa: E402
 from bench.e2e import proc_cpu_s  # noqa: E402
 from jobs.time_units import MS_PER_S, SECONDS_PER_HOUR  # noqa: E402
 
@@ -647,11 +648,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure memory with this hash-max-listpack-value (0: skip; Redis's default is 64)",
     )
     p.add_argument("--verdicts", type=int, default=30, help="time-to-verdict samples (0: skip)")
+    p.add_argument(
+        "--rtt-ms", type=float, default=round_trips.DEFAULT_RTT_MS, help="the round-trip count's proxy RTT"
+    )
+    p.add_argument(
+        "--rtt-checks", type=int, default=round_trips.DEFAULT_N, help="round-trip checks per protocol"
+    )
     p.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs and records)")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.window, args.warmup, args.tick, args.verdicts = "1000,10000", 10.0, 15.0, 2, 10
+        args.rtt_checks = 2
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     from worker.logs import configure_logging
 
@@ -672,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     verdict: dict[str, Any] | None = None
+    trips: dict[str, Any] | None = None
     try:
         for n in sizes:
             t = time.monotonic()
@@ -682,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.verdicts:
             verdict = asyncio.run(time_to_verdict(args, root))
+            trips = asyncio.run(round_trips.measure(root / "round-trips", args.rtt_ms, args.rtt_checks))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -695,8 +705,13 @@ def main(argv: list[str] | None = None) -> int:
     if verdict:
         print()
         report_verdict(verdict)
+    if trips:
+        print()
+        round_trips.report(trips, args.rtt_ms)
     if args.json:
-        Path(args.json).write_text(json.dumps({"sizes": rows, "verdict": verdict}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps({"sizes": rows, "verdict": verdict, "round_trips": trips}, indent=1, default=str)
+        )
     return 0
 
 

@@ -1,12 +1,13 @@
-"""The IMAP check: connect over implicit TLS or required STARTTLS, LOGIN, EXAMINE INBOX, LOGOUT."""
+"""The IMAP check: connect over implicit TLS or required STARTTLS, LOGIN and EXAMINE INBOX in one
+flight, then LOGOUT in the background (jobs.goodbyes)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 
 from jobs import net, sasl
 from jobs.errors import CheckError, Reason, Reply, check_error
+from jobs.goodbyes import Goodbyes
 from jobs.imap_session import GreetingRefused, ImapSession, ProtocolViolation, Response, ServerBye
 from jobs.mode_probe import greeting_or_mismatch, settle_tls_drop
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
@@ -60,7 +61,11 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
     return translate
 
 
-async def check_imap(request: ValidationRequest, options: CheckOptions) -> ProtocolResult:
+async def check_imap(
+    request: ValidationRequest, options: CheckOptions, goodbyes: Goodbyes | None = None
+) -> ProtocolResult:
+    """The verdict once EXAMINE has answered; LOGOUT and the close go on in `goodbyes` (a group
+    of its own when none is given), within GOODBYE_TIMEOUT_S."""
     endpoint = request.imap
     host, port, security = endpoint.host, endpoint.port, endpoint.security
     where = f"IMAP server {host}:{port}"
@@ -130,9 +135,8 @@ async def check_imap(request: ValidationRequest, options: CheckOptions) -> Proto
                     raise check_error(
                         reason, f"{where} could not open INBOX", reply=reply, retry_after_s=wait
                     )
-            with contextlib.suppress(Exception):
-                async with steps.step(Step.LOGOUT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
-                    await session.logout()
+            session.see_off(goodbyes or Goodbyes(), min(options.step_timeout, GOODBYE_TIMEOUT_S))
+            session = None  # the goodbye closes it
         finally:
             if session is not None:
                 session.close()
@@ -158,7 +162,8 @@ async def _login(
             f"{where} advertises LOGINDISABLED even over TLS; the password was not sent",
         )
     findings.auth_mechanism = "LOGIN"
-    response = await session.login(username, password)
+    # EXAMINE goes with it; its answer, read in the EXAMINE step, counts only if LOGIN's is OK.
+    response = await session.login(username, password, then_examine="INBOX")
     if response.result != "OK":
         reply = _reply(response, secrets)
         reason, wait = judge("imap", Step.LOGIN, reply, Reason.INVALID_CREDENTIALS, provider)
@@ -179,6 +184,8 @@ async def _authenticate_with_token(
 ) -> None:
     offered = {c.removeprefix("AUTH=") for c in session.capabilities if c.startswith("AUTH=")}
     mechanism = sasl.required(offered, where)
+    # No EXAMINE in the same flight here: a refused token gets an error challenge ("+ ...") that
+    # the client must answer, and the server would read a pipelined EXAMINE as that answer.
     findings.auth_mechanism = mechanism.value
     response, challenge = await session.authenticate(
         mechanism, sasl.initial_response(mechanism, username, request.access_token, host, port)

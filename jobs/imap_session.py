@@ -5,11 +5,17 @@ waiting forever when the server hangs up, and lets a parse error escape from dat
 the pending command in its text (a LOGIN, password included) for asyncio to log. It would also
 keep bytes sent between STARTTLS's OK and the handshake, gluing them to the first line read over
 TLS. This module mends exactly those five things; the IMAP grammar stays the library's.
+
+It also saves round trips the library spends: capabilities the greeting announces
+([CAPABILITY ...], RFC 3501 7.1) are taken from it instead of asked for again, LOGIN and EXAMINE
+can go out in one write (`login(..., then_examine=...)`), and LOGOUT is said in the background
+after the verdict (`see_off`, jobs.goodbyes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import Awaitable
@@ -26,6 +32,7 @@ from jobs.bounds import (
     IMAP_RESPONSE_TOO_LONG,
     IMAP_TOO_MANY_LINES,
 )
+from jobs.goodbyes import Goodbyes
 
 
 class Response(Protocol):
@@ -60,9 +67,13 @@ class ProtocolViolation(ConnectionError):
 
 STARTTLS_INJECTION = "the server sent data after accepting STARTTLS, before the TLS handshake"
 
+# A greeting that announces the capabilities: "* OK [CAPABILITY IMAP4rev1 ...] ready" (or PREAUTH).
+_ANNOUNCED = re.compile(rb"\* (OK|PREAUTH) \[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
     incomplete_line: bytes  # the library's unfinished line, bounded here
+    pending_sync_command: Any  # the command whose answer the library files lines under
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -163,6 +174,10 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
         super()._continuation(line)
 
     async def welcome(self, command: bytes) -> None:
+        if self._take_announced(command):
+            if not self.greeted.done():
+                self.greeted.set_result(None)
+            return
         try:
             await super().welcome(command)
         except Exception as exc:  # noqa: BLE001 - a greeting the library refuses fails the greeting
@@ -171,6 +186,28 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
             return
         if not self.greeted.done():
             self.greeted.set_result(None)
+
+    def _take_announced(self, greeting: bytes) -> bool:
+        """Take the capabilities the greeting announces, as the library's own CAPABILITY would
+        have (the same versions accepted), saving that round trip; False when there are none."""
+        found = _ANNOUNCED.match(greeting)
+        if found is None:
+            return False
+        announced = found.group(2).decode("ascii", errors="replace").split()
+        versions = [c.upper() for c in announced if c.upper() in aioimaplib.AllowedVersions]
+        if not versions:
+            return False  # the library's path, which refuses such a server in its own words
+        self.state = aioimaplib.AUTH if found.group(1).upper() == b"PREAUTH" else aioimaplib.NONAUTH
+        self.capabilities = set(announced)
+        self.imap_version = versions[-1]
+        return True
+
+    def send_together(self, commands: list[Any]) -> None:
+        """Send `commands` in one write, the first waiting for its answer (see _Leading)."""
+        assert self.pending_sync_command is None, "a command is still waiting for its answer"
+        self.response_bytes = self.response_lines = 0
+        self.pending_sync_command = commands[0]
+        self.transport.write(b"".join(f"{command}\r\n".encode() for command in commands))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -210,6 +247,27 @@ class _StartTls(aioimaplib.Command):  # type: ignore[misc]  # untyped library
             self._protocol.awaiting_tls = True
 
 
+class _Leading(aioimaplib.Command):  # type: ignore[misc]  # untyped library
+    """A command sent in one write with the one after it (`then`). The library files answers
+    under the one command it waits for, so the moment this one's tagged answer is parsed, the
+    next takes its place, before the rest of that read; the bounds count its answer afresh."""
+
+    def __init__(self, protocol: _Protocol, name: str, *args: str) -> None:
+        super().__init__(name, protocol.new_tag(), *args, loop=protocol.loop)
+        self._protocol = protocol
+        self.then: aioimaplib.Command | None = None
+
+    def close(self, line: bytes, result: str) -> None:
+        super().close(line, result)
+        self._protocol.pending_sync_command = self.then
+        self._protocol.response_bytes = self._protocol.response_lines = 0
+
+
+async def _answer(command: aioimaplib.Command) -> Response:
+    await command.wait()
+    return cast(Response, command.response)
+
+
 class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # untyped library
     """AUTHENTICATE with one SASL response: sent with the command when the server has SASL-IR,
     else on the server's first (empty) `+`. A `+` after the response is the server's error
@@ -235,6 +293,7 @@ class ImapSession:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.protocol = _Protocol(self.loop)
+        self._examining: aioimaplib.Command | None = None  # sent with LOGIN, its answer not yet read
 
     async def open(self, sock: socket.socket, context: ssl.SSLContext | None, host: str) -> None:
         """Start the session on a connected socket, with implicit TLS when a context is given."""
@@ -292,9 +351,25 @@ class ImapSession:
         transport = self.protocol.transport
         return transport.get_extra_info("ssl_object") if transport is not None else None
 
-    async def login(self, user: str, password: str) -> Response:
+    async def login(self, user: str, password: str, then_examine: str | None = None) -> Response:
+        """LOGIN's answer. With `then_examine`, EXAMINE of that mailbox goes in the same write
+        and `examine()` reads its answer: RFC 3501 5.5 (RFC 9051 5.5) lets a client send a command
+        before the last one's answer, and LOGIN with quoted strings never asks the client for
+        more (no continuation), so nothing the server reads in between can be mistaken. When
+        LOGIN fails, EXAMINE's answer ("not authenticated") is left unread."""
         # aioimaplib quotes the password but not the user name.
-        return await self._run(self.protocol.login(aioimaplib.quoted(user), password))
+        if then_examine is None:
+            return await self._run(self.protocol.login(aioimaplib.quoted(user), password))
+        if self.protocol.state != aioimaplib.NONAUTH:  # as the library's execute() refuses it
+            raise aioimaplib.Abort(f"command LOGIN illegal in state {self.protocol.state}")
+        login = _Leading(self.protocol, "LOGIN", aioimaplib.quoted(user), aioimaplib.quoted(password))
+        examine = aioimaplib.Command("EXAMINE", self.protocol.new_tag(), then_examine, loop=self.loop)
+        login.then = self._examining = examine
+        self.protocol.send_together([login, examine])
+        response = await self._run(_answer(login))
+        if response.result == "OK":
+            self.protocol.state = aioimaplib.AUTH  # as the library's own login() does
+        return response
 
     async def authenticate(
         self, mechanism: sasl.Mechanism, response: str
@@ -308,10 +383,21 @@ class ImapSession:
         return reply, command.challenge
 
     async def examine(self, mailbox: str = "INBOX") -> Response:
+        """EXAMINE's answer: of the one sent with LOGIN if there is one, else sent now."""
+        if self._examining is not None:
+            command, self._examining = self._examining, None
+            return await self._run(_answer(command))
         return await self._run(self.protocol.simple_command("EXAMINE", mailbox))
 
     async def logout(self) -> Response:
         return await self._run(self.protocol.logout())
+
+    def see_off(self, goodbyes: Goodbyes, within_s: float) -> None:
+        """LOGOUT and the close in the background (jobs.goodbyes), bounded by `within_s`."""
+        transport = self.protocol.transport
+        if transport is None:
+            return
+        goodbyes.see_off("imap", self.logout, self.protocol.closed, self.close, transport.abort, within_s)
 
     def close(self) -> None:
         transport = self.protocol.transport

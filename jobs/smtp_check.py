@@ -1,17 +1,21 @@
-"""The SMTP check: connect, greeting, EHLO, TLS (implicit or required STARTTLS), one AUTH, QUIT."""
+"""The SMTP check: connect, greeting, EHLO, TLS (implicit or required STARTTLS), one AUTH, then
+QUIT in the background (jobs.goodbyes)."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import socket
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib.auth import auth_plain_encode
+from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.typing import SMTPStatus
 
 from jobs import net, sasl
 from jobs.bounds import SMTP_REPLY_TOO_LONG
 from jobs.errors import CheckError, Reason, Reply, check_error
+from jobs.goodbyes import Goodbyes
 from jobs.mode_probe import greeting_or_mismatch, settle_tls_drop
 from jobs.options import GOODBYE_TIMEOUT_S, CheckOptions
 from jobs.protocol_run import Findings, run_check, transport_error
@@ -33,6 +37,19 @@ AUTH_PREFERENCE = ("plain", "login")
 _MALFORMED_PREFIX = "Malformed SMTP response line: "
 # What aiosmtplib says when a reply passes its bounds (it stops reading it).
 _TOO_LONG = "Response too long"
+
+
+class _Smtp(aiosmtplib.SMTP):
+    """aiosmtplib's client, saying when its connection is gone: the goodbye waits for that."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _on_connection_lost(self, protocol: SMTPProtocol) -> None:
+        super()._on_connection_lost(protocol)
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 def _reply(exc: aiosmtplib.SMTPResponseException, secrets: tuple[str, ...]) -> Reply:
@@ -90,7 +107,11 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
     return translate
 
 
-async def check_smtp(request: ValidationRequest, options: CheckOptions) -> ProtocolResult:
+async def check_smtp(
+    request: ValidationRequest, options: CheckOptions, goodbyes: Goodbyes | None = None
+) -> ProtocolResult:
+    """The verdict once AUTH has answered; QUIT and the close go on in `goodbyes` (a group of
+    its own when none is given), within GOODBYE_TIMEOUT_S."""
     endpoint = request.smtp
     host, port, security = endpoint.host, endpoint.port, endpoint.security
     where = f"SMTP server {host}:{port}"
@@ -107,13 +128,13 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
 
     async def body(findings: Findings) -> None:
         sock: socket.socket | None = None
-        smtp: aiosmtplib.SMTP | None = None
+        smtp: _Smtp | None = None
         try:
             async with steps.step(Step.DNS):
                 addresses = await net.resolve(host, port, options.pins, options.dns_servers)
             async with steps.step(Step.CONNECT):
                 sock = await net.connect(addresses, where, options.destinations)
-            smtp = aiosmtplib.SMTP(
+            smtp = _Smtp(
                 hostname=host,
                 sock=sock,
                 use_tls=security is Security.SSL,
@@ -168,9 +189,8 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                         where,
                         without_tls=security is Security.NONE,
                     )
-            with contextlib.suppress(Exception):
-                async with steps.step(Step.QUIT, timeout=min(options.step_timeout, GOODBYE_TIMEOUT_S)):
-                    await smtp.quit()
+            _see_off(smtp, goodbyes or Goodbyes(), min(options.step_timeout, GOODBYE_TIMEOUT_S))
+            smtp = None  # the goodbye closes it
         finally:
             if smtp is not None:
                 smtp.close()
@@ -178,6 +198,19 @@ async def check_smtp(request: ValidationRequest, options: CheckOptions) -> Proto
                 sock.close()
 
     return await run_check("smtp", endpoint, options, secrets, steps, body)
+
+
+def _see_off(smtp: _Smtp, goodbyes: Goodbyes, within_s: float) -> None:
+    transport = smtp.transport  # quit() lets go of it when it closes
+    if not isinstance(transport, asyncio.Transport):  # gone already
+        smtp.close()
+        return
+
+    def abort() -> None:
+        smtp.close()
+        transport.abort()
+
+    goodbyes.see_off("smtp", smtp.quit, smtp.lost, smtp.close, abort, within_s)
 
 
 async def _authenticate(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import structlog
 
 from jobs.errors import Reason
+from jobs.goodbyes import Goodbyes
 from jobs.imap_check import check_imap
 from jobs.limits import daily_limit
 from jobs.options import CheckOptions
@@ -33,14 +34,19 @@ log = structlog.get_logger("inboxcheck.check")
 
 
 async def validate_inbox(
-    request: ValidationRequest, options: CheckOptions, tokens: TokenSource | None = None
+    request: ValidationRequest,
+    options: CheckOptions,
+    tokens: TokenSource | None = None,
+    goodbyes: Goodbyes | None = None,
 ) -> ValidationResult:
     """Prove SMTP and IMAP concurrently; a failure of one never hides the other. An OAuth2 request
-    that fetches its token gets it first, from `tokens` (DirectTokens: fetched every time)."""
+    that fetches its token gets it first, from `tokens` (DirectTokens: fetched every time).
+    QUIT and LOGOUT are still going on in `goodbyes` when this returns (jobs.goodbyes)."""
+    goodbyes = goodbyes or Goodbyes()
     checked_at = datetime.now(UTC)
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(inbox_id=request.inbox_id):
-        smtp, imap = await _check_both(request, options, tokens or DirectTokens())
+        smtp, imap = await _check_both(request, options, tokens or DirectTokens(), goodbyes)
         for part in (smtp, imap):
             log.info(
                 "protocol_checked",
@@ -55,10 +61,12 @@ async def validate_inbox(
 
 
 async def _check_both(
-    request: ValidationRequest, options: CheckOptions, tokens: TokenSource
+    request: ValidationRequest, options: CheckOptions, tokens: TokenSource, goodbyes: Goodbyes
 ) -> tuple[ProtocolResult, ProtocolResult]:
     if request.oauth2 is None or not request.oauth2.fetches_token:
-        return await asyncio.gather(check_smtp(request, options), check_imap(request, options))
+        return await asyncio.gather(
+            check_smtp(request, options, goodbyes), check_imap(request, options, goodbyes)
+        )
     outcome = await obtain_token(request, options, tokens)
     if outcome.token is None:
         return token_failed(request, outcome)
@@ -67,7 +75,9 @@ async def _check_both(
     # limit), so a job's time budget holds for OAuth2 inboxes too.
     spent_s = sum(step.ms for step in outcome.steps) / MS_PER_S
     options = replace(options, check_timeout=max(options.check_timeout - spent_s, options.step_timeout))
-    smtp, imap = await asyncio.gather(check_smtp(signed, options), check_imap(signed, options))
+    smtp, imap = await asyncio.gather(
+        check_smtp(signed, options, goodbyes), check_imap(signed, options, goodbyes)
+    )
     smtp, imap = with_token_step(smtp, outcome), with_token_step(imap, outcome)
     if outcome.token.from_cache and (cached_token_refused(smtp) or cached_token_refused(imap)):
         await tokens.discard(request)

@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Sequence
 
 from tests.servers.tcp import Handler, ThreadedTcpServer
@@ -82,6 +83,9 @@ class SmtpScript:
       success. ``hang_after_auth``: read the credentials, never answer.
     * ``injected_after_starttls``: raw bytes sent in the same write as the
       220 to STARTTLS, before the handshake, as a man in the middle would.
+    * ``silent_after_quit``: read QUIT, never answer it, keep the connection
+      until the client closes it. ``quit_received`` is set on QUIT, ``gone``
+      once the client has closed the connection (or the dialogue ended).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class SmtpScript:
         hang_after_auth: bool = False,
         hostname: str = "fake.test",
         injected_after_starttls: bytes = b"",
+        silent_after_quit: bool = False,
     ) -> None:
         self.greeting = greeting
         self.ehlo_extensions = list(ehlo_extensions)
@@ -106,11 +111,21 @@ class SmtpScript:
         self.hang_after_auth = hang_after_auth
         self.hostname = hostname
         self.injected_after_starttls = injected_after_starttls
+        self.silent_after_quit = silent_after_quit
         self.commands: list[str] = []  # command lines as received (not AUTH continuations)
         self.logins: list[tuple[str, str, str]] = []  # (mechanism, username, password)
         self.auth_attempts = 0
+        # Threading events: the handler runs in the server's own thread and loop.
+        self.quit_received = threading.Event()
+        self.gone = threading.Event()
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._converse(reader, writer)
+        finally:
+            self.gone.set()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _send(writer, self.greeting)
         if not self.greeting.startswith("2"):
             return
@@ -144,6 +159,10 @@ class SmtpScript:
                         return
                 await _send(writer, "250 2.0.0 OK queued")
             elif verb == "QUIT":
+                self.quit_received.set()
+                if self.silent_after_quit:
+                    await _drain_until_eof(reader)
+                    return
                 await _send(writer, "221 2.0.0 Bye")
                 return
             else:
@@ -235,6 +254,12 @@ class ImapScript:
       preceded by the usual untagged lines for an empty INBOX.
     * ``injected_after_starttls``: raw bytes sent in the same write as the OK
       to STARTTLS, before the handshake, as a man in the middle would.
+    * ``silent_after_logout``: read LOGOUT, never answer it, keep the
+      connection until the client closes it; ``logout_received`` and ``gone``
+      as SmtpScript's ``quit_received`` and ``gone``.
+    * ``wait_for_pipelined_s``: before answering LOGIN, wait this long for the
+      client's next command; ``sent_with_login`` records the commands that had
+      arrived by then (a client that pipelines has sent EXAMINE already).
     """
 
     def __init__(
@@ -250,6 +275,8 @@ class ImapScript:
         examine_reply: str = "OK [READ-ONLY] EXAMINE completed",
         select_reply: str = "OK [READ-WRITE] SELECT completed",
         injected_after_starttls: bytes = b"",
+        silent_after_logout: bool = False,
+        wait_for_pipelined_s: float = 0.0,
     ) -> None:
         self.capabilities = capabilities
         self.capabilities_after_tls = capabilities_after_tls
@@ -261,8 +288,13 @@ class ImapScript:
         self.examine_reply = examine_reply
         self.select_reply = select_reply
         self.injected_after_starttls = injected_after_starttls
+        self.silent_after_logout = silent_after_logout
+        self.wait_for_pipelined_s = wait_for_pipelined_s
         self.commands: list[str] = []  # full command text, literals inlined
         self.logins: list[tuple[str, str]] = []  # (username, password)
+        self.sent_with_login: list[str] = []  # commands that had arrived before LOGIN's answer
+        self.logout_received = threading.Event()
+        self.gone = threading.Event()
 
     def _caps(self, upgraded: bool) -> str:
         if upgraded:
@@ -276,6 +308,12 @@ class ImapScript:
         return caps
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._converse(reader, writer)
+        finally:
+            self.gone.set()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upgraded = False
         implicit_tls = writer.get_extra_info("ssl_object") is not None
         greeting = self.greeting or f"* OK [CAPABILITY {self._caps(False)}] fake ready"
@@ -283,7 +321,8 @@ class ImapScript:
         if greeting.upper().startswith("* BYE"):
             return
         authenticated = False
-        while (parsed := await _read_imap_command(reader, writer)) is not None:
+        queued: list[tuple[str, list[str]]] = []  # read early (pipelined), not yet answered
+        while (parsed := queued.pop(0) if queued else await _read_imap_command(reader, writer)) is not None:
             raw, tokens = parsed
             self.commands.append(raw)
             if len(tokens) < 2:
@@ -319,6 +358,8 @@ class ImapScript:
                         "on non-secure (SSL/TLS) connections.",
                     )
                     continue
+                if self.wait_for_pipelined_s:
+                    queued.extend(await self._pipelined(reader, writer))
                 outcome = await self._answer_login(reader, writer, tag)
                 if outcome is None:
                     return
@@ -336,10 +377,27 @@ class ImapScript:
                 untagged = _SELECT_UNTAGGED if reply.upper().startswith("OK") else ()
                 await _send(writer, "\r\n".join([*untagged, f"{tag} {reply}"]))
             elif command == "LOGOUT":
+                self.logout_received.set()
+                if self.silent_after_logout:
+                    await _drain_until_eof(reader)
+                    return
                 await _send(writer, f"* BYE Logging out\r\n{tag} OK LOGOUT completed")
                 return
             else:
                 await _send(writer, f"{tag} BAD Unknown command")
+
+    async def _pipelined(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> list[tuple[str, list[str]]]:
+        """The command sent after LOGIN without waiting for its answer, if one comes in time."""
+        try:
+            parsed = await asyncio.wait_for(_read_imap_command(reader, writer), self.wait_for_pipelined_s)
+        except TimeoutError:
+            return []
+        if parsed is None:
+            return []
+        self.sent_with_login.append(parsed[0])
+        return [parsed]
 
     async def _answer_login(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tag: str

@@ -52,11 +52,14 @@ async def _drip(
 
 
 async def _answer_imap_capability(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
-    """Answer the CAPABILITY the client sends after the greeting; the tag of its next command."""
-    tag = (await reader.readline()).split(b" ", 1)[0].decode()
-    writer.write(f"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag} OK done\r\n".encode())
-    await writer.drain()
-    return (await reader.readline()).split(b" ", 1)[0].decode()
+    """Answer a CAPABILITY the client may send after the greeting (which announces them, so the
+    check does not); the tag of the command after it (LOGIN)."""
+    tag, _, command = (await reader.readline()).partition(b" ")
+    if command.upper().startswith(b"CAPABILITY"):
+        writer.write(f"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{tag.decode()} OK done\r\n".encode())
+        await writer.drain()
+        tag = (await reader.readline()).split(b" ", 1)[0]
+    return tag.decode()
 
 
 def imap_flood(

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 
 from jobs.destinations import ALLOW_ALL
+from jobs.goodbyes import Goodbyes
 from jobs.pins import parse_pin, parse_pins
 from jobs.request import ValidationRequest, parse_request
 from jobs.result import ValidationResult
@@ -84,7 +85,13 @@ async def _validate(
         # anyway, and their own server is often on loopback or the office network. The worker's
         # refusal protects a platform's network from the people who send it requests.
         options = dataclasses.replace(options, destinations=ALLOW_ALL)
-    return await validate_inbox(request, options, tokens)
+    goodbyes = Goodbyes()
+    try:
+        return await validate_inbox(request, options, tokens, goodbyes)
+    finally:
+        # QUIT and LOGOUT are answered (or cut off at their bound) before the process exits,
+        # rather than torn down with the event loop.
+        await goodbyes.closed()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,8 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from jobs import goodbyes
+from jobs.options import GOODBYE_TIMEOUT_S
 from jobs.tls import use_small_tls_read_buffers
 from worker.logs import configure_logging
 from worker.messages import envelope, keys
@@ -62,6 +64,13 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     await hooks.startup(context, context["settings"])
 
 
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    # Each job waits for its own goodbyes; any still going (a job cancelled while it waited) get
+    # their bound, then are ended, so no socket outlives the worker's loop half closed.
+    await goodbyes.drain(GOODBYE_TIMEOUT_S)
+    await hooks.shutdown(ctx)
+
+
 def worker_kwargs(settings: Settings) -> dict[str, Any]:
     """arq Worker keyword arguments, each chosen on purpose."""
     return {
@@ -70,7 +79,7 @@ def worker_kwargs(settings: Settings) -> dict[str, Any]:
         ],
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
-        "on_shutdown": hooks.shutdown,
+        "on_shutdown": on_shutdown,
         # The jobs-in-flight gauge.
         "on_job_start": hooks.job_started,
         "on_job_end": hooks.job_ended,

@@ -14,6 +14,7 @@ from arq import Retry
 from redis.exceptions import RedisError
 
 from jobs.errors import Reason
+from jobs.goodbyes import Goodbyes
 from jobs.options import CheckOptions
 from jobs.request import ValidationRequest
 from jobs.result import ValidationResult
@@ -118,13 +119,20 @@ async def validate_inbox_job(
         # in the round trip that takes its lock and slots (Pacer.check), not in one of its own.
         decoded = _decode(runtime, payload, unreadable)
         # A paced check that ran keeps its lock and slots until its event is appended, which
-        # releases them in the same round trip; any other way out releases them here.
+        # releases them in the same round trip; any other way out releases them here. A slot
+        # counts a connection until it is closed: when the check's QUIT or LOGOUT is still going
+        # on at the append (jobs.goodbyes), the job gives its slots back here, after it.
         held = Held()
+        goodbyes = Goodbyes()
         try:
             return await _check_and_append(
-                context, runtime, decoded, job_try, eid, done_key, rechecks, held, started
+                context, runtime, decoded, job_try, eid, done_key, rechecks, held, goodbyes, started
             )
         finally:
+            # Bounded by the goodbyes' own limit, and by what is left of the job's time less the
+            # reserve, which leaves the release below its time before arq would cancel the job.
+            left_s = started + runtime.settings.job_timeout - EMIT_RESERVE_S - time.perf_counter()
+            await goodbyes.closed(max(left_s, 0))
             if held.pending is not None and rechecks is not None:
                 pending, held.pending = held.pending, None
                 try:
@@ -142,6 +150,7 @@ async def _check_and_append(
     done_key: str,
     rechecks: hooks.RecheckState | None,
     held: Held,
+    goodbyes: Goodbyes,
     started: float,
 ) -> dict[str, Any]:
     job_id: str = ctx["job_id"]
@@ -159,13 +168,14 @@ async def _check_and_append(
             redis=ctx["redis"],
             done_key=done_key,
             held=held,
+            goodbyes=goodbyes,
             registry=rechecks.registry if rechecks is not None and is_recheck(job_id) else None,
         )
     except AlreadyDone as done:
         return await _already_done(ctx, job_id, events.parse_terminal_event(done.event))
     except RedisError:
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    written = await _append(ctx, runtime, event, done_key, held, started)
+    written = await _append(ctx, runtime, event, done_key, held, goodbyes, started)
     data = written.data
     log.info(
         "job_finished",
@@ -188,11 +198,15 @@ async def _append(
     event: events.TerminalEvent,
     done_key: str,
     held: Held,
+    goodbyes: Goodbyes,
     started: float,
 ) -> events.TerminalEvent:
     """Append the job's event once. While Redis refuses writes the job keeps its verdict and
-    tries again within its time (a rerun would log in again), then goes back to the queue."""
+    tries again within its time (a rerun would log in again), then goes back to the queue.
+    The append gives back the check's lock and slots too, unless a goodbye still holds a
+    connection open."""
     settings = runtime.settings
+    release = held.pending if not goodbyes.pending else None
 
     def append() -> Awaitable[events.TerminalEvent]:
         return stream.append_once(
@@ -202,7 +216,7 @@ async def _append(
             done_key=done_key,
             done_ttl_s=settings.keep_result,
             event=event,
-            release=held.pending,
+            release=release,
         )
 
     budget_s = started + settings.job_timeout - EMIT_RESERVE_S - time.perf_counter()
@@ -212,7 +226,8 @@ async def _append(
         if refusal(exc) is None:  # a refusal is logged once for the worker, not per job
             log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    held.pending = None  # released by the append's script
+    if release is not None:
+        held.pending = None  # released by the append's script
     return written
 
 
@@ -283,6 +298,7 @@ async def _run(
     redis: Any = None,
     done_key: str,
     held: Held | None = None,
+    goodbyes: Goodbyes | None = None,
     registry: Registry | None = None,
 ) -> events.TerminalEvent:
     """The terminal event for this attempt; raises Retry when the outcome is worth another,
@@ -307,7 +323,13 @@ async def _run(
         else:  # pacing counted it in the round trip that took the lock and slots
             attempts.value = counted
         try:
-            return await validate_inbox(request, runtime.options, tokens)
+            result = await validate_inbox(request, runtime.options, tokens, goodbyes)
+            if counted is None and rechecks is not None and goodbyes is not None:
+                # Pacing's slower way in (a host was full) gives the slots back the moment this
+                # returns (Pacer.hosts), not with the event: they count the connections until
+                # QUIT and LOGOUT have closed them, so this verdict waits for that.
+                await goodbyes.closed()
+            return result
         finally:
             # Kept whatever the check ends in, a bug included: the refresh token sent may be dead
             # already, and this is the only copy of the new one.

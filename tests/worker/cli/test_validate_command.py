@@ -13,10 +13,11 @@ from subprocess import CompletedProcess
 from typing import Any
 
 from jobs.bounds import IMAP_MAX_RESPONSE_LINES
+from jobs.options import GOODBYE_TIMEOUT_S
 from tests.jobs.checks import CLOSED_PORT, LOOPBACK, TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
-from tests.servers.fakes import FakeServer, SmtpScript, silent
+from tests.servers.fakes import FakeServer, ImapScript, SmtpScript, silent
 from tests.servers.oauth import OAuthAccount, TokenEndpoint
 from tests.servers.smtp import SmtpServer
 from tests.worker.support import run_cli as inboxcheck
@@ -367,3 +368,39 @@ def test_cli_checks_app_only_access_with_the_client_secret_from_the_environment(
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["data"]["status"] == "valid"
     assert app_secret not in run.stdout + run.stderr
+
+
+def test_validate_exits_cleanly_when_the_servers_never_answer_quit_or_logout(
+    fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str, tmp_path: Path
+) -> None:
+    # The verdict does not wait for the goodbyes; the process waits for them (cut off at their
+    # bound) before it exits, so nothing is torn down half closed with the event loop.
+    smtp = SmtpScript(auth_reply="235 2.7.0 Authentication successful", silent_after_quit=True)
+    imap = ImapScript(login_reply="OK Logged in", silent_after_logout=True)
+    fields = {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": "a@b.test",
+        "smtp_password": "pw",
+        "smtp_host": LOOPBACK,
+        "smtp_port": fake_server(smtp, ssl_context=pki.valid.ssl_context).port,
+        "smtp_security": "ssl",
+        "imap_host": LOOPBACK,
+        "imap_port": fake_server(imap, ssl_context=pki.valid.ssl_context).port,
+    }
+    bound = min(1.0, GOODBYE_TIMEOUT_S)  # the step limit given below
+    started = time.monotonic()
+    run = run_cli(
+        "validate",
+        *("--request", write_request(tmp_path, **fields), "--json", "--timeout", "1", "--ca-file", ca_file),
+        env={"PYTHONWARNINGS": "always::ResourceWarning"},
+    )
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(run.stdout)["data"]
+    assert data["status"] == "valid"
+    assert data["smtp"]["duration_ms"] < bound * 1000 and data["imap"]["duration_ms"] < bound * 1000
+    assert smtp.quit_received.is_set() and imap.logout_received.is_set()
+    assert smtp.gone.wait(TIMEOUT_SLACK_S) and imap.gone.wait(TIMEOUT_SLACK_S)
+    assert elapsed < bound + TIMEOUT_SLACK_S + INTERPRETER_START_S
+    for noise in ("Task was destroyed", "unclosed", "ResourceWarning", "Traceback"):
+        assert noise not in run.stderr, run.stderr
