@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from jobs.steps import Step
-from tests.jobs.checks import LOOPBACK
+from tests.jobs.checks import CLOSED_PORT, LOOPBACK
 from tests.jobs.served import provider_cert
 from tests.servers.certs import ServerCert
-from tests.servers.fakes import FakeServer
+from tests.servers.fakes import FakeServer, SmtpScript
 from tests.servers.replies import ReplyAt
 from tests.worker.support import run_cli
 from worker.settings import Settings
@@ -81,3 +81,40 @@ def test_the_worker_takes_its_pins_from_the_environment(monkeypatch: pytest.Monk
     )
     pins = Settings().check_options().pins
     assert dict(pins) == {("imap.gmail.com", 993): ("192.0.2.7",), ("smtp.gmail.com", 465): ("2001:db8::25",)}
+
+
+def test_a_flags_entry_replaces_the_variables_for_its_host_and_port(
+    fake_server: Callable[..., FakeServer], tmp_path: Path
+) -> None:
+    # The variable's address reaches the server; the flag's, 127.0.0.2, has nothing listening.
+    # Merged, the check would fall through to the variable's and log in; replaced, it is refused.
+    script = SmtpScript()
+    smtp = fake_server(script)
+    request = tmp_path / "r.json"
+    request.write_text(
+        json.dumps(
+            {
+                "inbox_type": "CUSTOM_SMTP",
+                "email": "ann@pinned.invalid",
+                "smtp_password": "not-the-password",
+                "smtp_host": "smtp.pinned.invalid",
+                "smtp_port": smtp.port,
+                "smtp_security": "none",
+                "allow_insecure_auth": True,
+                "imap_host": LOOPBACK,
+                "imap_port": CLOSED_PORT,
+            }
+        )
+    )
+    entry = f"smtp.pinned.invalid:{smtp.port}"
+    env = {**os.environ, "INBOXCHECK_RESOLVE": f"{entry}:{LOOPBACK}"}
+    args = ["validate", "--request", str(request), "--json"]
+    from_variable = run_cli(*args, env=env)
+    assert from_variable.returncode == 1, from_variable.stderr
+    assert json.loads(from_variable.stdout)["data"]["smtp"]["reason"] == "INVALID_CREDENTIALS"
+    assert script.auth_attempts == 1
+    replaced = run_cli(*args, "--resolve", f"{entry}:127.0.0.2", env=env)
+    assert replaced.returncode == 1, replaced.stderr
+    smtp_section = json.loads(replaced.stdout)["data"]["smtp"]
+    assert (smtp_section["reason"], smtp_section["host"]) == ("CONNECTION_REFUSED", "smtp.pinned.invalid")
+    assert script.auth_attempts == 1

@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 from jobs.options import CheckOptions
 from tests.jobs.checks import ALLOW_LOOPBACK
 from tests.servers.certs import PKI
+from tests.servers.fakes import FakeServer, close_on_accept
 from tests.servers.webhook_receiver import Answer, WebhookReceiver
 from worker.webhooks import delivery, signing
 from worker.webhooks.delivery import Outcome
@@ -184,3 +185,21 @@ async def test_https_connects_to_the_judged_address_and_verifies_the_name(
             attempt = await delivery.post(client, endpoint(url), "evt-1", BODY, TIMEOUT_S)
         assert attempt.outcome is outcome, attempt
     assert len(good.received) == 1 and wrong.received == []
+
+
+async def test_a_proxy_named_in_the_environment_is_not_used(
+    receiver: Callable[..., WebhookReceiver],
+    fake_server: Callable[..., FakeServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = fake_server(close_on_accept)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    secret = SigningSecret.generate()
+    hook = receiver(secret.reveal())
+    hook.default = Answer(204)
+    attempt = await post(hook.url, secret)
+    assert attempt.outcome is Outcome.DELIVERED and len(hook.received) == 1
+    assert proxy.connections == 0
