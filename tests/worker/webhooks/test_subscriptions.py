@@ -1,10 +1,12 @@
 """What an endpoint is sent: every type when it named none, and only what was appended after
-the first endpoint was added, never the stream's history; and what is kept of what it refused."""
+the first endpoint was added, never the stream's history; what is kept of what it refused; and
+log lines that name it by id, never by its URL."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
 from redis.asyncio import Redis
 
 from tests.servers.redis import RedisServer
@@ -23,6 +25,7 @@ from tests.worker.webhooks.support import (
 from worker.webhooks.dispatcher import ledger_for
 
 DEAD_LETTERS_MAX = 3
+QUERY_TOKEN = "query-token-0f3c"
 
 
 async def test_history_is_not_sent_and_an_endpoint_without_types_gets_every_type(
@@ -61,3 +64,23 @@ async def test_dead_letters_are_kept_newest_first_up_to_their_bound(
     letters = await ledger_for(redis, settings).dead_letters()
     assert [letter.event_id for _, letter in letters] == refused[::-1][:DEAD_LETTERS_MAX]
     assert all(letter.event for _, letter in letters)  # each keeps its event
+
+
+async def test_log_lines_name_the_endpoint_by_id_never_by_its_url(
+    redis: Redis, shared_redis: RedisServer, receiver: Callable[..., WebhookReceiver]
+) -> None:
+    settings = webhook_settings(shared_redis, webhook_concurrency=1)
+    hook = receiver()
+    hook.plan(Answer(500), Answer(200), Answer(404))  # retried, delivered, a dead letter
+    url = f"{hook.url}?token={QUERY_TOKEN}"  # a query may carry a token
+    endpoint, hook.secret = await add_endpoint(redis, settings, url)
+    with structlog.testing.capture_logs() as logs:
+        async with running(settings):
+            ids = await append(redis, settings, *batch_of(2))
+            await wait_async(lambda: len(hook.received) == len(ids) + 1, 5, "a retry and two answers")
+            await wait_async_redis(lambda: unsettled(redis, settings), 0)
+    about_it = [line for line in logs if line.get("endpoint") == endpoint.id]
+    assert {line["event"] for line in about_it} >= {"webhook_retry", "webhook_delivered", "webhook_failed"}, (
+        logs
+    )
+    assert QUERY_TOKEN not in repr(logs) and hook.url not in repr(logs)
