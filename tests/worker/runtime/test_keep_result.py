@@ -1,0 +1,42 @@
+"""INBOXCHECK_KEEP_RESULT bounds idempotent enqueueing: the same request while its result is kept
+is the same job; once the result has lapsed, enqueueing it again checks the inbox again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from tests.servers.redis import RedisServer
+from tests.servers.wait import wait_until
+from tests.worker.support import burst, closed_port, make_settings, request, stream_events
+from worker.messages import keys
+from worker.messages.producer import enqueue_validation
+
+KEEP_RESULT_S = 0.3
+# Generous for Redis expiring a key on a loaded machine; the wait ends as soon as it has.
+EXPIRY_DEADLINE_S = 5.0
+
+
+async def test_the_same_request_after_its_result_lapsed_is_checked_again(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, keep_result=KEEP_RESULT_S, max_tries=1)
+    same = request(port=closed_port())
+    first = await enqueue_validation(aredis, same, settings=settings)
+    await burst(settings)
+    assert await enqueue_validation(aredis, same, settings=settings) == first  # result still kept
+    assert await aredis.zcard(settings.queue_name) == 0
+    client = shared_redis.client()
+    await asyncio.to_thread(
+        wait_until,
+        lambda: not client.exists(keys.result_key(first)),
+        timeout=EXPIRY_DEADLINE_S,
+        what="the result lapsing",
+    )
+    again = await enqueue_validation(aredis, same, settings=settings)
+    assert await aredis.zcard(settings.queue_name) == 1
+    await burst(settings)
+    events = stream_events(client, settings.events_stream)
+    assert [event["data"]["inbox_id"] for event in events] == ["inbox-1", "inbox-1"]
+    assert events[0]["id"] != events[1]["id"] and again == first  # a new run of the same job id
