@@ -1,5 +1,5 @@
-"""INBOXCHECK_KEEP_RESULT bounds idempotent enqueueing: the same request while its result is kept
-is the same job; once the result has lapsed, enqueueing it again checks the inbox again."""
+"""INBOXCHECK_KEEP_RESULT bounds idempotent enqueueing: once a result has lapsed, enqueueing the
+same request again checks the inbox again (while it is kept, test_job.py shows it is the same job)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tests.worker.support import burst, closed_port, make_settings, request, str
 from worker.messages import keys
 from worker.messages.producer import enqueue_validation
 
+# Short, so the test waits little; a loaded machine may let it lapse before the next line runs,
+# which is why this test does not also check the result while it is kept.
 KEEP_RESULT_S = 0.3
 # Generous for Redis expiring a key on a loaded machine; the wait ends as soon as it has.
 EXPIRY_DEADLINE_S = 5.0
@@ -25,8 +27,6 @@ async def test_the_same_request_after_its_result_lapsed_is_checked_again(
     same = request(port=closed_port())
     first = await enqueue_validation(aredis, same, settings=settings)
     await burst(settings)
-    assert await enqueue_validation(aredis, same, settings=settings) == first  # result still kept
-    assert await aredis.zcard(settings.queue_name) == 0
     client = shared_redis.client()
     await asyncio.to_thread(
         wait_until,
