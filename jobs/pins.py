@@ -39,6 +39,8 @@ def parse_pin(entry: str) -> tuple[tuple[str, int], str]:
     port_text, _, address = rest.partition(":")
     if not host or not port_text or not address:
         raise ValueError(f"{entry!r} is not HOST:PORT:ADDRESS ({_EXAMPLE})")
+    if "*" in host:  # curl would pin no other host either; say so rather than match nothing
+        raise ValueError(f"{entry!r}: no wildcards, name each host ({_EXAMPLE})")
     port = parse_port(port_text, entry)
     try:
         ip = ipaddress.ip_address(_unbracket(address))

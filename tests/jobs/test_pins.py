@@ -57,7 +57,6 @@ def test_a_connection_finds_the_pins_of_its_host_and_port_only() -> None:
     assert pinned(NO_PINS, "mail.example.com", 25) == ()
 
 
-def test_a_wildcard_is_no_pattern_and_pins_no_other_host() -> None:
-    pins = parse_pins("*.gmail.com:993:192.0.2.1")
-    assert pinned(pins, "imap.gmail.com", 993) == ()
-    assert pinned(pins, "gmail.com", 993) == ()
+def test_a_wildcard_is_refused_rather_than_matching_nothing() -> None:
+    with pytest.raises(ValueError, match=r"'\*\.gmail\.com:993:192\.0\.2\.1': no wildcards, name each host"):
+        parse_pins("*.gmail.com:993:192.0.2.1")

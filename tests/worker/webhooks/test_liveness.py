@@ -47,7 +47,6 @@ def test_the_default_files_of_the_worker_and_the_webhooks_process_differ(tmp_pat
         "q",
         "ev",
         XDG_RUNTIME_DIR=str(tmp_path),
-        INBOXCHECK_HEALTH_CHECK_INTERVAL="1",
     )
     (tmp_path / f"inboxcheck-worker-{os.getuid()}.heartbeat").touch()  # a live worker's beat
     worker = run_cli("health", "--liveness", env=env)
