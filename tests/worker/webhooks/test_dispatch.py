@@ -114,6 +114,8 @@ async def test_retry_after_is_honoured(
         await wait_async(lambda: event_id in hook.verified_ids(), 5, "delivered after the wait asked for")
     first, second = hook.requests_for(event_id)
     assert second.at - first.at >= 1.0  # the backoff alone would have been 20 ms
+    # A second or more apart, so a retry signed with its first attempt's time would show.
+    assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
 
 
 async def test_other_4xx_are_not_retried_and_go_to_the_dead_letters_which_replay_sends_again(
