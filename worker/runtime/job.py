@@ -121,9 +121,13 @@ async def validate_inbox_job(
         # releases them in the same round trip; any other way out releases them here.
         held = Held()
         try:
-            return await _check_and_append(
+            result = await _check_and_append(
                 context, runtime, decoded, job_try, eid, done_key, rechecks, held, started
             )
+            recorded = context.get("recorded")
+            if recorded is not None:  # behind Sentinel, the worker finishes the job only where this is
+                recorded[job_id] = done_key
+            return result
         finally:
             if held.pending is not None and rechecks is not None:
                 pending, held.pending = held.pending, None
