@@ -11,6 +11,7 @@ from typing import Any
 
 import redis as redis_py
 
+from tests.servers.certs import PKI
 from tests.servers.lifecycle import StartStop
 from tests.servers.ports import LOOPBACK
 from tests.servers.redis import RedisServer
@@ -37,20 +38,39 @@ class ReplicaServer(RedisServer):
 
 
 class SentinelServer(RedisServer):
-    """A Redis Sentinel monitoring `master` under MASTER_NAME (it rewrites its config file)."""
+    """A Redis Sentinel monitoring `master` under MASTER_NAME (it rewrites its config file); with
+    `pki`, speaking only TLS (the test CA's valid certificate) and reaching the master over TLS."""
 
-    def __init__(self, workdir: Path, master: RedisServer, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, master: RedisServer, password: str | None = None, pki: PKI | None = None
+    ) -> None:
         super().__init__(workdir)
         self.master = master
         self.password = password
+        self.pki = pki
 
     def client(self, **options: Any) -> redis_py.Redis:
+        if self.pki is not None:
+            options = {"ssl": True, "ssl_ca_certs": str(self.pki.ca_file), **options}
         return redis_py.Redis(host=self.host, port=self.port, password=self.password, **options)
+
+    def _listen(self) -> list[str]:
+        if self.pki is None:
+            return [f"port {self.port}"]
+        return [
+            "port 0",
+            f"tls-port {self.port}",
+            f"tls-cert-file {self.pki.valid.cert_file}",
+            f"tls-key-file {self.pki.valid.key_file}",
+            f"tls-ca-cert-file {self.pki.ca_file}",
+            "tls-auth-clients no",
+            "tls-replication yes",  # the master too is reached over TLS
+        ]
 
     def _spawn(self, binary: str) -> None:
         config = self.workdir / "sentinel.conf"
         lines = [
-            f"port {self.port}",
+            *self._listen(),
             f"bind {self.host}",
             f"dir {self.workdir}",
             f"logfile {self.log_file}",

@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio.sentinel import SentinelManagedSSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs.request import parse_request
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.proxy import delay_forwarder
-from tests.servers.sentinel import MASTER_NAME, SentinelSet, role
+from tests.servers.redis import TlsRedisServer
+from tests.servers.sentinel import MASTER_NAME, SentinelServer, SentinelSet, role
 from tests.servers.smtp import SmtpServer
 from tests.servers.tcp import ThreadedTcpServer
 from tests.worker.support import (
@@ -293,3 +296,43 @@ async def test_behind_sentinel_a_job_leaves_the_queue_only_where_its_event_is(
     finally:
         master.close()
         await worker.pool.aclose(close_connection_pool=True)
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[SentinelServer]:
+    """A TLS-only master and a TLS-only sentinel watching it over TLS."""
+    workdir = tmp_path_factory.mktemp("sentinel-tls")
+    master = TlsRedisServer(workdir / "master", pki).start()
+    sentinel = SentinelServer(workdir / "sentinel", master, pki=pki)
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
+        master.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_tls_reaches_the_sentinels_and_the_master_with_the_ca_file(
+    tls_sentinel: SentinelServer, pki: PKI, trusted: bool
+) -> None:
+    url = f"rediss+sentinel://{tls_sentinel.host}:{tls_sentinel.port}/{MASTER_NAME}/0"
+    ca_file = pki.ca_file if trusted else pki.rogue_ca_file
+    settings = Settings(redis_url=url, redis_ca_file=ca_file, queue_name=f"q:tls-{trusted}")
+    if not trusted:
+        with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+            await redis_pool.connect(settings)
+        return
+    client = await redis_pool.connect(settings)
+    try:
+        await client.set(settings.queue_name, b"over TLS")
+        connection = client.connection_pool.get_available_connection()
+        try:
+            await client.connection_pool.ensure_connection(connection)
+            assert isinstance(connection, SentinelManagedSSLConnection)
+            assert connection.port == tls_sentinel.master.port  # the master, as the sentinel named it
+        finally:
+            await client.connection_pool.release(connection)
+    finally:
+        await client.aclose(close_connection_pool=True)
+    assert tls_sentinel.master.client().get(settings.queue_name) == b"over TLS"
