@@ -10,11 +10,14 @@ The credentials in a Sentinel URL are the master's (Redis's own ACL user and pas
 sentinels' password, when they have one (`requirepass` in sentinel.conf), is
 INBOXCHECK_REDIS_SENTINEL_PASSWORD. A client of a Sentinel URL asks the sentinels for the master's
 address on every new connection, and a connection that meets a demoted master (READONLY) is closed
-and asks again (redis-py's SentinelConnectionPool), so clients follow a failover.
+and asks again (redis-py's SentinelConnectionPool); and at most every MASTER_CHECK_INTERVAL_S a
+client asks the sentinels whether the master moved (ConcurrentSentinelConnectionPool), so clients
+follow a failover even while the old master still takes writes.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -22,6 +25,8 @@ from urllib.parse import unquote, urlparse
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.setting_lists import parse_port
 
@@ -37,6 +42,8 @@ DEFAULT_SENTINEL_PORT = 26_379
 DEFAULT_REDIS_PORT = 6_379
 # A sentinel that does not answer within this is skipped for the next one in the URL.
 SENTINEL_TIMEOUT_S = 1.0
+# How often a client asks the sentinels whether the master moved (one SENTINEL MASTERS).
+MASTER_CHECK_INTERVAL_S = 1.0
 # Operators name a handful of sentinels (three or five); a list far longer is a mistake.
 MAX_SENTINELS = 16
 URL_FORM = "redis+sentinel://[[user]:password@]host1:26379,host2:26379/<master-name>[/<db>]"
@@ -56,6 +63,43 @@ class SentinelTarget:
     def where(self) -> str:
         hosts = ",".join(_host_port(host, port) for host, port in self.sentinels)
         return f"master {self.master!r} of the sentinels at {hosts}"
+
+
+class ConcurrentSentinelConnectionPool(SentinelConnectionPool):
+    """SentinelConnectionPool with a checkout that holds no pool-wide lock across an await (as
+    redis_pool.ConcurrentConnectionPool, which says why), and which follows a new master while
+    the old one still takes writes.
+
+    redis-py asks the sentinels only when it opens a connection, and drops a connection only when
+    the server answers READONLY. After `SENTINEL FAILOVER` (or a partition) the old master goes on
+    taking writes until the sentinels demote it, about ten seconds later, and everything written
+    there meanwhile is lost when it resyncs. So at most every MASTER_CHECK_INTERVAL_S a checkout
+    asks the sentinels where the master is, and a connection to any other address is closed
+    before use (it reconnects to the master the sentinels name).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_master_check = 0.0
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        if time.monotonic() >= self._next_master_check:
+            # Set before the await: one checkout asks, the others go on meanwhile.
+            self._next_master_check = time.monotonic() + MASTER_CHECK_INTERVAL_S
+            try:
+                await self.get_master_address()  # on a change, closes the idle connections
+            except (RedisConnectionError, RedisTimeoutError):
+                pass  # no sentinel answers: the master connected to is the best known
+        connection = self.get_available_connection()
+        try:
+            where = (connection.host, connection.port)
+            if connection.is_connected and self.master_address not in (None, where):
+                await connection.disconnect()  # it was in use when the master changed
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
 
 
 def _host_port(host: str, port: int) -> str:
@@ -174,7 +218,7 @@ def connection_pool(
     url: str | None = None,
     *,
     direct_class: type[ConnectionPool] = ConnectionPool,
-    sentinel_class: type[SentinelConnectionPool] = SentinelConnectionPool,
+    sentinel_class: type[SentinelConnectionPool] = ConcurrentSentinelConnectionPool,
     **options: Any,
 ) -> ConnectionPool:
     """A pool of connections to the Redis `url` names (by default settings.redis_url): a
