@@ -32,6 +32,7 @@ from tests.worker.support import (
     REPO,
     WorkerProcess,
     cli_env,
+    closed_port,
     in_process_worker,
     make_settings,
     request,
@@ -220,6 +221,16 @@ def test_a_malformed_sentinel_url_is_one_line_naming_the_setting(guarded: Sentin
     assert bad.returncode == 2
     assert "INBOXCHECK_REDIS_URL" in bad.stderr and "no master name" in bad.stderr
     assert SENTINEL_PASSWORD not in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_a_sentinel_that_is_down_is_skipped_for_the_next(guarded: SentinelSet) -> None:
+    live = guarded.sentinels[0]
+    url = f"redis+sentinel://127.0.0.1:{closed_port()},{live.host}:{live.port}/{MASTER_NAME}/0"
+    client = await redis_pool.connect(guarded_settings(guarded).model_copy(update={"redis_url": url}))
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose(close_connection_pool=True)
 
 
 async def test_the_workers_pool_behind_sentinel_is_the_concurrent_one(guarded: SentinelSet) -> None:
