@@ -33,7 +33,6 @@ from jobs.setting_lists import parse_port
 if TYPE_CHECKING:
     from worker.settings import Settings
 
-URL_SETTING = "INBOXCHECK_REDIS_URL"
 TLS_SCHEME = "rediss"
 DIRECT_SCHEMES = frozenset({"redis", TLS_SCHEME, "unix"})
 # Scheme -> whether the master and the sentinels are reached over TLS.
@@ -178,13 +177,16 @@ def uses_tls(url: str) -> bool:
     return target.tls if target is not None else urlparse(url).scheme == TLS_SCHEME
 
 
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """redis-py's TLS arguments for a TLS URL: the server's certificate verified against
-    INBOXCHECK_REDIS_CA_FILE (or the system's trust store) and its name against the host
-    connected to, which redis-py does not check by default. Behind Sentinel that host is the
-    address the sentinels give for the master (and each sentinel's own, from the URL)."""
-    if not uses_tls(settings.redis_url):
-        return {}
+def tls_options(settings: Settings, url: str | None = None) -> dict[str, Any]:
+    """redis-py's TLS arguments for a TLS URL (by default settings.redis_url): the server's
+    certificate verified against INBOXCHECK_REDIS_CA_FILE (or the system's trust store) and its
+    name against the host connected to, which redis-py does not check by default. Behind Sentinel
+    that host is the address the sentinels give for the master (and each sentinel's own, from the
+    URL)."""
+    return _verified_tls(settings) if uses_tls(url or settings.redis_url) else {}
+
+
+def _verified_tls(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     if settings.redis_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_ca_file)
@@ -207,7 +209,7 @@ def sentinels(settings: Settings, target: SentinelTarget) -> Sentinel:
     sentinel_kwargs: dict[str, Any] = {
         "socket_connect_timeout": SENTINEL_TIMEOUT_S,
         "socket_timeout": SENTINEL_TIMEOUT_S,
-        **({"ssl": True, **tls_options(settings)} if target.tls else {}),
+        **({"ssl": True, **_verified_tls(settings)} if target.tls else {}),
         **({"password": password.get_secret_value()} if password is not None else {}),
     }
     return Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
@@ -227,7 +229,7 @@ def connection_pool(
     url = url or settings.redis_url
     target = parse_sentinel_url(url)
     if target is None:
-        return direct_class.from_url(url, **tls_options(settings), **options)
+        return direct_class.from_url(url, **tls_options(settings, url), **options)
     credentials = {"username": target.username, "password": target.password}
     return sentinel_class(
         target.master,
@@ -235,7 +237,7 @@ def connection_pool(
         db=target.db,
         ssl=target.tls,
         **credentials,
-        **tls_options(settings),
+        **tls_options(settings, url),
         **options,
     )
 
