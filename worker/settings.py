@@ -9,7 +9,7 @@ import socket
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, FilePath, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobs.destinations import DestinationPolicy, IPNetwork, parse_networks
@@ -19,6 +19,7 @@ from jobs.options import DEFAULT_CHECK_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, CheckO
 from jobs.pins import Pins, parse_pins
 from jobs.time_units import SECONDS_PER_DAY
 from worker.rechecks.settings import Duration, RecheckSettings
+from worker.runtime.redis_target import check_url
 from worker.webhooks.settings import WebhookSettings
 
 ENV_PREFIX = "INBOXCHECK_"
@@ -29,6 +30,8 @@ Networks = Annotated[tuple[IPNetwork, ...], NoDecode, BeforeValidator(parse_netw
 PinsSetting = Annotated[Pins, NoDecode, BeforeValidator(parse_pins)]
 # ADDRESS[:PORT] entries, comma-separated.
 DnsServersSetting = Annotated[DnsServers, NoDecode, BeforeValidator(parse_dns_servers)]
+# One server (redis://, rediss://, unix://) or a Sentinel-watched master (worker.runtime.redis_target).
+RedisUrl = Annotated[str, AfterValidator(check_url)]
 
 
 class Settings(BaseSettings, RecheckSettings, WebhookSettings):
@@ -53,9 +56,11 @@ class Settings(BaseSettings, RecheckSettings, WebhookSettings):
 
     # The worker
     # Out of the repr: the URL may carry Redis's password.
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_url: RedisUrl = Field(default="redis://127.0.0.1:6379/0", repr=False)
     # rediss:// URLs: the CA that signed Redis's certificate (else the system's trust store).
     redis_ca_file: FilePath | None = None
+    # redis+sentinel:// URLs: the sentinels' own password (requirepass in sentinel.conf), if any.
+    redis_sentinel_password: SecretStr | None = None
     queue_name: str = "inboxcheck:queue"
     max_jobs: int = Field(default=100, ge=1, le=10_000)
     job_timeout: float = Field(default=60.0, gt=0)

@@ -152,7 +152,8 @@ def test_kubernetes_egress_reaches_mail_ports_but_never_the_metadata_address() -
         if metadata in ipaddress.ip_network(block["cidr"]):
             assert any(metadata in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {25, 465, 587, 143, 993, 443, 53, 6379} <= ports  # 443: OAuth2 token endpoints
+    # 443: OAuth2 token endpoints; 26379: Redis Sentinel
+    assert {25, 465, 587, 143, 993, 443, 53, 6379, 26379} <= ports
 
 
 def systemd_service(unit: str = "inboxcheck-worker.service") -> dict[str, list[str]]:

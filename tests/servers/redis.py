@@ -141,6 +141,8 @@ class RedisServer(StartStop):
             "--dir": str(self.workdir),
             "--logfile": str(self.log_file),
             "--daemonize": "no",
+            # A replica's first sync starts at once, not after the default 5 s wait for others.
+            "--repl-diskless-sync-delay": "0",
             "--protected-mode": "yes",
         }
 

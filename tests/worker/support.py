@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.asyncio import Redis
@@ -26,7 +26,6 @@ from jobs.request import ValidationRequest, parse_request
 from jobs.time_units import MS_PER_S
 from tests.jobs.checks import CLOSED_PORT, LOOPBACK_NETWORKS
 from tests.servers.ports import LOOPBACK
-from tests.servers.redis import RedisServer
 from tests.servers.tcp import ThreadedTcpServer
 from worker.messages import envelope, keys
 from worker.messages.sealing import generate_key
@@ -160,7 +159,14 @@ def scan_for(client: redis.Redis, needles: list[bytes]) -> list[str]:
     return hits
 
 
-def make_settings(redis_server: RedisServer, **changes: Any) -> Settings:
+class HasUrl(Protocol):
+    """A test Redis (tests.servers.redis) or a Sentinel set (tests.servers.sentinel)."""
+
+    @property
+    def url(self) -> str: ...
+
+
+def make_settings(redis_server: HasUrl, **changes: Any) -> Settings:
     name = uuid.uuid4().hex[:8]
     base: dict[str, Any] = dict(
         redis_url=redis_server.url,

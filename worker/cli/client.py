@@ -6,14 +6,13 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from jobs.errors import InboxcheckError
 from worker.messages import events
-from worker.runtime import local_redis, redis_pool
+from worker.runtime import local_redis, redis_target
 from worker.settings import Settings
 
 EXIT_VALID = 0
@@ -39,18 +38,15 @@ def read_source(source: str, flag: str = "--request") -> str:
 
 
 def where(url: str) -> str:
-    """host:port of a Redis URL without its password, for messages."""
-    parsed = urlparse(url)
-    return f"{parsed.hostname}:{parsed.port or 6379}"
+    """Where a Redis URL points (host:port, or the sentinels and master), without its password."""
+    return redis_target.where(url)
 
 
 @asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Redis]:
     # A development Redis the worker started is password-protected; its password is in its folder.
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
-    client: Redis = Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, **redis_pool.tls_options(settings)
-    )
+    client = redis_target.client(settings, url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
         try:
             await client.ping()

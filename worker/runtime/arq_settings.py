@@ -18,6 +18,7 @@ from jobs.tls import use_small_tls_read_buffers
 from worker.logs import configure_logging
 from worker.messages import envelope, keys
 from worker.rechecks import hooks
+from worker.runtime import redis_pool, redis_target
 from worker.runtime.context import as_context
 from worker.runtime.job import EMIT_RESERVE_S, Runtime, validate_inbox_job
 from worker.settings import Settings, SettingsError, get_settings
@@ -46,6 +47,21 @@ def check_settings(settings: Settings) -> None:
 
 
 def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSettings:
+    """arq's RedisSettings for the settings' Redis. For a Sentinel URL arq's own Sentinel support
+    (used by `arq --check`) reaches the master without the CA file, the hostname check or the
+    sentinels' password; the worker `arq` runs gets inboxcheck's own pool instead (WorkerSettings)."""
+    target = redis_target.parse_sentinel_url(settings.redis_url)
+    if target is not None:
+        return RedisSettings(
+            host=list(target.sentinels),
+            sentinel=True,
+            sentinel_master=target.master,
+            database=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            conn_retries=conn_retries,
+        )
     parsed = RedisSettings.from_dsn(settings.redis_url)
     if parsed.ssl:  # rediss://: verified as every other client verifies it (redis_pool.tls_options)
         parsed.ssl_cert_reqs = "required"
@@ -130,8 +146,9 @@ def __getattr__(name: str) -> Any:
     configure_logging(settings.log_format, settings.log_level)
     quiet_arq_job_lines()
     use_small_tls_read_buffers()
-    return type(
-        "WorkerSettings",
-        (),
-        {**worker_kwargs(settings), "redis_settings": redis_settings(settings, conn_retries=5)},
-    )
+    attributes = {**worker_kwargs(settings), "redis_settings": redis_settings(settings, conn_retries=5)}
+    if redis_target.parse_sentinel_url(settings.redis_url) is not None:
+        # The pool `inboxcheck worker` uses, which follows the master with every TLS check and the
+        # sentinels' password; arq connects it on its first command.
+        attributes["redis_pool"] = redis_pool.client(settings)
+    return type("WorkerSettings", (), attributes)

@@ -24,6 +24,9 @@ class WorkerContext(TypedDict, total=False):
     settings: Settings
     runtime: Runtime
     rechecks: RecheckState
+    # InboxWorker's: job id -> its done mark, from the job's return (its event written or found)
+    # to the worker's finish of it (InboxWorker.finish_job); absent under arq's own Worker.
+    recorded: dict[str, str]
 
 
 def as_context(ctx: dict[str, Any]) -> WorkerContext:

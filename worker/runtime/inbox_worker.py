@@ -15,6 +15,10 @@ which fails with what to re-check when arq changes the code it replaces.
   leaving the job to be run again once the lock expires; a refused claim or health record leaves
   the jobs queued and the poll loop running, where arq would end it (and with it every job in
   flight, their verdicts lost).
+- Behind Sentinel, `finish_job` takes a validation job off the queue only where its event is:
+  in one transaction that first sees the job's done mark (WATCH). In a failover the event can be
+  appended on the old master after the promotion (and lost) while the finish reaches the new
+  one, which would leave the job neither queued nor reported; here it runs again instead.
 - Waiting for work: arq sleeps poll_delay between polls, so a job enqueued on an idle worker
   waits half of it on average. Here arq's own sleep is zero and the poll loop waits up to the
   poll delay for a wake-up: a task blocks on the queue's wake list (keys.wake_key), which every
@@ -30,13 +34,24 @@ import os
 import socket
 from typing import Any
 
-from arq.utils import timestamp_ms
+import structlog
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.utils import timestamp_ms, to_ms
 from arq.worker import Worker
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from jobs.time_units import MS_PER_S
 from worker.messages import keys
 from worker.runtime.write_refusals import WriteRefusals, refusal, retried_while_refused
+
+log = structlog.get_logger("inboxcheck.worker")
 
 # A crashed worker's in-progress lock must outlast the longest run of the job it held (so no
 # second worker starts it while the first still runs), and not much more (so the job is handed
@@ -81,6 +96,7 @@ class InboxWorker(Worker):
         self._wake_key = keys.wake_key(self.queue_name)
         self._woken = asyncio.Event()
         self._waker: asyncio.Future[None] | None = None
+        self.ctx["recorded"] = {}
 
     @property
     def writes(self) -> WriteRefusals:
@@ -94,12 +110,76 @@ class InboxWorker(Worker):
             self.writes.refused(code)
         return code is not None
 
-    async def finish_job(self, *args: Any, **kwargs: Any) -> None:
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
         """arq's finish_job (the result, the queue, the in-progress lock in one transaction), tried
         again while Redis refuses writes: the job's event is written (or waits the same way), and
         a job run again after its lock expired would only find it."""
-        finish = super().finish_job
-        await retried_while_refused(lambda: finish(*args, **kwargs), self.writes, self.in_progress_timeout_s)
+        done_key = self.ctx["recorded"].pop(job_id, None)
+        behind_sentinel = isinstance(self.pool.connection_pool, SentinelConnectionPool)
+        if finish and done_key is not None and behind_sentinel:
+
+            def where_recorded() -> Any:
+                return self._finish_where_recorded(
+                    job_id, done_key, result_data, result_timeout_s, keep_result_forever, keep_in_progress
+                )
+
+            if await retried_while_refused(where_recorded, self.writes, self.in_progress_timeout_s):
+                return
+            log.warning(
+                "event_lost_in_failover",
+                job_id=job_id,
+                note="the job's event is not on the Redis master reached now; the job runs again",
+            )
+            finish, result_data, keep_in_progress = False, None, None  # only its lock goes
+
+        arqs = super().finish_job
+        args = (job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score)
+        await retried_while_refused(
+            lambda: arqs(*args, keep_in_progress), self.writes, self.in_progress_timeout_s
+        )
+
+    async def _finish_where_recorded(
+        self,
+        job_id: str,
+        done_key: str,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        keep_in_progress: float | None,
+    ) -> bool:
+        """arq's finish_job with finish=True, in a transaction on the connection that first sees
+        the job's done mark; False, with nothing written, when that Redis has no done mark."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            try:
+                await tr.watch(done_key)
+                if not await tr.exists(done_key):
+                    return False
+                tr.multi()
+                in_progress_key = in_progress_key_prefix + job_id
+                delete_keys = [retry_key_prefix + job_id, job_key_prefix + job_id]
+                if keep_in_progress is None:
+                    delete_keys.append(in_progress_key)
+                else:
+                    tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+                tr.delete(*delete_keys)
+                await tr.execute()
+            except WatchError:
+                return False  # the mark changed under the transaction: run the job again to be sure
+        return True
 
     async def _poll_iteration(self) -> None:
         """arq's poll (start due jobs, heartbeat), then wait up to the poll delay for a wake-up."""

@@ -125,9 +125,13 @@ async def validate_inbox_job(
         held = Held()
         goodbyes = Goodbyes()
         try:
-            return await _check_and_append(
+            result = await _check_and_append(
                 context, runtime, decoded, job_try, eid, done_key, rechecks, held, goodbyes, started
             )
+            recorded = context.get("recorded")
+            if recorded is not None:  # behind Sentinel, the worker finishes the job only where this is
+                recorded[job_id] = done_key
+            return result
         finally:
             # Bounded by the goodbyes' own limit, and by what is left of the job's time less the
             # reserve, which leaves the release below its time before arq would cancel the job.

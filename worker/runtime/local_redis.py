@@ -22,6 +22,7 @@ from urllib.parse import quote, urlparse, urlunparse
 import redis
 import structlog
 
+from worker.runtime import redis_target
 from worker.settings import SettingsError
 
 log = structlog.get_logger("inboxcheck.worker")
@@ -129,6 +130,8 @@ def _private_dir(directory: str | None) -> Path:
 def start_if_needed(url: str, directory: str | None) -> LocalRedis | None:
     """Start a private redis-server for `url` when it is a loopback URL nobody answers; None
     otherwise. Raises LocalRedisError when its folder cannot be made."""
+    if redis_target.parse_sentinel_url(url) is not None:
+        return None  # sentinels and their master are a deployment's, never this worker's to start
     if answers(url):
         return None
     parsed = urlparse(url)

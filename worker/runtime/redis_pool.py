@@ -6,21 +6,25 @@ a whole event-loop iteration), so every command of every job queues on that lock
 (redis/redis-py#3692). `ConcurrentConnectionPool` takes the connection synchronously (so no other
 task can take the same one) and checks it outside any lock, as redis-py's own
 BlockingConnectionPool does. The pool is built with this class from the start; the override is
-guarded by tests/worker/runtime/test_patched_internals.py.
+guarded by tests/worker/runtime/test_patched_internals.py. Behind Sentinel the same checkout runs
+on redis-py's SentinelConnectionPool (redis_target.ConcurrentSentinelConnectionPool, which every
+client of a Sentinel URL uses), so a worker of a Sentinel-watched master does not serialise either.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from arq.connections import ArqRedis
 from redis.asyncio.connection import ConnectionPool
 
 from worker.messages import envelope
+from worker.runtime import redis_target
+from worker.runtime.redis_target import ConcurrentSentinelConnectionPool
 from worker.settings import Settings
 
-TLS_SCHEME = "rediss"
+# Kept here for producers that import it from this module (README).
+tls_options = redis_target.tls_options
 # As arq's RedisSettings.conn_timeout: a Redis that does not accept within this is down.
 CONNECT_TIMEOUT_S = 1.0
 
@@ -38,34 +42,30 @@ class ConcurrentConnectionPool(ConnectionPool):
         return connection
 
 
-def tls_options(settings: Settings) -> dict[str, Any]:
-    """redis-py's TLS arguments for a rediss:// URL, for every client of the settings' Redis:
-    the server's certificate verified against INBOXCHECK_REDIS_CA_FILE (or the system's trust
-    store) and its name against the URL's host, which redis-py does not check by default."""
-    if urlparse(settings.redis_url).scheme != TLS_SCHEME:
-        return {}
-    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if settings.redis_ca_file is not None:
-        options["ssl_ca_certs"] = str(settings.redis_ca_file)
-    return options
-
-
 async def connect(settings: Settings) -> ArqRedis:
     """The worker's client of `settings.redis_url`, as arq's create_pool makes it (JSON job
-    (de)serialisers, the queue as default), on a ConcurrentConnectionPool; raises when Redis does
-    not answer a PING."""
-    pool = ConcurrentConnectionPool.from_url(
-        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, **tls_options(settings)
-    )
-    redis = ArqRedis(
-        pool,
-        job_serializer=envelope.serialize,
-        job_deserializer=envelope.deserialize_job,
-        default_queue_name=settings.queue_name,
-    )
+    (de)serialisers, the queue as default), on a concurrent pool (of the Sentinel master for a
+    Sentinel URL); raises when Redis does not answer a PING."""
+    redis = client(settings)
     try:
         await redis.ping()
     except BaseException:
         await redis.aclose(close_connection_pool=True)
         raise
     return redis
+
+
+def client(settings: Settings) -> ArqRedis:
+    """The worker's ArqRedis on a concurrent pool, not yet connected."""
+    pool = redis_target.connection_pool(
+        settings,
+        direct_class=ConcurrentConnectionPool,
+        sentinel_class=ConcurrentSentinelConnectionPool,  # the default; named for the tests' sake
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=envelope.serialize,
+        job_deserializer=envelope.deserialize_job,
+        default_queue_name=settings.queue_name,
+    )

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.logs import install_safe_exception_handler
-from worker.runtime import heartbeat, local_redis, redis_pool
+from worker.runtime import heartbeat, local_redis, redis_target
 from worker.settings import Settings
 from worker.webhooks.dispatcher import Dispatcher
 from worker.webhooks.endpoints import registry_for, sealer_required
@@ -69,11 +69,7 @@ class WebhookProcess:
         delay = self.settings.reconnect_delay
         log.info("webhooks_started", consumer=self.consumer, group=self.settings.webhook_group)
         while not self.stopping.is_set():
-            redis: Redis = Redis.from_url(
-                self.settings.redis_url,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                **redis_pool.tls_options(self.settings),
-            )
+            redis = redis_target.client(self.settings, socket_connect_timeout=CONNECT_TIMEOUT_S)
             try:
                 await redis.ping()
             except (RedisError, OSError) as exc:

@@ -20,6 +20,7 @@ from aioimaplib.aioimaplib import IMAP4ClientProtocol
 from arq.utils import poll
 from arq.worker import Worker
 from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 from tests.servers.redis import RedisServer
 from tests.worker.support import REPO, make_settings
@@ -72,10 +73,29 @@ PATCHED: list[tuple[Callable[..., Any], str, str]] = [
         "ConcurrentConnectionPool calls it outside any lock",
     ),
     (
+        SentinelConnectionPool.get_master_address,
+        "1fa6d36ea8f70aa3",
+        "ConcurrentSentinelConnectionPool.get_connection calls it to follow a new master: check it "
+        "still records master_address and closes the idle connections when the master moved",
+    ),
+    (
+        SentinelManagedConnection._connect_retry,
+        "62b751ba11735f9d",
+        "ConcurrentSentinelConnectionPool relies on a new connection asking the sentinels where "
+        "the master is",
+    ),
+    (
+        SentinelManagedConnection.read_response,
+        "843a8258ad0dddfd",
+        "a demoted master's READONLY closes the connection and is raised as a ConnectionError "
+        "(README, Redis behind Sentinel): the worker retries the job rather than wait for writes",
+    ),
+    (
         Worker.finish_job,
         "903f09c92830d3fd",
         "InboxWorker.finish_job in worker/runtime/inbox_worker.py retries it whole while Redis "
-        "refuses writes: check it is still one transaction, safe to run again",
+        "refuses writes: check it is still one transaction, safe to run again; and behind Sentinel "
+        "InboxWorker._finish_where_recorded repeats its finish=True writes: keep them the same",
     ),
     (
         IMAP4ClientProtocol.data_received,
@@ -111,6 +131,12 @@ async def test_arq_worker_still_has_the_state_inbox_worker_keeps() -> None:
     assert list(inspect.signature(Worker.run_job).parameters) == ["self", "job_id", "score"], (
         "arq's Worker.run_job changed its signature: re-check InboxWorker.start_jobs"
     )
+
+
+def test_the_sentinel_pool_has_no_checkout_of_its_own() -> None:
+    # ConcurrentSentinelConnectionPool replaces ConnectionPool's checkout; one of redis-py's own
+    # in SentinelConnectionPool would be overridden unseen.
+    assert "get_connection" not in SentinelConnectionPool.__dict__
 
 
 async def test_the_workers_pool_is_built_concurrent(shared_redis: RedisServer) -> None:
