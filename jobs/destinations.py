@@ -47,6 +47,7 @@ _NOT_PUBLIC: tuple[IPNetwork, ...] = tuple(
         "192.0.0.0/24",  # IETF protocol assignments
         "198.18.0.0/15",  # benchmarking
         "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): the operator's own translator
+        "2001::/32",  # Teredo: a relay delivers to the IPv4 address inside, never judged here
     )
 )
 
@@ -67,7 +68,7 @@ def _ends_at(ip: IPAddress) -> IPAddress:
 
 def _tunnelled_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 endpoint a 6to4 address carries: its relay delivers there. (Teredo's 2001::/32
-    needs no such look inside: it lies in 2001::/23, which is never public.)"""
+    needs no such look inside: _NOT_PUBLIC refuses all of it.)"""
     if isinstance(ip, ipaddress.IPv6Address):
         return ip.sixtofour
     return None

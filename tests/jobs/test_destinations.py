@@ -62,6 +62,7 @@ WORKER_DEFAULT = DestinationPolicy()
         "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
         "2002:7f00:1::1",  # 6to4 carrying 127.0.0.1
         "2002:a00:1::1",  # 6to4 carrying 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo: refused whatever it carries
         "not an address",
     ],
 )

@@ -17,6 +17,7 @@ import yaml
 
 from worker.cli import liveness, webhooks, worker
 from worker.cli.main import build_parser
+from worker.runtime import heartbeat
 from worker.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,8 +174,9 @@ def systemd_service(unit: str = "inboxcheck-worker.service") -> dict[str, list[s
 def test_systemd_units_run_sandboxed(command: str) -> None:
     service = systemd_service(f"inboxcheck-{command}.service")
     assert_runs(shlex.split(service["ExecStart"][0]), command)
-    [heartbeat] = [v for v in service["Environment"] if v.startswith("INBOXCHECK_HEARTBEAT_FILE=")]
-    assert heartbeat.startswith(f"INBOXCHECK_HEARTBEAT_FILE=/run/{service['RuntimeDirectory'][0]}/")
+    setting = heartbeat.setting_name("worker" if command == "worker" else "webhooks")
+    [beat] = [v for v in service["Environment"] if v.startswith(f"{setting}=")]
+    assert beat.startswith(f"{setting}=/run/{service['RuntimeDirectory'][0]}/")
     assert service["User"] != ["root"]
     for key, value in {
         "NoNewPrivileges": "true",

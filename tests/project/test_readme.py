@@ -44,6 +44,11 @@ WORDED_DEFAULTS: dict[str, Any] = {
         == Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
         / f"inboxcheck-worker-{os.getuid()}.heartbeat"
     ),
+    "WEBHOOK_HEARTBEAT_FILE": lambda settings: (
+        heartbeat_path(settings, "webhooks")
+        == Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+        / f"inboxcheck-webhooks-{os.getuid()}.heartbeat"
+    ),
     # The setting is empty; the folder used is the one the table names.
     "LOCAL_REDIS_DIR": lambda settings: (
         settings.local_redis_dir is None

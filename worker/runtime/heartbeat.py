@@ -9,13 +9,15 @@ by `inboxcheck health`). `inboxcheck health --liveness [--process webhooks]` rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
-from worker.settings import Settings, SettingsError
+from worker.settings import ENV_PREFIX, Settings, SettingsError
 
 # A heartbeat older than this many intervals means the loop stopped: one slow turn is not death.
 STALE_AFTER_INTERVALS = 3
@@ -24,11 +26,21 @@ Process = Literal["worker", "webhooks"]
 PROCESSES: tuple[Process, ...] = ("worker", "webhooks")
 
 
+# Each process kind's own setting, so a worker and a webhooks process never share one file.
+_SETTING: dict[Process, str] = {"worker": "heartbeat_file", "webhooks": "webhook_heartbeat_file"}
+
+
+def setting_name(process: Process) -> str:
+    return f"{ENV_PREFIX}{_SETTING[process].upper()}"
+
+
 def heartbeat_path(settings: Settings, process: Process = "worker") -> Path:
-    """INBOXCHECK_HEARTBEAT_FILE, else a per-user file per process kind in the runtime or
-    temporary folder, so a worker and a webhooks process on one machine do not share one."""
-    if settings.heartbeat_file:
-        return Path(settings.heartbeat_file)
+    """The process kind's heartbeat setting (INBOXCHECK_HEARTBEAT_FILE for the worker,
+    INBOXCHECK_WEBHOOK_HEARTBEAT_FILE for the webhooks process), else a per-user file per kind in
+    the runtime or temporary folder."""
+    configured = getattr(settings, _SETTING[process])
+    if configured:
+        return Path(configured)
     folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(folder) / f"inboxcheck-{process}-{os.getuid()}.heartbeat"
 
@@ -42,18 +54,33 @@ def beat(path: Path) -> None:
         os.close(fd)
 
 
-def check_writable(path: Path) -> None:
-    """Beat once, at start-up, so an unwritable path stops the worker with a clear message."""
+def check_writable(settings: Settings, process: Process = "worker") -> None:
+    """Beat once, at start-up, so an unwritable path stops the process with a clear message."""
+    path = heartbeat_path(settings, process)
     try:
         beat(path)
     except OSError as exc:
         raise SettingsError(
-            f"INBOXCHECK_HEARTBEAT_FILE: cannot write the heartbeat {path}: "
+            f"{setting_name(process)}: cannot write the heartbeat {path}: "
             f"{exc.strerror or type(exc).__name__}"
         ) from None
 
 
-async def beat_forever(path: Path, every_s: float) -> None:
+@contextlib.asynccontextmanager
+async def beating(settings: Settings, process: Process) -> AsyncIterator[None]:
+    """The process's heartbeat renewed every health-check interval while the block runs."""
+    task = asyncio.ensure_future(
+        _beat_forever(heartbeat_path(settings, process), settings.health_check_interval)
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _beat_forever(path: Path, every_s: float) -> None:
     while True:
         beat(path)  # a local file's time: microseconds, not worth a thread
         await asyncio.sleep(every_s)

@@ -52,15 +52,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
-        heartbeat_task = asyncio.ensure_future(
-            heartbeat.beat_forever(
-                heartbeat.heartbeat_path(self.settings), self.settings.health_check_interval
-            )
-        )
-        try:
+        async with heartbeat.beating(self.settings, "worker"):
             await self._supervise()
-        finally:
-            heartbeat_task.cancel()
         log.info("worker_stopped")
 
     async def _supervise(self) -> None:
@@ -126,7 +119,7 @@ def _run(main: Any) -> None:
 
 def run_worker(settings: Settings) -> int:
     check_settings(settings)
-    heartbeat.check_writable(heartbeat.heartbeat_path(settings))
+    heartbeat.check_writable(settings, "worker")
     quiet_arq_job_lines()
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
     local = local_redis.start_if_needed(url, settings.local_redis_dir) if settings.start_local_redis else None

@@ -52,15 +52,10 @@ class WebhookProcess:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stopping.set)
-        beating = asyncio.ensure_future(
-            heartbeat.beat_forever(
-                heartbeat.heartbeat_path(self.settings, "webhooks"), self.settings.health_check_interval
-            )
-        )
         try:
-            await self._supervise()
+            async with heartbeat.beating(self.settings, "webhooks"):
+                await self._supervise()
         finally:
-            beating.cancel()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         log.info("webhooks_stopped")
@@ -106,7 +101,7 @@ class WebhookProcess:
 
 def run_webhooks(settings: Settings) -> int:
     sealer_required(settings.secret_key)  # no key: say so before starting
-    heartbeat.check_writable(heartbeat.heartbeat_path(settings, "webhooks"))
+    heartbeat.check_writable(settings, "webhooks")
     url = local_redis.with_local_password(settings.redis_url, settings.local_redis_dir)
     process = WebhookProcess(settings.model_copy(update={"redis_url": url}))
     if settings.webhook_metrics_port:

@@ -36,3 +36,6 @@ class WebhookSettings(BaseModel):
     webhook_dead_letters_max: int = Field(default=10_000, ge=1)
     # The webhooks process's own Prometheus port (the worker's is metrics_port); 0 turns it off.
     webhook_metrics_port: int = Field(default=9109, ge=0, le=65_535)
+    # The webhooks process's heartbeat (the worker's is heartbeat_file): its own setting, so one
+    # settings file shared by both never makes a live process vouch for a dead one.
+    webhook_heartbeat_file: str | None = None
