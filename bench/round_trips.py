@@ -57,9 +57,7 @@ async def _drain_goodbyes() -> None:
 
 async def measure(root: Path, rtt_ms: float, n: int) -> dict[str, dict[str, list[float]]]:
     """Per protocol: the verdict's and the closed connection's time, in round trips, n checks."""
-    from jobs.destinations import DestinationPolicy, parse_networks
     from jobs.imap_check import check_imap
-    from jobs.options import CheckOptions
     from jobs.request import parse_request
     from jobs.smtp_check import check_smtp
     from tests.servers.certs import PKI
@@ -68,30 +66,14 @@ async def measure(root: Path, rtt_ms: float, n: int) -> dict[str, dict[str, list
     procs: list[servers.Proc] = []
     listeners: list[asyncio.Server] = []
     try:
-        dovecot, imap_port = servers.start_dovecot(root / "dovecot", pki, 10)
-        procs.append(dovecot)
-        smtpd, smtp_port = servers.start_smtpd(root / "smtpd", pki)
-        procs.extend(smtpd)
+        mail, smtp_port, imap_port = servers.start_mail(root, pki)
+        procs.extend(mail)
         delay_s = rtt_ms / 2 / MS_PER_S
         smtp_listener, smtp_via = await proxy.listen(delay_s, smtp_port)
         imap_listener, imap_via = await proxy.listen(delay_s, imap_port)
         listeners += [smtp_listener, imap_listener]
-        name, password = servers.user(0)
-        request = parse_request(
-            {
-                "inbox_type": "CUSTOM_SMTP",
-                "email": name,
-                "smtp_host": servers.LOOPBACK,
-                "smtp_port": smtp_via,
-                "smtp_security": "starttls",
-                "imap_host": servers.LOOPBACK,
-                "imap_port": imap_via,
-                "imap_use_ssl": True,
-                "smtp_password": password,
-            }
-        )
-        loopback = DestinationPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
-        options = CheckOptions(ca_file=str(pki.ca_file), ehlo_hostname="localhost", destinations=loopback)
+        request = parse_request(servers.mail_request(0, smtp_via, imap_via))
+        options = servers.loopback_options(pki)
         checks: dict[str, Any] = {"smtp": check_smtp, "imap": check_imap}
         out: dict[str, dict[str, list[float]]] = {}
         for protocol, check in checks.items():

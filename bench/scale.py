@@ -404,8 +404,6 @@ async def enqueue_without_wake(redis: Any, request: Any, settings: Any, sealer: 
 async def time_to_verdict(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from redis.asyncio import Redis
 
-    from jobs.destinations import DestinationPolicy, parse_networks
-    from jobs.options import CheckOptions
     from jobs.request import parse_request
     from jobs.validate import validate_inbox
     from tests.servers.certs import PKI
@@ -416,32 +414,15 @@ async def time_to_verdict(args: argparse.Namespace, root: Path) -> dict[str, Any
     pki = PKI(root / "pki")
     procs: list[servers.Proc] = []
     try:
-        dovecot, imap_port = servers.start_dovecot(root / "dovecot", pki, 10)
-        procs.append(dovecot)
-        smtpd, smtp_port = servers.start_smtpd(root / "smtpd", pki)
-        procs.extend(smtpd)
+        mail, smtp_port, imap_port = servers.start_mail(root, pki)
+        procs.extend(mail)
         redis_proc, redis_port = servers.start_redis(root / "verdict-redis")
         procs.append(redis_proc)
 
         def request(i: int) -> Any:
-            name, password = servers.user(i)
-            return parse_request(
-                {
-                    "inbox_id": f"verdict-{i}",
-                    "inbox_type": "CUSTOM_SMTP",
-                    "email": name,
-                    "smtp_host": servers.LOOPBACK,
-                    "smtp_port": smtp_port,
-                    "smtp_security": "starttls",
-                    "imap_host": servers.LOOPBACK,
-                    "imap_port": imap_port,
-                    "imap_use_ssl": True,
-                    "smtp_password": password,
-                }
-            )
+            return parse_request(servers.mail_request(i, smtp_port, imap_port, inbox_id=f"verdict-{i}"))
 
-        loopback = DestinationPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
-        options = CheckOptions(ca_file=str(pki.ca_file), ehlo_hostname="localhost", destinations=loopback)
+        options = servers.loopback_options(pki)
         inproc = []
         for i in range(args.verdicts):
             started = time.perf_counter()

@@ -25,13 +25,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tests.servers.certs import PKI
 from tests.servers.ports import free_port
 from tests.servers.wait import wait_until
 
+if TYPE_CHECKING:
+    from jobs.options import CheckOptions
+
 LOOPBACK = "127.0.0.1"
 USERS = 64  # bench accounts: user0..user63@bench.test, password "pw-<n>"
+# Dovecot's concurrency for the benches that check one inbox at a time (start_mail): a few
+# sessions at once, as a check may log in while the last one's LOGOUT is still closing.
+FEW_AT_A_TIME = 10
 
 
 def user(i: int) -> tuple[str, str]:
@@ -286,3 +293,41 @@ def start_redis(root: Path) -> tuple[Proc, int]:
 
     wait_until(probe, timeout=10, what="redis")
     return proc, port
+
+
+def start_mail(root: Path, pki: PKI) -> tuple[list[Proc], int, int]:
+    """Dovecot (implicit TLS) and one aiosmtpd (STARTTLS, AUTH PLAIN), sized for checks one at a
+    time: their processes (stop them in reverse), the SMTP port and the IMAP port."""
+    dovecot, imap_port = start_dovecot(root / "dovecot", pki, FEW_AT_A_TIME)
+    try:
+        smtpd, smtp_port = start_smtpd(root / "smtpd", pki)
+    except BaseException:
+        dovecot.stop()
+        raise
+    return [dovecot, *smtpd], smtp_port, imap_port
+
+
+def mail_request(i: int, smtp_port: int, imap_port: int, **extra: Any) -> dict[str, Any]:
+    """The request fields for bench user `i` on start_mail's servers (or proxies in front)."""
+    name, password = user(i)
+    return {
+        "inbox_type": "CUSTOM_SMTP",
+        "email": name,
+        "smtp_host": LOOPBACK,
+        "smtp_port": smtp_port,
+        "smtp_security": "starttls",
+        "imap_host": LOOPBACK,
+        "imap_port": imap_port,
+        "imap_use_ssl": True,
+        "smtp_password": password,
+        **extra,
+    }
+
+
+def loopback_options(pki: PKI) -> CheckOptions:
+    """Check options that trust the bench's CA and allow loopback destinations only."""
+    from jobs.destinations import DestinationPolicy, parse_networks
+    from jobs.options import CheckOptions
+
+    loopback = DestinationPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
+    return CheckOptions(ca_file=str(pki.ca_file), ehlo_hostname="localhost", destinations=loopback)

@@ -204,7 +204,9 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untype
 
     def send_together(self, commands: list[Any]) -> None:
         """Send `commands` in one write, the first waiting for its answer (see _Leading)."""
-        assert self.pending_sync_command is None, "a command is still waiting for its answer"
+        if self.pending_sync_command is not None:
+            # Its answer would be filed under the first of these: a bug in the caller, not the server.
+            raise RuntimeError("send_together while a command is still waiting for its answer")
         self.response_bytes = self.response_lines = 0
         self.pending_sync_command = commands[0]
         self.transport.write(b"".join(f"{command}\r\n".encode() for command in commands))

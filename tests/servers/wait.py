@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # Short enough to add little latency to a start-up, long enough not to spin.
 _POLL_INTERVAL = 0.02
@@ -43,3 +44,13 @@ def wait_until(
                 msg += "\n" + extra
             raise TimeoutError(msg)
         time.sleep(_POLL_INTERVAL)
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[object]], *, limit_s: float, what: str) -> None:
+    """Await ``condition()`` (on the caller's loop, e.g. a Redis read) until it is true; raise
+    TimeoutError after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not await condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not within {limit_s:.1f}s")
+        await asyncio.sleep(_POLL_INTERVAL)

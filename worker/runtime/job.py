@@ -124,10 +124,12 @@ async def validate_inbox_job(
         # on at the append (jobs.goodbyes), the job gives its slots back here, after it.
         held = Held()
         goodbyes = Goodbyes()
+        finished = False
         try:
             result = await _check_and_append(
                 context, runtime, decoded, job_try, eid, done_key, rechecks, held, goodbyes, started
             )
+            finished = True
             recorded = context.get("recorded")
             if recorded is not None:  # behind Sentinel, the worker finishes the job only where this is
                 recorded[job_id] = done_key
@@ -135,14 +137,39 @@ async def validate_inbox_job(
         finally:
             # Bounded by the goodbyes' own limit, and by what is left of the job's time less the
             # reserve, which leaves the release below its time before arq would cancel the job.
-            left_s = started + runtime.settings.job_timeout - EMIT_RESERVE_S - time.perf_counter()
-            await goodbyes.closed(max(left_s, 0))
+            await goodbyes.closed(_left_s(runtime.settings, started))
             if held.pending is not None and rechecks is not None:
                 pending, held.pending = held.pending, None
-                try:
-                    await rechecks.pacer.finish(pending)
-                except RedisError:
-                    raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+                await _release(runtime, rechecks, pending, started, finished=finished)
+
+
+def _left_s(settings: Settings, started: float) -> float:
+    """What is left of the job's time less the reserve for writing its event (never negative)."""
+    return max(started + settings.job_timeout - EMIT_RESERVE_S - time.perf_counter(), 0.0)
+
+
+async def _release(
+    runtime: Runtime,
+    rechecks: hooks.RecheckState,
+    pending: tuple[list[str], list[Any]],
+    started: float,
+    *,
+    finished: bool,
+) -> None:
+    """Give back the check's lock and slots after its goodbyes, tried again while Redis refuses
+    writes (a failover's read-only replica) within the job's time. Once the job has its event,
+    a release that still fails must not send it back to the queue: its rerun would only wait on
+    its own lock, so the lock and leases are left to expire."""
+
+    def release() -> Awaitable[None]:
+        return rechecks.pacer.finish(pending)
+
+    try:
+        await retried_while_refused(release, runtime.writes, _left_s(runtime.settings, started))
+    except RedisError as exc:
+        if not finished:
+            raise Retry(defer=REDIS_RETRY_DEFER_S) from None
+        log.warning("release_failed", error=type(exc).__name__, note="the inbox lock and host slots expire")
 
 
 async def _check_and_append(
@@ -208,31 +235,48 @@ async def _append(
     """Append the job's event once. While Redis refuses writes the job keeps its verdict and
     tries again within its time (a rerun would log in again), then goes back to the queue.
     The append gives back the check's lock and slots too, unless a goodbye still holds a
-    connection open."""
+    connection open; once refused, it waits for the goodbyes, so that its next try does."""
     settings = runtime.settings
-    release = held.pending if not goodbyes.pending else None
+    carried = False  # whether the last try released the check's lock and slots
 
-    def append() -> Awaitable[events.TerminalEvent]:
-        return stream.append_once(
-            ctx["redis"],
-            stream=settings.events_stream,
-            maxlen=settings.events_maxlen,
-            done_key=done_key,
-            done_ttl_s=settings.keep_result,
-            event=event,
-            release=release,
-        )
+    async def append() -> events.TerminalEvent:
+        nonlocal carried
+        # Worked out on every try: the goodbyes may have ended since the last one.
+        release = held.pending if not goodbyes.pending else None
+        carried = release is not None
+        try:
+            written = await stream.append_once(
+                ctx["redis"],
+                stream=settings.events_stream,
+                maxlen=settings.events_maxlen,
+                done_key=done_key,
+                done_ttl_s=settings.keep_result,
+                event=event,
+                release=release,
+            )
+        except RedisError as exc:
+            if release is None and held.pending is not None and refusal(exc) is not None:
+                # At maxmemory Redis lets a script write only once it has freed memory (the
+                # release's ZREM and DEL come before the XADD): without the release the append
+                # is refused for as long as Redis is full, so the next try waits to carry it.
+                await goodbyes.closed(_left_s(settings, started))
+            raise
+        if release is not None:
+            held.pending = None  # released by the append's script
+        return written
 
-    budget_s = started + settings.job_timeout - EMIT_RESERVE_S - time.perf_counter()
+    def shows_accepting() -> bool:
+        # At maxmemory the append that released first got through while Redis is still full.
+        return not (carried and runtime.writes.code == "OOM")
+
     try:
-        written = await retried_while_refused(append, runtime.writes, budget_s)
+        return await retried_while_refused(
+            append, runtime.writes, _left_s(settings, started), shows_accepting=shows_accepting
+        )
     except RedisError as exc:
         if refusal(exc) is None:  # a refusal is logged once for the worker, not per job
             log.warning("event_write_failed", error=type(exc).__name__, retry_in_s=REDIS_RETRY_DEFER_S)
         raise Retry(defer=REDIS_RETRY_DEFER_S) from None
-    if release is not None:
-        held.pending = None  # released by the append's script
-    return written
 
 
 async def _already_done(ctx: WorkerContext, job_id: str, already: events.TerminalEvent) -> dict[str, Any]:

@@ -63,10 +63,15 @@ class WriteRefusals:
 
 
 async def retried_while_refused(
-    write: Callable[[], Awaitable[T]], writes: WriteRefusals, budget_s: float
+    write: Callable[[], Awaitable[T]],
+    writes: WriteRefusals,
+    budget_s: float,
+    *,
+    shows_accepting: Callable[[], bool] = lambda: True,
 ) -> T:
     """`write()`, tried again while Redis refuses writes, for up to `budget_s`; the refusal and its
-    end are logged through `writes`. Any other error, or a refusal past the budget, is raised."""
+    end are logged through `writes`. Any other error, or a refusal past the budget, is raised.
+    `shows_accepting()`: whether the write that got through says Redis takes writes again."""
     deadline = time.monotonic() + budget_s
     wait = FIRST_WAIT_S
     refused = False
@@ -86,6 +91,6 @@ async def retried_while_refused(
             continue
         # Only a write refused before says Redis takes writes again: at maxmemory Redis still
         # lets a script through once it has written (the event's append), not a plain command.
-        if refused:
+        if refused and shows_accepting():
             writes.accepted()
         return result

@@ -6,43 +6,57 @@ redis-server, scripted mail servers on loopback that never answer QUIT or LOGOUT
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
+import structlog
 from redis.asyncio import Redis
 
-from jobs.options import GOODBYE_TIMEOUT_S
-from tests.jobs.checks import TIMEOUT_SLACK_S
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.servers.redis import RedisServer
+from tests.servers.wait import wait_until_async
 from tests.worker.support import burst, make_settings, request, stream_events
 from worker.messages import keys
 from worker.messages.producer import enqueue_validation
 from worker.rechecks.pacing import Pacer, PacingPolicy
+from worker.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 STEP_S = 2.0
-BOUND_S = min(STEP_S, GOODBYE_TIMEOUT_S)
+# Far beyond the goodbyes' bound (STEP_S here): the silent servers would hold on for ever.
 WAIT_S = 10.0
 
 
-async def _until(condition: Callable[[], Any], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
-        await asyncio.sleep(0.01)
+@dataclass(frozen=True)
+class Silent:
+    """Mail servers that let the check in, then never answer QUIT or LOGOUT."""
+
+    smtp: SmtpScript
+    imap: ImapScript
+    fields: dict[str, Any]
+    ca_file: str
+
+    def settings(self, redis_server: RedisServer, **changes: Any) -> Settings:
+        return make_settings(
+            redis_server,
+            step_timeout=STEP_S,
+            check_timeout=STEP_S,
+            tls_ca_file=self.ca_file,
+            metrics_port=0,
+            **changes,
+        )
+
+    async def all_gone(self) -> bool:
+        """Both connections closed by the worker (the servers never close them)."""
+        waits = [asyncio.to_thread(server.gone.wait, WAIT_S) for server in (self.smtp, self.imap)]
+        return all(await asyncio.gather(*waits))
 
 
-async def test_slots_are_held_until_the_goodbyes_end_and_the_event_does_not_wait_for_them(
-    shared_redis: RedisServer,
-    aredis: Redis,
-    fake_server: Callable[..., FakeServer],
-    pki: PKI,
-    ca_file: str,
-    unpaused_loopback: None,
-) -> None:
+@pytest.fixture
+def silent(fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str) -> Silent:
     smtp = SmtpScript(auth_reply="235 2.7.0 Authentication successful", silent_after_quit=True)
     imap = ImapScript(login_reply="OK Logged in", silent_after_logout=True)
     fields = dict(
@@ -51,33 +65,38 @@ async def test_slots_are_held_until_the_goodbyes_end_and_the_event_does_not_wait
         smtp_use_tls=False,
         allow_insecure_auth=True,
     )
-    settings = make_settings(
-        shared_redis, step_timeout=STEP_S, check_timeout=STEP_S, tls_ca_file=ca_file, metrics_port=0
-    )
+    return Silent(smtp, imap, fields, ca_file)
+
+
+def _appended(aredis: Redis, settings: Settings) -> Callable[[], Any]:
+    async def appended() -> bool:
+        return bool(await aredis.xlen(settings.events_stream))
+
+    return appended
+
+
+async def test_slots_are_held_until_the_goodbyes_end_and_the_event_does_not_wait_for_them(
+    shared_redis: RedisServer, aredis: Redis, silent: Silent, unpaused_loopback: None
+) -> None:
+    settings = silent.settings(shared_redis)
     pacer = Pacer(aredis, PacingPolicy())
     before = await pacer.in_use(LOOPBACK)
-    await enqueue_validation(aredis, request("goodbye-1", **fields), settings=settings)
+    await enqueue_validation(aredis, request("goodbye-1", **silent.fields), settings=settings)
     worker = asyncio.create_task(burst(settings))
     try:
-
-        async def appended() -> bool:
-            return bool(await aredis.xlen(settings.events_stream))
-
-        await _until(appended, "the event")
-        event_at = time.monotonic()
+        await wait_until_async(_appended(aredis, settings), limit_s=WAIT_S, what="the event")
         # The verdict is out while both servers still owe their goodbye's answer, and both
         # connections still count against the host's cap, under the inbox's lock.
-        assert not (smtp.gone.is_set() or imap.gone.is_set())
+        assert not (silent.smtp.gone.is_set() or silent.imap.gone.is_set())
         assert await pacer.in_use(LOOPBACK) == before + 2
         assert await aredis.exists(keys.inbox_lock_key("goodbye-1"))
+        # The worker ends the goodbyes itself, at their bound: the servers never would.
+        assert await silent.all_gone()
         await asyncio.wait_for(worker, WAIT_S)
     finally:
         if not worker.done():
             worker.cancel()
-    assert time.monotonic() - event_at < BOUND_S + TIMEOUT_SLACK_S
-    assert smtp.quit_received.is_set() and imap.logout_received.is_set()
-    assert await asyncio.to_thread(smtp.gone.wait, TIMEOUT_SLACK_S)
-    assert await asyncio.to_thread(imap.gone.wait, TIMEOUT_SLACK_S)
+    assert silent.smtp.quit_received.is_set() and silent.imap.logout_received.is_set()
     assert await pacer.in_use(LOOPBACK) == before
     assert not await aredis.exists(keys.inbox_lock_key("goodbye-1"))
     [event] = stream_events(shared_redis.client(), settings.events_stream)
@@ -85,52 +104,28 @@ async def test_slots_are_held_until_the_goodbyes_end_and_the_event_does_not_wait
 
 
 async def test_a_check_that_waited_for_a_full_host_closes_its_connections_before_its_slots_go(
-    shared_redis: RedisServer,
-    aredis: Redis,
-    fake_server: Callable[..., FakeServer],
-    pki: PKI,
-    ca_file: str,
-    unpaused_loopback: None,
+    shared_redis: RedisServer, aredis: Redis, silent: Silent, unpaused_loopback: None
 ) -> None:
     # Pacing's slower way in (the host was full, the slots waited for) gives them back as soon
     # as the check returns, not with the event: there the verdict waits for the goodbyes.
-    smtp = SmtpScript(auth_reply="235 2.7.0 Authentication successful", silent_after_quit=True)
-    imap = ImapScript(login_reply="OK Logged in", silent_after_logout=True)
-    fields = dict(
-        smtp_port=fake_server(smtp).port,
-        imap_port=fake_server(imap, ssl_context=pki.valid.ssl_context).port,
-        smtp_use_tls=False,
-        allow_insecure_auth=True,
-    )
     # Time enough to wait for the slots within the job (hooks.slot_wait_s), rather than retry.
-    settings = make_settings(
-        shared_redis,
-        step_timeout=STEP_S,
-        check_timeout=STEP_S,
-        job_timeout=4 * WAIT_S,
-        tls_ca_file=ca_file,
-        metrics_port=0,
-    )
+    settings = silent.settings(shared_redis, job_timeout=4 * WAIT_S)
     pacer = Pacer(aredis, PacingPolicy(default_limit=settings.default_host_limit))
     before = await pacer.in_use(LOOPBACK)
     others = settings.default_host_limit - before - 1  # one slot left: the check needs two
     lease, _ = await pacer.try_acquire(LOOPBACK, others)
     assert lease is not None
-    await enqueue_validation(aredis, request("goodbye-2", **fields), settings=settings)
+    await enqueue_validation(aredis, request("goodbye-2", **silent.fields), settings=settings)
     worker = asyncio.create_task(burst(settings))
     try:
 
         async def waiting() -> bool:  # the job holds the inbox's lock and waits for slots
             return bool(await aredis.exists(keys.inbox_lock_key("goodbye-2")))
 
-        await _until(waiting, "the job waiting for the full host")
+        await wait_until_async(waiting, limit_s=WAIT_S, what="the job waiting for the full host")
         await pacer.release(LOOPBACK, lease, others)
-
-        async def appended() -> bool:
-            return bool(await aredis.xlen(settings.events_stream))
-
-        await _until(appended, "the event")
-        assert smtp.gone.is_set() and imap.gone.is_set()
+        await wait_until_async(_appended(aredis, settings), limit_s=WAIT_S, what="the event")
+        assert silent.smtp.gone.is_set() and silent.imap.gone.is_set()
         await asyncio.wait_for(worker, WAIT_S)
         [event] = stream_events(shared_redis.client(), settings.events_stream)
         assert (event["data"]["status"], event["data"]["attempts"]) == ("valid", 1)  # not retried
@@ -138,3 +133,35 @@ async def test_a_check_that_waited_for_a_full_host_closes_its_connections_before
         if not worker.done():
             worker.cancel()
     assert await pacer.in_use(LOOPBACK) == before
+
+
+async def test_a_release_failing_after_the_event_is_written_leaves_the_job_finished(
+    shared_redis: RedisServer, aredis: Redis, silent: Silent, unpaused_loopback: None
+) -> None:
+    settings = silent.settings(shared_redis)
+    lock = keys.inbox_lock_key("goodbye-3")
+    await enqueue_validation(aredis, request("goodbye-3", **silent.fields), settings=settings)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            worker = asyncio.create_task(burst(settings))
+            try:
+                await wait_until_async(_appended(aredis, settings), limit_s=WAIT_S, what="the event")
+                # While the goodbyes still hold the slots, the lock turns into something the
+                # release cannot read: it fails (WRONGTYPE) after the event is written.
+                async with aredis.pipeline(transaction=True) as pipe:
+                    pipe.get(lock).delete(lock).hset(lock, "held", "elsewhere")
+                    token, *_ = await pipe.execute()
+                assert token is not None, "released before the test could spoil the lock"
+                done = await asyncio.wait_for(worker, WAIT_S)
+            finally:
+                if not worker.done():
+                    worker.cancel()
+        # The job ended with its event: not sent back to the queue, no second run.
+        assert (done.jobs_complete, done.jobs_retried) == (1, 0)
+        assert await aredis.zcard(settings.queue_name) == 0
+        assert [e["event"] for e in logs if e["event"] == "release_failed"] == ["release_failed"]
+        [event] = stream_events(shared_redis.client(), settings.events_stream)
+        assert (event["data"]["status"], event["data"]["attempts"]) == ("valid", 1)
+        assert (len(silent.smtp.logins), len(silent.imap.logins)) == (1, 1)
+    finally:
+        await aredis.delete(lock)

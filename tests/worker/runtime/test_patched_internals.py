@@ -1,9 +1,11 @@
-"""The third-party internals inboxcheck changes, pinned: when arq, redis-py or asyncio change the
-code a patch was written against, these fail and say what to re-check before the pins move.
+"""The third-party internals inboxcheck changes, pinned: when arq, redis-py, aioimaplib, aiosmtplib
+or asyncio change the code a patch was written against, these fail and say what to re-check before
+the pins move.
 
 Each patch lives in one place: worker/runtime/inbox_worker.py (arq's job claim and finish),
 worker/runtime/redis_pool.py (redis-py's pool checkout), jobs/tls.py (asyncio's TLS read buffer),
-jobs/imap_session.py (aioimaplib's reading, fed a line at a time and bounded).
+jobs/imap_session.py (aioimaplib's reading, fed a line at a time and bounded; its greeting and
+pipelined LOGIN+EXAMINE), jobs/smtp_check.py (aiosmtplib's connection loss, for the goodbye).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aioimaplib.aioimaplib import IMAP4ClientProtocol
+from aioimaplib.aioimaplib import Command, IMAP4ClientProtocol
+from aiosmtplib import SMTP
 from arq.utils import poll
 from arq.worker import Worker
 from redis.asyncio.connection import ConnectionPool
@@ -107,6 +110,31 @@ PATCHED: list[tuple[Callable[..., Any], str, str]] = [
         IMAP4ClientProtocol._handle_responses,
         "b85f6640b4ca5fe6",
         "_Protocol.data_received feeds it one line per call because it recurses once per line",
+    ),
+    (
+        IMAP4ClientProtocol.welcome,
+        "84f3266a6516457b",
+        "_Protocol._take_announced in jobs/imap_session.py copies its reading of a greeting that "
+        "announces capabilities (state, capabilities, imap_version): keep the two the same",
+    ),
+    (
+        IMAP4ClientProtocol._response_done,
+        "69c9091728111730",
+        "_Leading.close in jobs/imap_session.py relies on it clearing pending_sync_command before "
+        "it calls the command's close(), which then puts the pipelined EXAMINE in its place",
+    ),
+    (
+        Command.close,
+        "768d47d8c7fc7786",
+        "_Leading.close and _StartTls.close in jobs/imap_session.py extend it: check it still "
+        "records the answer and wakes the waiter",
+    ),
+    (
+        SMTP._on_connection_lost,
+        "dc5d4d5724c76503",
+        "_Smtp._on_connection_lost in jobs/smtp_check.py extends it to say the connection is gone: "
+        "check aiosmtplib still calls it when the connection closes, or every SMTP goodbye takes "
+        "its whole bound while holding the host's slots",
     ),
 ]
 

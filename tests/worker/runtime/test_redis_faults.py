@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 from tests.servers.ports import free_port
 from tests.servers.proxy import delay_forwarder
 from tests.servers.redis import RedisServer
+from tests.servers.wait import wait_until_async
 from tests.worker.support import burst, make_settings, request, stream_events
 from worker.messages import keys
 from worker.messages.events import COMPLETED
@@ -59,13 +59,7 @@ class RefusingImap(ImapScript):
         return await super()._answer_login(reader, writer, tag)
 
 
-async def _until(condition: Callable[[], Any], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
-        await asyncio.sleep(0.02)
-
-
+@pytest.mark.parametrize("valid", [False, True], ids=["refused-login", "valid-login"])
 @pytest.mark.parametrize(
     ("refuse", "appended_meanwhile"),
     [
@@ -83,13 +77,19 @@ async def test_jobs_redis_refuses_to_finish_wait_and_end_in_exactly_one_event_ea
     ca_file: str,
     refuse: Callable[[redis_py.Redis], Callable[[], None]],
     appended_meanwhile: int,
+    valid: bool,
 ) -> None:
     admin = redis_server.client()
-    imap = RefusingImap(lambda: refuse(admin), login_reply=INVALID)
-    # Both refuse the login, so no QUIT or LOGOUT is still going on when the event is appended:
-    # the append then gives back the slots in its own script (worker.runtime.job), which is what
-    # lets it through at maxmemory.
-    smtp = SmtpScript()
+    if valid:
+        # Logged in, and neither server answers QUIT or LOGOUT: the goodbyes still hold the
+        # connections when the event is first appended, so that try cannot give back the slots
+        # in the append's script, which is what lets it through at maxmemory (worker.runtime.job).
+        imap = RefusingImap(lambda: refuse(admin), login_reply="OK Logged in", silent_after_logout=True)
+        smtp = SmtpScript(auth_reply="235 2.7.0 Authentication successful", silent_after_quit=True)
+    else:
+        # Both refuse the login: no goodbye is going on at the append.
+        imap = RefusingImap(lambda: refuse(admin), login_reply=INVALID)
+        smtp = SmtpScript()
     fields = dict(
         smtp_port=fake_server(smtp).port,
         imap_port=fake_server(imap, ssl_context=pki.valid.ssl_context).port,
@@ -119,7 +119,9 @@ async def test_jobs_redis_refuses_to_finish_wait_and_end_in_exactly_one_event_ea
                     and (appended == appended_meanwhile)
                 )
 
-            await _until(all_refused, "every check ran and Redis refused its event")
+            await wait_until_async(
+                all_refused, limit_s=WAIT_S, what="every check ran and Redis refused its event"
+            )
             # Refused: no job finished, every one still queued, no event written twice.
             assert await client.xlen(settings.events_stream) == appended_meanwhile
             for job_id in job_ids:
@@ -130,8 +132,8 @@ async def test_jobs_redis_refuses_to_finish_wait_and_end_in_exactly_one_event_ea
             await asyncio.wait_for(worker, WAIT_S)
         events = stream_events(admin, settings.events_stream)
         assert sorted(e["data"]["inbox_id"] for e in events) == [f"inbox-{n}" for n in range(JOBS)]
-        assert {(e["type"], e["data"]["reason"], e["data"]["attempts"]) for e in events} == {
-            (COMPLETED, "INVALID_CREDENTIALS", 1)
+        assert {(e["type"], e["data"]["status"], e["data"]["attempts"]) for e in events} == {
+            (COMPLETED, "valid" if valid else "invalid", 1)
         }
         for job_id in job_ids:
             result = json.loads(await client.get(keys.result_key(job_id)))
@@ -211,7 +213,7 @@ async def test_a_worker_starting_while_redis_refuses_writes_waits_then_runs_each
             async def refused() -> bool:
                 return any(entry["event"] == "redis_refusing_writes" for entry in logs)
 
-            await _until(refused, "the worker's claims were refused")
+            await wait_until_async(refused, limit_s=WAIT_S, what="the worker's claims were refused")
             # Nothing claimed, nothing checked: the jobs wait in the queue.
             assert imap.logins == [] and await client.zcard(settings.queue_name) == JOBS
             assert not worker.done()
