@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import structlog
 from arq.connections import RedisSettings
 from arq.worker import func
 
@@ -20,8 +21,11 @@ from worker.messages import envelope, keys
 from worker.rechecks import hooks
 from worker.runtime import redis_pool, redis_target
 from worker.runtime.context import as_context
+from worker.runtime.inbox_worker import IN_PROGRESS_MARGIN_S
 from worker.runtime.job import EMIT_RESERVE_S, Runtime, validate_inbox_job
 from worker.settings import Settings, SettingsError, get_settings
+
+log = structlog.get_logger("inboxcheck.worker")
 
 # The job timeout must leave this much room above the check's own deadline, so the check's
 # TIMEOUT event is always written before arq would cancel the job (which would emit nothing).
@@ -33,7 +37,8 @@ ARQ_MAX_TRIES_BACKSTOP = 1_000
 
 
 def check_settings(settings: Settings) -> None:
-    """Refuse settings that would let arq cancel a check before it reports."""
+    """Refuse settings that would let arq cancel a check before it reports, or check an inbox
+    twice."""
     # The check's real deadline: a single step is allowed its whole limit (Settings.check_options).
     deadline = settings.check_options().check_timeout
     if settings.job_timeout <= deadline + JOB_TIMEOUT_MARGIN_S:
@@ -43,7 +48,25 @@ def check_settings(settings: Settings) -> None:
             f"{JOB_TIMEOUT_MARGIN_S:g} s, so a check that times out still writes its TIMEOUT event "
             "before arq cancels it"
         )
+    shortest = shortest_keep_result_s(settings)
+    if settings.keep_result < shortest:
+        raise SettingsError(
+            f"INBOXCHECK_KEEP_RESULT ({settings.keep_result:g} s) must be at least {shortest:g} s "
+            f"(twice INBOXCHECK_JOB_TIMEOUT + {IN_PROGRESS_MARGIN_S:g} s): a job's done mark lives "
+            "as long as its result, and a job run again after a crash or a Redis failover finds its "
+            "event by that mark; a mark gone sooner would check the inbox a second time"
+        )
     Runtime.from_settings(settings)  # a malformed secret key fails here, at start-up
+
+
+def shortest_keep_result_s(settings: Settings) -> float:
+    """The shortest result life with which no job is checked twice. A job's done mark is written
+    with its event and lives INBOXCHECK_KEEP_RESULT; it must outlive the job (up to job_timeout),
+    then arq's bookkeeping after it, which behind Sentinel takes the job off the queue only where
+    the mark is and waits up to the in-progress lock's life while Redis refuses writes (a job that
+    finds no mark is taken for one lost in a failover and runs again), and a crashed run's
+    rerun, which starts once that lock expires."""
+    return settings.job_timeout + settings.job_timeout + IN_PROGRESS_MARGIN_S
 
 
 def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSettings:
@@ -63,7 +86,7 @@ def redis_settings(settings: Settings, *, conn_retries: int = 0) -> RedisSetting
             conn_retries=conn_retries,
         )
     parsed = RedisSettings.from_dsn(settings.redis_url)
-    if parsed.ssl:  # rediss://: verified as every other client verifies it (redis_pool.tls_options)
+    if parsed.ssl:  # rediss://: verified as every other client verifies it (redis_target.tls_options)
         parsed.ssl_cert_reqs = "required"
         parsed.ssl_check_hostname = True
         parsed.ssl_ca_certs = str(settings.redis_ca_file) if settings.redis_ca_file else None
@@ -136,8 +159,10 @@ def __getattr__(name: str) -> Any:
 
     For `arq worker.runtime.arq_settings.WorkerSettings`: arq's CLI runs arq's own Worker on
     arq's own pool (not InboxWorker and its pool), so its in-progress lock is arq's job timeout
-    + 10 s, jobs are claimed one at a time, and it exits when Redis goes away. `inboxcheck
-    worker` is the better way to run it.
+    + 10 s, jobs are claimed one at a time, and it exits when Redis goes away. arq's CLI builds
+    `Worker` itself (arq.worker.create_worker), with no setting for another class, so behind
+    Sentinel it also lacks InboxWorker's done-mark check before a job leaves the queue (README):
+    it says so at start. `inboxcheck worker` is the better way to run it.
     """
     if name != "WorkerSettings":
         raise AttributeError(name)
@@ -151,4 +176,9 @@ def __getattr__(name: str) -> Any:
         # The pool `inboxcheck worker` uses, which follows the master with every TLS check and the
         # sentinels' password; arq connects it on its first command.
         attributes["redis_pool"] = redis_pool.client(settings)
+        log.warning(
+            "arq_worker_behind_sentinel",
+            note="arq's own worker takes a job off the queue even when a failover lost its event; "
+            "run `inboxcheck worker` behind Sentinel",
+        )
     return type("WorkerSettings", (), attributes)

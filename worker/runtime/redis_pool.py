@@ -23,8 +23,6 @@ from worker.runtime import redis_target
 from worker.runtime.redis_target import ConcurrentSentinelConnectionPool
 from worker.settings import Settings
 
-# Kept here for producers that import it from this module (README).
-tls_options = redis_target.tls_options
 # As arq's RedisSettings.conn_timeout: a Redis that does not accept within this is down.
 CONNECT_TIMEOUT_S = 1.0
 

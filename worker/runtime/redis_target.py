@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -32,6 +33,8 @@ from jobs.setting_lists import parse_port
 
 if TYPE_CHECKING:
     from worker.settings import Settings
+
+log = structlog.get_logger("inboxcheck.redis")
 
 TLS_SCHEME = "rediss"
 DIRECT_SCHEMES = frozenset({"redis", TLS_SCHEME, "unix"})
@@ -80,6 +83,23 @@ class ConcurrentSentinelConnectionPool(SentinelConnectionPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._next_master_check = 0.0
+        self._announced: tuple[str, int] | None = None  # the master last seen, for the log line
+
+    async def get_master_address(self) -> Any:
+        """redis-py's, which every way of finding the master goes through, plus one log line when
+        the master moved: what an operator looks for after a failover."""
+        address = await super().get_master_address()
+        # Compared after the await: of two lookups in flight, only one logs the move.
+        if address != self._announced:
+            if self._announced is not None:
+                log.warning(
+                    "redis_master_moved",
+                    master=_host_port(*address),
+                    previous=_host_port(*self._announced),
+                    name=self.service_name,
+                )
+            self._announced = address
+        return address
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         if time.monotonic() >= self._next_master_check:
@@ -130,10 +150,13 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SENTINEL_SCHEMES:
         return None
-    netloc, _, path = rest.partition("/")
-    if "?" in path or "#" in path or "?" in netloc:
+    # The credentials first, up to the last `@`: a password may hold `/`, `:` or `@` (so no part of
+    # it is ever taken for a host or the path, and so never echoed in an error), while the
+    # sentinels, the master name and the database never do.
+    userinfo, at, location = rest.rpartition("@")
+    hosts, _, path = location.partition("/")
+    if "?" in path or "#" in path or "?" in hosts:
         raise _bad("a Sentinel URL takes no query or fragment")
-    userinfo, at, hosts = netloc.rpartition("@")
     username = password = None
     if at:
         user_text, colon, password_text = userinfo.partition(":")

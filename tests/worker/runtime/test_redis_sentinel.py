@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +20,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from jobs.request import parse_request
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
-from tests.servers.proxy import delay_forwarder
-from tests.servers.redis import TlsRedisServer
+from tests.servers.proxy import Gate, gated_forwarder
+from tests.servers.redis import RedisServer, TlsRedisServer
 from tests.servers.sentinel import MASTER_NAME, SentinelServer, SentinelSet, role
 from tests.servers.smtp import SmtpServer
 from tests.servers.tcp import ThreadedTcpServer
+from tests.servers.wait import wait_until
 from tests.worker.support import (
     KEY,
-    POLL_S,
     REPO,
     WorkerProcess,
     cli_env,
@@ -45,14 +44,24 @@ from worker.messages.producer import enqueue_validation
 from worker.runtime import redis_pool, redis_target
 from worker.settings import Settings
 
-# Each SMTP reply held this long on its way: a check takes several tenths of a second, so the
-# batch is still being worked when the failover (about a second) completes.
-SMTP_DELAY_S = 0.02
-BATCH = 24
+BATCH = 16
 MAX_JOBS = 4
+# Checks let through before the failover (one round); the gate holds every later one until the
+# worker has moved to the new master, and the rest of the batch waits queued.
+PASSED = MAX_JOBS
 HOST_LIMIT = 60
 EVENT_DEADLINE_S = 30.0
+# A held check waits at most this for the gate (the failover and the worker's move); its SMTP
+# step may take that long too, and the job's limits are set above it.
+HOLD_LIMIT_S = 20.0
+HELD_STEP_TIMEOUT_S = HOLD_LIMIT_S + 5
+HELD_JOB_TIMEOUT_S = HELD_STEP_TIMEOUT_S + 5
 SENTINEL_PASSWORD = "sentinel-Pa55-w0rd"
+SENTINEL_AUTH = {"redis_sentinel_password": SENTINEL_PASSWORD, "max_tries": 1, "metrics_port": 0}
+# The master's own ACL user, with a password holding every character that splits a URL.
+APP_USER = "app"
+APP_PASSWORD = "Xq7/Zk9:Wm3@Vb5"
+PASSWORD_PIECES = ("Xq7", "Zk9", "Wm3", "Vb5", "7qX", "9kZ", "3mW", "5bV")  # either way round
 
 
 @pytest.fixture
@@ -77,15 +86,18 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
 
 
 def guarded_settings(servers: SentinelSet) -> Settings:
-    return make_settings(servers, redis_sentinel_password=SENTINEL_PASSWORD, max_tries=1, metrics_port=0)
+    return make_settings(servers, **SENTINEL_AUTH)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what())
-        time.sleep(POLL_S)
+def never_demoted(server: RedisServer) -> None:
+    """The sentinels can no longer turn `server` into a replica: as in a network split that cuts
+    them off from an old master its clients still reach, it takes writes for as long as the test
+    runs (about ten seconds otherwise), and a client that waited for READONLY would stay on it."""
+    client = server.client(socket_timeout=1)
+    try:
+        client.execute_command("ACL", "SETUSER", "default", "-replicaof", "-slaveof")
+    finally:
+        client.close()
 
 
 def test_a_batch_survives_a_failover_with_one_event_per_job(
@@ -97,7 +109,8 @@ def test_a_batch_survives_a_failover_with_one_event_per_job(
     tmp_path: Path,
 ) -> None:
     smtp = smtp_server(users={imap_user.email: imap_user.password})
-    slow_smtp = ThreadedTcpServer(delay_forwarder(smtp.port, SMTP_DELAY_S), name="slow-smtp").start()
+    gate = Gate(passes=PASSED, limit_s=HOLD_LIMIT_S)
+    gated_smtp = ThreadedTcpServer(gated_forwarder(smtp.port, gate), name="gated-smtp").start()
     settings = make_settings(cluster)
     worker = WorkerProcess(
         worker_env(
@@ -109,6 +122,12 @@ def test_a_batch_survives_a_failover_with_one_event_per_job(
             INBOXCHECK_MAX_JOBS=str(MAX_JOBS),
             # Pacing has its own tests; here a check's slots must not hold up the others.
             INBOXCHECK_DEFAULT_HOST_LIMIT=str(HOST_LIMIT),
+            INBOXCHECK_STEP_TIMEOUT=f"{HELD_STEP_TIMEOUT_S:g}",
+            INBOXCHECK_CHECK_TIMEOUT=f"{HELD_STEP_TIMEOUT_S:g}",
+            INBOXCHECK_JOB_TIMEOUT=f"{HELD_JOB_TIMEOUT_S:g}",
+            # With every slot held the worker sends Redis nothing but its health record, and a
+            # client meets the new master at its next command: here within a second or so.
+            INBOXCHECK_HEALTH_CHECK_INTERVAL="1",
         ),
         tmp_path / "worker.log",
     )
@@ -124,7 +143,7 @@ def test_a_batch_survives_a_failover_with_one_event_per_job(
                         "email": imap_user.email,
                         "smtp_password": imap_user.password,
                         "smtp_host": "127.0.0.1",
-                        "smtp_port": slow_smtp.port,
+                        "smtp_port": gated_smtp.port,
                         "imap_host": "127.0.0.1",
                         "imap_port": dovecot.imaps_port,
                     }
@@ -134,55 +153,71 @@ def test_a_batch_survives_a_failover_with_one_event_per_job(
 
         asyncio.run(go())
 
+    def progress() -> str:
+        reader = cluster.current_master().client(socket_timeout=1)
+        try:
+            done = Counter(event["subject"] for event in stream_events(reader, settings.events_stream))
+            left = reader.zrange(settings.queue_name, 0, -1, withscores=True)
+        finally:
+            reader.close()
+        return f"held {gate.held}, events {dict(done)}, queued {left}\n{worker.log_file.read_text()[-3000:]}"
+
+    def running() -> None:
+        assert worker.alive(), worker.log_file.read_text()[-3000:]
+
+    def moved_to(port: int) -> bool:
+        running()
+        lines = worker.log_file.read_text().splitlines()
+        return any(
+            entry.get("event") == "redis_master_moved" and entry.get("master") == f"127.0.0.1:{port}"
+            for entry in (json.loads(line) for line in lines if line.startswith("{") and line.endswith("}"))
+        )
+
     try:
         batch = [f"{settings.queue_name}-inbox-{n}" for n in range(BATCH)]
         produce(batch)
         # What Sentinel cannot promise: a write the master acknowledged but had not yet sent to
         # the replica is lost in a failover (README). The batch is on the replica before it starts.
         cluster.wait_replicated()
-        reader = cluster.current_master().client()
-        wait_for(lambda: reader.xlen(settings.events_stream) > 0, EVENT_DEADLINE_S, lambda: "no first event")
-        reader.close()
 
+        def slots_held() -> bool:
+            running()
+            return gate.held >= MAX_JOBS
+
+        # Every slot now holds a check the gate stopped: the first PASSED jobs are over (event and
+        # finish), the rest wait in the queue, and the held ones write nothing until it opens.
+        wait_until(slots_held, timeout=EVENT_DEADLINE_S, what="the gate holding every slot", details=progress)
+        cluster.wait_replicated()  # the held jobs' claims too
+        never_demoted(cluster.current_master())
         old = cluster.start_failover()
         new = cluster.wait_for_new_master(old)
-        survivor = new.client()
-        assert survivor.xlen(settings.events_stream) < BATCH, "the batch was over before the failover"
-
-        # The old master takes writes until the sentinels demote it, some ten seconds on: a job
-        # queued now (on the new master) is worked before that, so the worker follows the
-        # sentinels, not only a READONLY answer.
+        # The worker follows the sentinels (the old master never answers READONLY here) before
+        # any held check goes on and writes its event.
+        wait_until(
+            lambda: moved_to(new.port), timeout=EVENT_DEADLINE_S, what="the worker's move", details=progress
+        )
+        gate.open()
         after = f"{settings.queue_name}-after-failover"
-        produce([after])
+        produce([after])  # queued on the new master by a producer that follows the sentinels too
 
-        def worked(inbox_id: str) -> bool:
-            assert worker.alive(), worker.log_file.read_text()[-3000:]
-            return any(
-                event["subject"] == inbox_id for event in stream_events(survivor, settings.events_stream)
-            )
-
-        def progress() -> str:
-            done = Counter(event["subject"] for event in stream_events(survivor, settings.events_stream))
-            left = survivor.zrange(settings.queue_name, 0, -1, withscores=True)
-            return f"at {time.time()} events {dict(done)}, queued {left}, xlen {survivor.xlen(settings.events_stream)}"
-
-        wait_for(lambda: worked(after), EVENT_DEADLINE_S, progress)
-        assert role(old) == "master", "the old master was demoted first: the worker followed READONLY"
+        survivor = new.client()
 
         def all_done() -> bool:
-            assert worker.alive(), worker.log_file.read_text()[-3000:]
+            running()
             queue_empty = survivor.zcard(settings.queue_name) == 0
             return queue_empty and survivor.xlen(settings.events_stream) >= BATCH + 1
 
-        wait_for(all_done, EVENT_DEADLINE_S, progress)
+        wait_until(all_done, timeout=EVENT_DEADLINE_S, what="every job's event", details=progress)
         events = stream_events(survivor, settings.events_stream)
+        survivor.close()
         subjects = Counter(event["subject"] for event in events)
         assert subjects == Counter([*batch, after]), {s: n for s, n in subjects.items() if n != 1}
         assert {event["data"]["status"] for event in events} == {"valid"}
-        survivor.close()
+        assert role(old) == "master", "the old master was demoted: the worker could have followed READONLY"
     finally:
+        gate.open()
         worker.kill()
-        slow_smtp.stop()
+        gated_smtp.stop()
 
 
 def test_the_producer_and_commands_reach_the_master_through_a_guarded_sentinel(guarded: SentinelSet) -> None:
@@ -221,6 +256,32 @@ def test_a_malformed_sentinel_url_is_one_line_naming_the_setting(guarded: Sentin
     assert bad.returncode == 2
     assert "INBOXCHECK_REDIS_URL" in bad.stderr and "no master name" in bad.stderr
     assert SENTINEL_PASSWORD not in bad.stderr and "Traceback" not in bad.stderr
+
+
+async def test_a_master_password_with_url_separators_works_as_written(guarded: SentinelSet) -> None:
+    master = guarded.current_master().client()
+    master.execute_command("ACL", "SETUSER", APP_USER, "on", f">{APP_PASSWORD}", "~*", "&*", "+@all")
+    sentinel = guarded.sentinels[0]
+    where = f"{sentinel.host}:{sentinel.port}/{MASTER_NAME}/0"
+    settings = guarded_settings(guarded)
+    try:
+        url = f"redis+sentinel://{APP_USER}:{APP_PASSWORD}@{where}"
+        client = await redis_pool.connect(make_settings(guarded, redis_url=url, **SENTINEL_AUTH))
+        try:
+            assert await client.execute_command("ACL", "WHOAMI") == APP_USER.encode()
+        finally:
+            await client.aclose(close_connection_pool=True)
+
+        env = {**cli_env(settings), "INBOXCHECK_REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD}
+        env["INBOXCHECK_REDIS_URL"] = f"redis+sentinel://{APP_USER}:{APP_PASSWORD[::-1]}@{where}"
+        refused = await asyncio.to_thread(run_cli, "list", "--json", env=env)
+        assert refused.returncode == 2
+        assert f"cannot reach Redis at master '{MASTER_NAME}'" in refused.stderr
+        assert not [piece for piece in PASSWORD_PIECES if piece in refused.stderr], refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        master.execute_command("ACL", "DELUSER", APP_USER)
+        master.close()
 
 
 async def test_a_sentinel_that_is_down_is_skipped_for_the_next(guarded: SentinelSet) -> None:
@@ -274,6 +335,8 @@ def test_arqs_own_command_works_a_job_through_sentinel(guarded: SentinelSet, tmp
         timeout=60,
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
+    # It works, and says what it lacks behind Sentinel (README).
+    assert "arq_worker_behind_sentinel" in ran.stdout + ran.stderr
     master = guarded.current_master().client()
     [event] = stream_events(master, settings.events_stream)
     master.close()
