@@ -3,13 +3,14 @@ DNS_UNAVAILABLE are the test's own facts, never the machine's resolver's."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
 import pytest
 
-from jobs.dns_servers import DNS_PORT, parse_dns_servers
-from jobs.errors import ErrorCode, Reason
+from jobs.dns_servers import DNS_PORT, lookup, parse_dns_servers
+from jobs.errors import CheckError, ErrorCode, Reason
 from jobs.smtp_check import check_smtp
 from jobs.validate import validate_inbox
 from tests.jobs.checks import LOOPBACK, TIMEOUT_SLACK_S, options, request
@@ -118,3 +119,31 @@ async def test_a_name_with_a_label_over_63_characters_cannot_exist(
     )
     assert (result.reason, result.failed_step, result.retryable) == (Reason.NO_SUCH_HOST, "dns", False)
     assert not dns.questions
+
+
+async def test_addresses_come_ipv6_first_and_a_failing_server_is_named_in_the_detail(
+    dns_server: Callable[..., DnsServer], ca_file: str
+) -> None:
+    dns = dns_server({MAIL_HOST: ["127.0.0.1", "::1"]})
+    assert await lookup(MAIL_HOST, (dns.address,)) == [
+        (socket.AF_INET6, "::1"),
+        (socket.AF_INET, "127.0.0.1"),
+    ]
+    failing = dns_server({MAIL_HOST: [LOOPBACK]}, mode="servfail")
+    result = await check_smtp(request(smtp_host=MAIL_HOST), options(ca_file, dns_servers=(failing.address,)))
+    assert result.detail == f"DNS lookup of {MAIL_HOST} failed: NoNameservers"
+    with pytest.raises(CheckError) as caught:
+        await lookup(MISSING_HOST, (dns.address,))
+    assert str(caught.value) == caught.value.detail == f"{MISSING_HOST} does not resolve: no such name"
+
+
+def test_parsed_servers_parse_again_and_other_values_are_refused_saying_what_is_expected() -> None:
+    servers = parse_dns_servers("127.0.0.1:5353, [::1]")
+    assert parse_dns_servers(servers) == servers  # settings validated twice keep their servers
+    with pytest.raises(ValueError, match=r"^DNS servers are a comma-separated list of ADDRESS\[:PORT\]$"):
+        parse_dns_servers(53)
+    with pytest.raises(ValueError, match=r"^53 is not ADDRESS\[:PORT\]"):
+        parse_dns_servers([53])
+    # the first closing bracket ends the address: what follows is the port, and it is wrong
+    with pytest.raises(ValueError, match="the port must be a number"):
+        parse_dns_servers("[::1]:53]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.hosts import canonical_host
+from jobs.hosts import canonical_host, is_loopback_host
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,11 @@ from jobs.hosts import canonical_host
 )
 def test_canonical_host(given: str, canonical: str) -> None:
     assert canonical_host(given) == canonical
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("LocalHost", True), ("127.0.0.2", True), ("::1", True), ("example.test", False)],
+)
+def test_plain_http_is_for_this_machine_by_name_or_address(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback

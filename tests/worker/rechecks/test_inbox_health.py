@@ -177,3 +177,45 @@ def test_an_oauth2_inbox_whose_owner_must_sign_in_again_fails_at_once(reason: st
     [first, refused] = run([OK, event("invalid", error_code="AUTH_FAILED", reason=reason)])
     assert (first.current.health, refused.current.health) == (Health.HEALTHY, Health.FAILING)
     assert refused.current.reason == reason
+
+
+def test_a_recovery_clears_the_verdict_and_restarts_the_backoff() -> None:
+    # failing, then a success, then a definite failure again: waits the interval, not a doubled one
+    steps = run([WRONG_PASSWORD, WRONG_PASSWORD, OK, WRONG_PASSWORD])
+    recovered = steps[2].current
+    assert (recovered.error_code, recovered.reason, recovered.failing_checks) == (None, None, 0)
+    assert [s.next_check_in_s for s in steps] == [INTERVAL_S, 2 * INTERVAL_S, INTERVAL_S, INTERVAL_S]
+    assert [s.current.last_checked_at for s in steps] == [NOW, NOW + 1, NOW + 2, NOW + 3]
+
+
+def test_a_degraded_inbox_that_fails_backs_off_from_the_interval() -> None:
+    # degraded checks do not count towards the failing backoff; failing ones count one each
+    steps = run([OK, TIMEOUT, WRONG_PASSWORD, TIMEOUT])
+    assert [s.current.failing_checks for s in steps] == [0, 0, 1, 2]
+    assert [s.current.consecutive_failures for s in steps] == [0, 1, 2, 3]
+    assert [s.next_check_in_s for s in steps] == [INTERVAL_S, INTERVAL_S, INTERVAL_S, 2 * INTERVAL_S]
+
+
+def test_the_health_change_carries_the_reason_and_a_rejection_its_own() -> None:
+    [failing] = run([WRONG_PASSWORD])
+    assert failing.current.snapshot().reason == "INVALID_CREDENTIALS"
+    [refused] = run([rejected()])
+    assert refused.current.snapshot().reason == "SEALED_CREDENTIALS"
+
+
+@pytest.mark.parametrize("days_left", [0, POLICY.cert_warning_days])
+def test_a_certificate_is_warned_about_on_its_last_day_and_at_the_warning_threshold(days_left: int) -> None:
+    [warned] = run([event(smtp_days=days_left)])
+    assert [w.days_left for w in warned.new_cert_warnings] == [days_left]
+    [unwarned] = run([event(smtp_days=POLICY.cert_warning_days + 1)])
+    assert unwarned.new_cert_warnings == ()
+
+
+def test_the_next_check_is_drawn_from_the_given_generator_and_never_under_the_jitter() -> None:
+    policy = HealthPolicy(interval_s=1.0, jitter_fraction=0.5)
+    draws = [advance(HealthState(), observe(OK, 14), policy, NOW, random.Random(3)) for _ in range(2)]
+    expected = 1.0 + random.Random(3).uniform(-0.5, 0.5)
+    assert [d.next_check_in_s for d in draws] == [expected, expected]
+    # an interval of one second with the largest jitter may come round in half a second
+    delays = [next_delay(HealthState(), policy, random.Random(seed)) for seed in range(20)]
+    assert min(delays) < 1.0 and all(d >= 0.5 for d in delays)

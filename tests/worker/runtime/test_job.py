@@ -4,11 +4,13 @@ event, and the payloads a hostile producer could write."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
 from tests.servers.certs import PKI
@@ -25,22 +27,28 @@ from tests.worker.support import (
     stream_events,
     write_raw,
 )
-from worker.messages import keys, payload
+from worker.messages import envelope, keys, payload
 from worker.messages.events import COMPLETED, FAILED, REJECTED
-from worker.messages.producer import enqueue_validation
+from worker.messages.producer import JOB_EXPIRES_MS, enqueue_validation
 from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.pacing import TriesUsedUp
 from worker.runtime.arq_settings import check_settings
-from worker.runtime.job import TRIES_USED_UP, AttemptCounter, event_id
+from worker.runtime.job import TRIES_USED_UP, AttemptCounter, event_id, retry_defer
 from worker.settings import SettingsError
 
 
 async def test_retryable_outcome_retried_then_one_event_with_attempts(shared_redis, aredis) -> None:
     settings = make_settings(shared_redis)
     job_id = await enqueue_validation(aredis, request(), settings=settings)
-    await burst(settings)
+    enqueued_ms = json.loads(await aredis.get(keys.job_key(job_id)))["et"]
+    with capture_logs() as logs:
+        await burst(settings)
+    assert [(e["error_code"], e["reason"], e["retry_in_s"]) for e in logs if e["event"] == "check_retry"] == [
+        ("CONNECTION_FAILED", "CONNECTION_REFUSED", retry_defer(settings, n)) for n in (1, 2)
+    ]
     events = stream_events(shared_redis.client(), settings.events_stream)
     assert len(events) == 1
+    assert events[0]["id"] == event_id(job_id, enqueued_ms)  # the id a rerun would give it too
     data = events[0]["data"]
     assert (events[0]["type"], data["error_code"], data["reason"]) == (
         COMPLETED,
@@ -48,6 +56,9 @@ async def test_retryable_outcome_retried_then_one_event_with_attempts(shared_red
         "CONNECTION_REFUSED",
     )
     assert data["attempts"] == settings.max_tries
+    # The attempts are remembered as long as the job may wait in the queue, and its result after it.
+    ttl_ms = await aredis.pttl(keys.attempts_key(events[0]["id"]))
+    assert JOB_EXPIRES_MS < ttl_ms <= JOB_EXPIRES_MS + settings.keep_result * MS_PER_S
     # The arq result is the same event.
     result = json.loads(await aredis.get(keys.result_key(job_id)))
     assert result["r"] == events[0]
@@ -67,19 +78,71 @@ async def test_same_request_twice_is_one_job(shared_redis, aredis) -> None:
     assert await aredis.xlen(settings.events_stream) == 1
 
 
-async def test_rerun_after_crash_appends_no_second_event(shared_redis, aredis) -> None:
+async def test_a_rerun_of_a_recorded_job_hands_back_its_event_without_checking_again(
+    shared_redis, aredis
+) -> None:
     settings = make_settings(shared_redis, max_tries=1)
     job_id = await enqueue_validation(aredis, request(), settings=settings)
-    raw_job = await aredis.get(keys.job_key(job_id))
+    raw = await aredis.get(keys.job_key(job_id))
     await burst(settings)
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
     # As if the worker had died after the XADD but before arq recorded the result.
     await aredis.delete(keys.result_key(job_id))
-    await aredis.set(keys.job_key(job_id), raw_job)
+    await aredis.set(keys.job_key(job_id), raw)
     await aredis.zadd(settings.queue_name, {job_id: 1})
-    await burst(settings)
-    events = stream_events(shared_redis.client(), settings.events_stream)
-    assert len(events) == 1
-    assert json.loads(await aredis.get(keys.result_key(job_id)))["r"]["id"] == events[0]["id"]
+    with capture_logs() as logs:
+        await burst(settings)
+    # No second check (it would find its tries used up and log an error): the stored event, logged once.
+    assert [
+        (e["event"], e.get("event_id"), e.get("inbox_id"))
+        for e in logs
+        if e["event"].startswith(("job_", "tries_", "check_"))
+    ] == [("job_already_done", event["id"], event["subject"])]
+    assert json.loads(await aredis.get(keys.result_key(job_id)))["r"] == event
+    assert stream_events(shared_redis.client(), settings.events_stream) == [event]
+
+
+async def test_a_rejected_job_keeps_its_event_id_and_counts_one_attempt(shared_redis, aredis) -> None:
+    settings = make_settings(shared_redis)
+    good = payload.encode(request("victim"), Sealer(KEY))
+    enqueued_ms = int(time.time() * MS_PER_S)
+    bad = {**good, "request": {**good["request"], "account_age_days": ["many"]}}
+    await write_raw(aredis, settings, "rejected-once", envelope.job_bytes(bad, enqueued_ms))
+    with capture_logs() as logs:
+        first = await burst(settings)
+    rejected, finished = [e for e in logs if e["event"] in ("payload_rejected", "job_finished")]
+    assert (rejected["inbox_id"], rejected["reason"]) == ("victim", "MALFORMED_PAYLOAD")
+    duration_ms = finished.pop("duration_ms")
+    assert isinstance(duration_ms, float) and 0 < duration_ms < settings.job_timeout * MS_PER_S
+    assert duration_ms == round(duration_ms, 1)
+    assert first.ctx["rechecks"].metrics.registry.get_sample_value(
+        "inboxcheck_events_written_total", {"type": REJECTED}
+    )
+    [event] = stream_events(shared_redis.client(), settings.events_stream)
+    assert (event["type"], event["id"]) == (REJECTED, event_id("rejected-once", enqueued_ms))
+    assert event["data"]["attempts"] == 1
+    assert finished == {
+        "event": "job_finished",
+        "log_level": "info",
+        "inbox_id": "victim",
+        "event_id": event["id"],
+        "type": REJECTED,
+        "status": "rejected",
+        "error_code": "INVALID_REQUEST",
+        "reason": "MALFORMED_PAYLOAD",
+        "attempts": 1,
+    }
+    # Run again after a crash before arq kept the result: the same event, not counted twice.
+    await aredis.delete(keys.result_key("rejected-once"))
+    await write_raw(aredis, settings, "rejected-once", envelope.job_bytes(bad, enqueued_ms))
+    with capture_logs() as logs:
+        worker = await burst(settings)
+    assert [e["event"] for e in logs if e["event"].startswith("job_")] == ["job_already_done"]
+    assert json.loads(await aredis.get(keys.result_key("rejected-once")))["r"] == event
+    written = worker.ctx["rechecks"].metrics.registry.get_sample_value(
+        "inboxcheck_events_written_total", {"type": REJECTED}
+    )
+    assert not written
 
 
 async def test_hostile_payloads_end_in_rejected_events(shared_redis, aredis) -> None:
@@ -238,9 +301,13 @@ async def test_tries_used_up_while_redis_refuses_the_event_end_in_one_failed_eve
     assert int(counted) == settings.max_tries
 
     await aredis.delete(settings.events_stream)  # Redis takes writes again
-    await burst(settings)
+    with capture_logs() as logs:
+        await burst(settings)
+    assert [e["attempts"] for e in logs if e["event"] == "tries_used_up"] == [settings.max_tries]
     events = stream_events(shared_redis.client(), settings.events_stream)
     assert [e["type"] for e in events] == [FAILED]
+    assert events[0]["id"] == event_id(job_id, enqueued_ms)  # the id a rerun would give it too
+    assert events[0]["data"]["inbox_id"] == events[0]["subject"] == "inbox-1"
     assert (events[0]["data"]["reason"], events[0]["data"]["attempts"]) == (TRIES_USED_UP, settings.max_tries)
     assert len(imap.logins) == settings.max_tries
     assert json.loads(await aredis.get(keys.result_key(job_id)))["r"] == events[0]

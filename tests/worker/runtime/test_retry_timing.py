@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from jobs.time_units import MS_PER_S
 from tests.servers.certs import PKI
@@ -93,9 +94,15 @@ async def test_a_bug_in_the_worker_is_retried_then_ends_in_one_failed_event(
     monkeypatch.setattr(job, "validate_inbox", crashes)
     settings = make_settings(shared_redis, max_tries=3)
     job_id = await enqueue_validation(aredis, request("buggy"), settings=settings)
-    worker = await burst(settings)
+    enqueued_ms = json.loads(await aredis.get(keys.job_key(job_id)))["et"]
+    with capture_logs() as logs:
+        worker = await burst(settings)
+    crashes_logged = [(e["error"], e["last_try"]) for e in logs if e["event"] == "check_crashed"]
+    assert crashes_logged == [("KeyError", False), ("KeyError", False), ("KeyError", True)]
     events = stream_events(shared_redis.client(), settings.events_stream)
     assert [e["type"] for e in events] == [FAILED]
+    assert events[0]["id"] == job.event_id(job_id, enqueued_ms)  # the id a rerun would give it too
+    assert events[0]["data"]["inbox_id"] == events[0]["subject"] == "buggy"
     data = events[0]["data"]
     assert (data["error_code"], data["reason"], data["attempts"]) == ("INTERNAL_ERROR", "KeyError", 3)
     assert len(calls) == settings.max_tries and worker.jobs_retried == settings.max_tries - 1
