@@ -45,8 +45,10 @@ class OAuthImap:
         capabilities: str = "IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER SASL-IR",
         challenge: bytes | None = GMAIL_CHALLENGE,
         refusal: str = REFUSED,
+        echo: bool = False,
     ) -> None:
         self.capabilities = capabilities
+        self.echo = echo  # the refusal quotes the SASL response, as some servers do
         self.challenge = challenge
         self.refusal = refusal
         self.inline: list[bool] = []
@@ -70,7 +72,8 @@ class OAuthImap:
                 if self.challenge is not None:
                     writer.write(b"+ " + self.challenge + b"\r\n")
                     self.answers.append((await reader.readline()).rstrip(b"\r\n"))
-                writer.write(f"{tag} {self.refusal}\r\n".encode())
+                echo = f" (you sent {args[1]})" if self.echo else ""
+                writer.write(f"{tag} {self.refusal}{echo}\r\n".encode())
             elif command == "LOGIN":
                 writer.write(f"+ go on\r\n{tag} {REFUSED}\r\n".encode())
             elif command == "EXAMINE":
@@ -356,3 +359,71 @@ async def test_the_answer_to_capability_is_bounded_too(
     result = await check_imap(request(imap_port=server.port, imap_use_ssl=True), options(ca_file))
     assert (result.reason, result.failed_step) == (Reason.PROTOCOL_ERROR, "greeting")
     assert IMAP_TOO_MANY_LINES in (result.detail or "")
+
+
+async def _ssh_banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+    await writer.drain()
+    await reader.read()
+
+
+async def test_a_greeting_that_is_not_imap_is_a_protocol_error_with_an_excerpt(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    server = fake_server(_ssh_banner, ssl_context=pki.valid.ssl_context)
+    result = await check_imap(request(imap_port=server.port, imap_use_ssl=True), options(ca_file))
+    assert (result.reason, result.failed_step, result.retryable) == (Reason.PROTOCOL_ERROR, "greeting", False)
+    assert result.detail == f"IMAP server 127.0.0.1:{server.port} greeted with something that is not IMAP"
+    assert (result.reply_status, result.reply_text) == (None, "SSH-2.0-OpenSSH_9.6")
+
+
+async def test_a_certificate_problem_names_the_server(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    server = fake_server(ImapScript(), ssl_context=pki.expired.ssl_context)
+    result = await check_imap(request(imap_port=server.port, imap_use_ssl=True), options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.CERT_EXPIRED, "tls")
+    assert (result.detail or "").startswith(f"IMAP server 127.0.0.1:{server.port}")
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+async def test_a_refusal_that_quotes_the_sasl_response_is_scrubbed(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, mechanism: str
+) -> None:
+    imap = OAuthImap(capabilities=f"IMAP4rev1 AUTH={mechanism} SASL-IR", challenge=None, echo=True)
+    server = fake_server(imap, ssl_context=pki.valid.ssl_context)
+    # A user name that puts the token off the base64 grid of the response, so that only the
+    # whole response, not the token's own base64, can mask it.
+    prefix = {
+        "XOAUTH2": "user={}\x01auth=Bearer ",
+        "OAUTHBEARER": "n,a={},\x01host=127.0.0.1\x01port={}\x01auth=Bearer ",
+    }
+    email = next(
+        e
+        for e in ("a@inboxcheck.test", "ab@inboxcheck.test", "abc@inboxcheck.test")
+        if len(prefix[mechanism].format(e, server.port)) % 3
+    )
+    checked = request(
+        imap_port=server.port,
+        imap_use_ssl=True,
+        email=email,
+        auth="oauth2",
+        oauth2={"access_token": "revoked-token"},
+        smtp_password=None,
+    )
+    result = await check_imap(checked, options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.INVALID_CREDENTIALS, "login")
+    [response] = imap.responses
+    sent = base64.b64encode(response.encode()).decode()
+    assert sent not in result.model_dump_json() and "you sent" in (result.reply_text or "")
+
+
+async def test_the_imap_username_is_the_one_logged_in_with(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    script = ImapScript(login_reply="OK Logged in")
+    server = fake_server(script, ssl_context=pki.valid.ssl_context)
+    checked = request(imap_port=server.port, imap_use_ssl=True, imap_username="ann-imap")
+    result = await check_imap(checked, options(ca_file))
+    assert result.status == "ok", result.detail
+    assert script.logins == [("ann-imap", "not-the-password")]
