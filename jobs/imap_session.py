@@ -353,15 +353,12 @@ class ImapSession:
         transport = self.protocol.transport
         return transport.get_extra_info("ssl_object") if transport is not None else None
 
-    async def login(self, user: str, password: str, then_examine: str | None = None) -> Response:
-        """LOGIN's answer. With `then_examine`, EXAMINE of that mailbox goes in the same write
-        and `examine()` reads its answer: RFC 3501 5.5 (RFC 9051 5.5) lets a client send a command
-        before the last one's answer, and LOGIN with quoted strings never asks the client for
-        more (no continuation), so nothing the server reads in between can be mistaken. When
-        LOGIN fails, EXAMINE's answer ("not authenticated") is left unread."""
-        # aioimaplib quotes the password but not the user name.
-        if then_examine is None:
-            return await self._run(self.protocol.login(aioimaplib.quoted(user), password))
+    async def login(self, user: str, password: str, then_examine: str) -> Response:
+        """LOGIN's answer, with EXAMINE of `then_examine` in the same write (`examine()` reads its
+        answer): RFC 3501 5.5 (RFC 9051 5.5) lets a client send a command before the last one's
+        answer, and LOGIN with quoted strings never asks the client for more (no continuation),
+        so nothing the server reads in between can be mistaken. When LOGIN fails, EXAMINE's
+        answer ("not authenticated") is left unread."""
         if self.protocol.state != aioimaplib.NONAUTH:  # as the library's execute() refuses it
             raise aioimaplib.Abort(f"command LOGIN illegal in state {self.protocol.state}")
         login = _Leading(self.protocol, "LOGIN", aioimaplib.quoted(user), aioimaplib.quoted(password))
@@ -384,7 +381,7 @@ class ImapSession:
             self.protocol.state = aioimaplib.AUTH  # as the library's own login() does
         return reply, command.challenge
 
-    async def examine(self, mailbox: str = "INBOX") -> Response:
+    async def examine(self, mailbox: str) -> Response:
         """EXAMINE's answer: of the one sent with LOGIN if there is one, else sent now."""
         if self._examining is not None:
             command, self._examining = self._examining, None

@@ -86,6 +86,9 @@ class SmtpScript:
     * ``silent_after_quit``: read QUIT, never answer it, keep the connection
       until the client closes it. ``quit_received`` is set on QUIT, ``gone``
       once the client has closed the connection (or the dialogue ended).
+    * ``open_after_quit``: answer QUIT, then keep the connection until the
+      client closes it; ``left_cleanly`` is set if it closed it rather than
+      resetting it (a TLS client that aborts is seen as a reset).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class SmtpScript:
         hostname: str = "fake.test",
         injected_after_starttls: bytes = b"",
         silent_after_quit: bool = False,
+        open_after_quit: bool = False,
     ) -> None:
         self.greeting = greeting
         self.ehlo_extensions = list(ehlo_extensions)
@@ -112,12 +116,14 @@ class SmtpScript:
         self.hostname = hostname
         self.injected_after_starttls = injected_after_starttls
         self.silent_after_quit = silent_after_quit
+        self.open_after_quit = open_after_quit
         self.commands: list[str] = []  # command lines as received (not AUTH continuations)
         self.logins: list[tuple[str, str, str]] = []  # (mechanism, username, password)
         self.auth_attempts = 0
         # Threading events: the handler runs in the server's own thread and loop.
         self.quit_received = threading.Event()
         self.gone = threading.Event()
+        self.left_cleanly = threading.Event()
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -164,6 +170,8 @@ class SmtpScript:
                     await _drain_until_eof(reader)
                     return
                 await _send(writer, "221 2.0.0 Bye")
+                if self.open_after_quit:
+                    await _until_the_client_leaves(reader, self.left_cleanly)
                 return
             else:
                 await _send(writer, "500 5.5.2 Error: command not recognized")
@@ -256,7 +264,8 @@ class ImapScript:
       to STARTTLS, before the handshake, as a man in the middle would.
     * ``silent_after_logout``: read LOGOUT, never answer it, keep the
       connection until the client closes it; ``logout_received`` and ``gone``
-      as SmtpScript's ``quit_received`` and ``gone``.
+      as SmtpScript's ``quit_received`` and ``gone``. ``open_after_logout``
+      and ``left_cleanly`` as SmtpScript's ``open_after_quit``.
     * ``wait_for_pipelined_s``: before answering LOGIN, wait this long for the
       client's next command; ``sent_with_login`` records the commands that had
       arrived by then (a client that pipelines has sent EXAMINE already).
@@ -276,6 +285,7 @@ class ImapScript:
         select_reply: str = "OK [READ-WRITE] SELECT completed",
         injected_after_starttls: bytes = b"",
         silent_after_logout: bool = False,
+        open_after_logout: bool = False,
         wait_for_pipelined_s: float = 0.0,
     ) -> None:
         self.capabilities = capabilities
@@ -289,12 +299,14 @@ class ImapScript:
         self.select_reply = select_reply
         self.injected_after_starttls = injected_after_starttls
         self.silent_after_logout = silent_after_logout
+        self.open_after_logout = open_after_logout
         self.wait_for_pipelined_s = wait_for_pipelined_s
         self.commands: list[str] = []  # full command text, literals inlined
         self.logins: list[tuple[str, str]] = []  # (username, password)
         self.sent_with_login: list[str] = []  # commands that had arrived before LOGIN's answer
         self.logout_received = threading.Event()
         self.gone = threading.Event()
+        self.left_cleanly = threading.Event()
 
     def _caps(self, upgraded: bool) -> str:
         if upgraded:
@@ -382,6 +394,8 @@ class ImapScript:
                     await _drain_until_eof(reader)
                     return
                 await _send(writer, f"* BYE Logging out\r\n{tag} OK LOGOUT completed")
+                if self.open_after_logout:
+                    await _until_the_client_leaves(reader, self.left_cleanly)
                 return
             else:
                 await _send(writer, f"{tag} BAD Unknown command")
@@ -512,6 +526,15 @@ async def _send(writer: asyncio.StreamWriter, text: str) -> None:
 async def _drain_until_eof(reader: asyncio.StreamReader) -> None:
     while await reader.read(4096):
         pass
+
+
+async def _until_the_client_leaves(reader: asyncio.StreamReader, left_cleanly: threading.Event) -> None:
+    """Read until the client has gone; `left_cleanly` when it closed the connection, not reset it."""
+    try:
+        await _drain_until_eof(reader)
+    except ConnectionResetError:
+        return
+    left_cleanly.set()
 
 
 def _b64decode(text: str) -> str:

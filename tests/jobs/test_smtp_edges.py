@@ -1,0 +1,175 @@
+"""SMTP check edges that the main tests do not stand on, each as a user reads the result: the
+answer to a refused token's error challenge in each mechanism, the host and port OAUTHBEARER
+names, the detail of a refusal, and a server that refuses AUTH before any token was sent. Against
+a small OAuth2 SMTP server here that records every line it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from jobs.errors import ErrorCode, Reason
+from jobs.smtp_check import check_smtp
+from tests.jobs.checks import options, request
+from tests.servers.certs import PKI
+from tests.servers.fakes import FakeServer, SmtpScript
+
+FakeFactory = Callable[..., FakeServer]
+TOKEN = "good-token"
+# Longer than fits on one 512-octet AUTH line: sent on the line after the server's empty 334.
+LONG_TOKEN = "t" * 600
+GMAIL_CHALLENGE = base64.b64encode(
+    json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode()
+)
+REFUSAL = "535 5.7.8 Username and Password not accepted"
+
+
+class OAuthSmtp:
+    """A minimal ESMTP server for OAuth2 AUTH (implicit TLS is the FakeServer's): `lines` holds
+    every line the client sent, `responses` the decoded SASL responses, `answers` what the client
+    answered to the error challenge. `bare_auth_reply` answers an AUTH without its response
+    instead of the empty 334."""
+
+    def __init__(
+        self,
+        mechanisms: str = "XOAUTH2 OAUTHBEARER",
+        challenge: bytes | None = GMAIL_CHALLENGE,
+        bare_auth_reply: str | None = None,
+    ) -> None:
+        self.mechanisms = mechanisms
+        self.challenge = challenge
+        self.bare_auth_reply = bare_auth_reply
+        self.lines: list[bytes] = []
+        self.responses: list[str] = []
+        self.answers: list[bytes] = []
+
+    async def _line(self, reader: asyncio.StreamReader) -> bytes:
+        line = (await reader.readline()).rstrip(b"\r\n")
+        self.lines.append(line)
+        return line
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 fake.test ESMTP\r\n")
+        while line := await self._line(reader):
+            verb, *args = line.decode().split()
+            if verb.upper() == "EHLO":
+                auth = f"250 AUTH {self.mechanisms}" if self.mechanisms else "250 SIZE 1000"
+                writer.write(f"250-fake.test\r\n{auth}\r\n".encode())
+            elif verb.upper() == "AUTH":
+                if len(args) < 2:
+                    if self.bare_auth_reply is not None:
+                        writer.write(f"{self.bare_auth_reply}\r\n".encode())
+                        await writer.drain()
+                        continue
+                    writer.write(b"334 \r\n")
+                    args.append((await self._line(reader)).decode())
+                response = base64.b64decode(args[1]).decode()
+                self.responses.append(response)
+                if f"auth=Bearer {TOKEN}\x01" in response:
+                    writer.write(b"235 2.7.0 Accepted\r\n")
+                else:
+                    if self.challenge is not None:
+                        writer.write(b"334 " + self.challenge + b"\r\n")
+                        await writer.drain()
+                        self.answers.append(await self._line(reader))
+                    writer.write(f"{REFUSAL}\r\n".encode())
+            elif verb.upper() == "QUIT":
+                writer.write(b"221 2.0.0 Bye\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(b"500 5.5.2 Error: command not recognized\r\n")
+            await writer.drain()
+
+
+def _oauth_request(port: int, token: str) -> Any:
+    return request(
+        smtp_port=port, smtp_security="ssl", auth="oauth2", oauth2={"access_token": token}, smtp_password=None
+    )
+
+
+@pytest.mark.parametrize(("mechanism", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"AQ==")])
+async def test_a_refused_token_answers_the_error_challenge_as_its_mechanism_requires(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, mechanism: str, answer: bytes
+) -> None:
+    smtp = OAuthSmtp(mechanisms=mechanism)
+    server = fake_server(smtp, ssl_context=pki.valid.ssl_context)
+    result = await check_smtp(_oauth_request(server.port, "revoked"), options(ca_file))
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.AUTH_FAILED,
+        Reason.INVALID_CREDENTIALS,
+        "auth",
+    )
+    assert result.auth_mechanism == mechanism
+    assert smtp.answers == [answer]  # XOAUTH2: an empty line; OAUTHBEARER: 0x01 (RFC 7628 3.2.3)
+    assert result.detail == (
+        f"SMTP server 127.0.0.1:{server.port} refused the OAuth2 access token "
+        "(status 401, scope https://mail.google.com/, schemes bearer); "
+        "usually the token is for another scope or another user, or has expired"
+    )
+    assert (result.reply_code, result.enhanced_status_code) == (535, "5.7.8")
+    if mechanism == "OAUTHBEARER":
+        # The host and port the token is meant for (RFC 7628 3.1).
+        assert f"\x01host=127.0.0.1\x01port={server.port}\x01" in smtp.responses[0]
+
+
+async def test_no_oauth_mechanism_offered_names_what_was_offered(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    smtp = OAuthSmtp(mechanisms="PLAIN LOGIN")
+    server = fake_server(smtp, ssl_context=pki.valid.ssl_context)
+    result = await check_smtp(_oauth_request(server.port, TOKEN), options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.AUTH_MECHANISM_UNSUPPORTED, "auth")
+    assert (
+        result.detail
+        == f"SMTP server 127.0.0.1:{server.port} offers no OAuth2 mechanism (offered: LOGIN PLAIN)"
+    )
+    assert smtp.responses == []
+
+
+async def test_a_server_refusing_auth_before_the_token_gets_no_token(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    # A long token waits for the server's empty 334; a bare refusal instead ends the sign-in.
+    smtp = OAuthSmtp(mechanisms="XOAUTH2", bare_auth_reply="535")
+    server = fake_server(smtp, ssl_context=pki.valid.ssl_context)
+    result = await check_smtp(_oauth_request(server.port, LONG_TOKEN), options(ca_file))
+    assert (result.reason, result.failed_step, result.reply_code) == (Reason.INVALID_CREDENTIALS, "auth", 535)
+    assert smtp.responses == []
+    assert [line for line in smtp.lines[1:] if line] == [b"AUTH XOAUTH2"]  # and nothing after it
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "listed"),
+    [("CRAM-MD5 xoauth2", "CRAM-MD5 XOAUTH2"), ("", "none")],
+    ids=["others", "no-auth"],
+)
+async def test_no_password_mechanism_names_what_was_offered(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, mechanisms: str, listed: str
+) -> None:
+    smtp = OAuthSmtp(mechanisms=mechanisms)
+    server = fake_server(smtp, ssl_context=pki.valid.ssl_context)
+    result = await check_smtp(request(smtp_port=server.port, smtp_security="ssl"), options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.AUTH_MECHANISM_UNSUPPORTED, "auth")
+    assert result.detail == (
+        f"SMTP server 127.0.0.1:{server.port} offers no password mechanism this check uses (offered: {listed})"
+    )
+    assert not [line for line in smtp.lines if line.upper().startswith(b"AUTH")]
+
+
+async def test_plain_is_used_when_offered_with_login(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    # One mechanism only, PLAIN first: the server sees a single AUTH PLAIN.
+    script = SmtpScript(auth_reply="235 2.7.0 Accepted", starttls_context=pki.valid.ssl_context)
+    server = fake_server(script)
+    result = await check_smtp(
+        request(smtp_port=server.port, smtp_security="starttls", smtp_password="pw"), options(ca_file)
+    )
+    assert (result.status, result.auth_mechanism) == ("ok", "PLAIN"), result.detail
+    assert script.logins == [("PLAIN", "ann@inboxcheck.test", "pw")]
