@@ -216,7 +216,9 @@ async def test_replies_each_within_the_step_limit_still_end_at_the_checks_deadli
     replies = [SMTP_GREETING, b"250-hostile.test\r\n250 AUTH PLAIN\r\n", b"235 2.7.0 Accepted\r\n"]
     server = fake_server(slow_replies(replies, seconds_each=0.7))
     run = await measured(
-        lambda: smtp(server.port, ca_file, "none", step_timeout=3.0, check_timeout=1.75), server, warm_up=False
+        lambda: smtp(server.port, ca_file, "none", step_timeout=3.0, check_timeout=1.75),
+        server,
+        warm_up=False,
     )
     assert (run.result.error_code, run.result.reason, run.result.failed_step) == (
         ErrorCode.TIMEOUT,
