@@ -195,6 +195,8 @@ async def test_an_endpoint_that_never_answers_times_out_at_the_token_step(
     assert time.monotonic() - started < STEP_TIMEOUT_S + TIMEOUT_SLACK_S
     assert_token_failed(result, Reason.RESPONSE_TIMEOUT)
     assert result.error_code is ErrorCode.TIMEOUT and result.retryable
+    for part in (result.smtp, result.imap):  # the time the user waited is the token step's
+        assert part.duration_ms == part.steps[0].ms >= STEP_TIMEOUT_S * 1000 / 2
 
 
 async def test_an_answer_past_the_bound_is_not_read(
@@ -231,6 +233,7 @@ async def test_the_token_endpoint_certificate_is_verified(
     endpoint = token_endpoint(ssl_context=pki.cert(cert).ssl_context)  # type: ignore[arg-type]
     result = await check(refresh_request(endpoint), options(ca_file))
     assert_token_failed(result, reason)
+    assert f"token endpoint {endpoint.token_url}" in (result.smtp.detail or "")
     assert endpoint.token_requests == []  # the refresh token never left
 
 
@@ -274,7 +277,7 @@ async def _endless_headers(reader: asyncio.StreamReader, writer: asyncio.StreamW
 @pytest.mark.parametrize(
     ("handler", "said"),
     [
-        (_endless_chunked_body, f"more than {MAX_RESPONSE_BYTES} bytes"),
+        (_endless_chunked_body, f"answered more than {MAX_RESPONSE_BYTES} bytes"),
         (_endless_headers, "did not answer in HTTP"),
     ],
     ids=["endless-body", "endless-headers"],
@@ -288,7 +291,9 @@ async def test_an_endless_answer_is_cut_at_its_bound(
     result = await check(refresh_request_for(endpoint_url), options(ca_file))
     assert time.monotonic() - started < STEP_TIMEOUT_S  # cut by size, not by the time limit
     assert_token_failed(result, Reason.PROTOCOL_ERROR)
-    assert said in (result.smtp.detail or "")
+    assert f"the OAuth2 token step failed, so no AUTH was sent: token endpoint {endpoint_url} {said}" in (
+        result.smtp.detail or ""
+    )
 
 
 def refresh_request_for(token_url: str) -> Any:
