@@ -80,7 +80,9 @@ async def obtain_token(
     """Run the token step under its time limit; the token, or the CheckError it ended in."""
     oauth2 = request.oauth2
     assert oauth2 is not None and oauth2.fetches_token
-    steps = StepLog(options.step_timeout, _translator(where_of(oauth2)))
+    # Not mutated: without its time limit the step waits on a silent endpoint using no CPU, so
+    # mutmut's CPU limit never ends the run (as net.connect's blocking switch).
+    steps = StepLog(options.step_timeout, _translator(where_of(oauth2)))  # pragma: no mutate
 
     async def fetch() -> FetchedToken:
         return await fetch_token(oauth2, request.email, options, request.secrets)
