@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from bench.scenario import machine_busy_s, reset_peak, rss_kb, summary
-from bench.servers import LOOPBACK, user
+from bench.servers import LOOPBACK, mail_request
 from jobs.time_units import MS_PER_S
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,21 +154,7 @@ async def _drive(
     redis = Redis(host=LOOPBACK, port=int(settings.redis_url.rsplit(":", 1)[1].split("/")[0]))
 
     def request(i: int, phase: str):
-        name, pw = user(i)
-        return parse_request(
-            {
-                "inbox_id": f"{tag}-{phase}-{i}",
-                "inbox_type": "CUSTOM_SMTP",
-                "email": name,
-                "smtp_host": LOOPBACK,
-                "smtp_port": smtp_port,
-                "smtp_security": "starttls",
-                "imap_host": LOOPBACK,
-                "imap_port": imap_port,
-                "imap_use_ssl": True,
-                "smtp_password": pw,
-            }
-        )
+        return parse_request(mail_request(i, smtp_port, imap_port, inbox_id=f"{tag}-{phase}-{i}"))
 
     async def enqueue(reqs) -> list[str]:
         ids: list[str] = []

@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from bench.servers import LOOPBACK, user
+from bench.servers import LOOPBACK, mail_request, user
 
 
 def rss_kb(field: str = "VmRSS", pid: int | str = "self") -> int:
@@ -94,21 +94,7 @@ async def run_async(kind: str, n: int, c: int, smtp_port: int, imap_port: int, c
         loopback = DestinationPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
         options = CheckOptions(ca_file=ca, ehlo_hostname="localhost", destinations=loopback)
         requests = [
-            parse_request(
-                {
-                    "inbox_id": f"bench-{i}",
-                    "inbox_type": "CUSTOM_SMTP",
-                    "email": user(i)[0],
-                    "smtp_host": LOOPBACK,
-                    "smtp_port": smtp_port,
-                    "smtp_security": "starttls",
-                    "imap_host": LOOPBACK,
-                    "imap_port": imap_port,
-                    "imap_use_ssl": True,
-                    "smtp_password": user(i)[1],
-                }
-            )
-            for i in range(n)
+            parse_request(mail_request(i, smtp_port, imap_port, inbox_id=f"bench-{i}")) for i in range(n)
         ]
 
         async def one(i: int) -> str | None:
