@@ -13,7 +13,9 @@ goes there), so it behaves as it does for a real remote client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import Awaitable, Callable
 
 from tests.servers.ports import LOOPBACK
 from tests.servers.tcp import PEER_GONE_ERRORS, Handler
@@ -89,10 +91,12 @@ async def _relay(
     writer: asyncio.StreamWriter,
     up_reader: asyncio.StreamReader,
     up_writer: asyncio.StreamWriter,
+    pipe: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None = None,
 ) -> None:
+    pipe = pipe or _pipe
     pipes = [
-        asyncio.create_task(_pipe(reader, up_writer)),
-        asyncio.create_task(_pipe(up_reader, writer)),
+        asyncio.create_task(pipe(reader, up_writer)),
+        asyncio.create_task(pipe(up_reader, writer)),
     ]
     try:
         # Either side closing ends the session: neither SMTP nor IMAP has a use for half-close.
@@ -118,16 +122,11 @@ def delay_forwarder(target_port: int, delay_s: float, *, target_host: str = LOOP
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
-        pipes = [
-            asyncio.create_task(_delayed_pipe(reader, up_writer, delay_s)),
-            asyncio.create_task(_delayed_pipe(up_reader, writer, delay_s)),
-        ]
         try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            await _relay(
+                reader, writer, up_reader, up_writer, functools.partial(_delayed_pipe, delay_s=delay_s)
+            )
         finally:
-            for pipe in pipes:
-                pipe.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
             up_writer.transport.abort()
 
     return forward

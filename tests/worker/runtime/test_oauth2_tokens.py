@@ -327,26 +327,3 @@ async def test_app_only_access_is_checked_through_the_worker(
     )
     assert event["data"]["oauth2_refresh_token_sealed"] is None  # nothing to rotate
     assert scan_for(shared_redis.client(), secrets_of(oauth_user, oauth_provider, app_secret)) == []
-
-
-async def test_a_worker_without_a_key_checks_oauth2_inboxes_keeping_no_token(
-    shared_redis: RedisServer,
-    aredis: Redis,
-    oauth_mail: dict[str, Any],
-    oauth_provider: TokenEndpoint,
-    oauth_user: OAuthAccount,
-    ca_file: str,
-) -> None:
-    # Development without INBOXCHECK_SECRET_KEY: nothing to seal a kept token with, so none is kept.
-    settings = make_settings(
-        shared_redis, tls_ca_file=ca_file, max_tries=1, secret_key=None, allow_plaintext_credentials=True
-    )
-    request = oauth_request(oauth_user, oauth_provider, "keyless", **oauth_mail)
-    await enqueue_validation(aredis, request, settings=settings)
-    await burst(settings)
-    [event] = stream_events(shared_redis.client(), settings.events_stream)
-    assert event["data"]["status"] == "valid", (
-        event["data"]["smtp"]["detail"],
-        event["data"]["imap"]["detail"],
-    )
-    assert not await aredis.exists(RedisTokens(aredis, Sealer(KEY), lock_ttl_s=5).token_key(request))
