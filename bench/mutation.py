@@ -2,7 +2,8 @@
 token, the test suite notices.
 
     ./dev mutation                      # installs mutmut, runs it, prints the score and every survivor
-    python -m bench.mutation --report   # only the report of the last run (mutants/ is kept)
+    ./dev mutation --group protocol     # one group of bench/mutation_groups.toml, in .mutation/protocol/
+    python -m bench.mutation --report [--group NAME]   # only the report of the last run
 
 mutmut (configured in pyproject.toml, [tool.mutmut]) copies the code to `mutants/`, makes one
 mutant per changed operator, constant or argument, and runs, per mutant, only the tests that
@@ -11,22 +12,38 @@ killed when a test fails, survives when every covering test passes. The equivale
 (changes no caller can observe, such as a codec name's letter case) are listed with their reason
 in bench/mutation_equivalents.txt and left out of the score. Slow: not part of CI; the last
 result is in bench/README.md.
+
+Some mutants remove a time limit, and the check then waits forever without using CPU, which
+mutmut's CPU-time limit never notices; a watcher sends such a mutant's process SIGXCPU, as
+mutmut's limit would, after IDLE_LIMIT_S without CPU, and it counts as a timeout (killed).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+import tomllib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MUTANTS = ROOT / "mutants"
 EQUIVALENTS = ROOT / "bench" / "mutation_equivalents.txt"
+GROUPS = ROOT / "bench" / "mutation_groups.toml"
+SCRATCH = ROOT / ".mutation"
 TARGET_KILLED = 0.85
+# A test that waits for a server does so for seconds, never for a minute without any CPU.
+IDLE_LIMIT_S = 60.0
+WATCH_EVERY_S = 5.0
 
 # mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code), folded into what the score needs.
 KILLED_CODES = {1, 3, 37}
@@ -66,11 +83,11 @@ def equivalents() -> dict[str, str]:
     return listed
 
 
-def scores() -> dict[str, ModuleScore]:
+def scores(mutants: Path) -> dict[str, ModuleScore]:
     by_module: dict[str, ModuleScore] = defaultdict(ModuleScore)
     equivalent = equivalents()
-    for meta in sorted(MUTANTS.rglob("*.py.meta")):
-        module = meta.relative_to(MUTANTS).as_posix().removesuffix(".meta")
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        module = meta.relative_to(mutants).as_posix().removesuffix(".meta")
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             score = by_module[module]
             if name in equivalent:
@@ -88,11 +105,11 @@ def scores() -> dict[str, ModuleScore]:
     return by_module
 
 
-def report() -> bool:
+def report(workdir: Path) -> bool:
     """Print the score by module and the survivors; True when the target is met."""
-    by_module = scores()
+    by_module = scores(workdir / "mutants")
     if not by_module:
-        print("no mutmut results in mutants/: run `./dev mutation` first", file=sys.stderr)
+        print(f"no mutmut results in {workdir / 'mutants'}: run `./dev mutation` first", file=sys.stderr)
         return False
     total = ModuleScore()
     header = ("module", "mutants", "killed", "survived", "no test", "equiv", "score")
@@ -124,16 +141,132 @@ def report() -> bool:
     return met
 
 
+def groups() -> dict[str, dict[str, list[str]]]:
+    return tomllib.loads(GROUPS.read_text())
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(value) for value in values) + "]"
+
+
+def group_workdir(name: str) -> Path:
+    """A copy of the work tree in .mutation/NAME whose [tool.mutmut] names only the group.
+
+    Kept between runs: mutmut keeps its results in mutants/ there and reruns only the functions
+    that changed, so a stopped run resumes where it stopped.
+    """
+    group = groups()[name]
+    workdir = SCRATCH / name
+    files = _project_files()
+    for stale in workdir.rglob("*") if workdir.exists() else ():
+        relative = stale.relative_to(workdir).as_posix()
+        if stale.is_file() and not relative.startswith("mutants/") and relative not in files:
+            stale.unlink()
+    for relative in files:
+        source, copy = ROOT / relative, workdir / relative
+        if not copy.exists() or not filecmp.cmp(source, copy, shallow=False):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy)
+    pyproject = workdir / "pyproject.toml"
+    text = re.sub(
+        r"(?ms)^only_mutate = \[.*?\]$",
+        f"only_mutate = {_toml_list(group['modules'])}",
+        pyproject.read_text(),
+    )
+    text = re.sub(
+        r"(?m)^pytest_add_cli_args_test_selection = .*$",
+        f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
+        text,
+    )
+    pyproject.write_text(text)
+    return workdir
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def watch_idle_mutants(mutmut: subprocess.Popen[bytes]) -> None:
+    """SIGXCPU to a mutant's process that has used no CPU for IDLE_LIMIT_S (Linux /proc only)."""
+    last: dict[int, tuple[int, float]] = {}
+    while mutmut.poll() is None:
+        now = time.monotonic()
+        running = _children(mutmut.pid)
+        for pid in running:
+            ticks = _cpu_ticks(pid)
+            seen = last.get(pid)
+            if ticks is None:
+                continue
+            if seen is None or seen[0] != ticks:
+                last[pid] = (ticks, now)
+            elif now - seen[1] > IDLE_LIMIT_S:
+                print(
+                    f"\nmutant process {pid} idle for {IDLE_LIMIT_S:.0f} s: SIGXCPU (a timeout)", flush=True
+                )
+                try:
+                    os.kill(pid, signal.SIGXCPU)
+                except ProcessLookupError:
+                    pass
+                last[pid] = (ticks, now)
+        last = {pid: seen for pid, seen in last.items() if pid in running}
+        time.sleep(WATCH_EVERY_S)
+
+
+def run_mutmut(workdir: Path) -> None:
+    # Keeps git from finding this repository above a group's copy: mutmut would read paths
+    # relative to the wrong root; without git it compares file hashes instead.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(SCRATCH), "PYTHONPATH": str(workdir)}
+    mutmut = subprocess.Popen([sys.executable, "-m", "mutmut", "run"], cwd=workdir, env=env)
+    if Path("/proc").is_dir():
+        threading.Thread(target=watch_idle_mutants, args=(mutmut,), daemon=True).start()
+    try:
+        mutmut.wait()
+    except KeyboardInterrupt:
+        mutmut.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--report", action="store_true", help="only report the last run")
+    parser.add_argument(
+        "--group",
+        choices=sorted(groups()),
+        help="only this group of bench/mutation_groups.toml (default: all of [tool.mutmut], hours)",
+    )
     args = parser.parse_args()
+    workdir = (group_workdir(args.group) if not args.report else SCRATCH / args.group) if args.group else ROOT
     if not args.report:
-        # mutmut reads its configuration from pyproject.toml in the working directory.
-        subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=ROOT, check=False)
-    return 0 if report() else 1
+        run_mutmut(workdir)
+    return 0 if report(workdir) else 1
 
 
 if __name__ == "__main__":

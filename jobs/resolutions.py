@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from jobs.errors import Reason
-from jobs.presets import InboxType
-from jobs.providers import Provider, identify
+from jobs.providers import Provider
 
 _GENERAL: dict[Reason, str] = {
     Reason.NO_SUCH_HOST: (
@@ -291,11 +290,8 @@ _BY_PROVIDER: dict[tuple[Provider, Reason], str] = {
 }
 
 
-def resolution(reason: Reason, provider: Provider | InboxType | None = None) -> str:
-    """The advice for `reason`, the provider's own where it has one (an inbox type names its
-    provider)."""
-    if isinstance(provider, InboxType):
-        provider = identify(provider)
+def resolution(reason: Reason, provider: Provider | None = None) -> str:
+    """The advice for `reason`, the provider's own where it has one."""
     if provider is not None and (provider, reason) in _BY_PROVIDER:
         return _BY_PROVIDER[(provider, reason)]
     return _GENERAL[reason]

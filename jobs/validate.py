@@ -63,23 +63,23 @@ async def validate_inbox(
 async def _check_both(
     request: ValidationRequest, options: CheckOptions, tokens: TokenSource, goodbyes: Goodbyes
 ) -> tuple[ProtocolResult, ProtocolResult]:
-    if request.oauth2 is None or not request.oauth2.fetches_token:
-        return await asyncio.gather(
-            check_smtp(request, options, goodbyes), check_imap(request, options, goodbyes)
-        )
-    outcome = await obtain_token(request, options, tokens)
-    if outcome.token is None:
-        return token_failed(request, outcome)
-    signed = request.with_access_token(outcome.token.access_token)
-    # The token step's time comes out of the checks' deadline (each step still gets its own full
-    # limit), so a job's time budget holds for OAuth2 inboxes too.
-    spent_s = sum(step.ms for step in outcome.steps) / MS_PER_S
-    options = replace(options, check_timeout=max(options.check_timeout - spent_s, options.step_timeout))
+    signed, outcome, kept_token = request, None, False
+    if request.oauth2 is not None and request.oauth2.fetches_token:
+        outcome = await obtain_token(request, options, tokens)
+        if outcome.token is None:
+            return token_failed(request, outcome)
+        signed, kept_token = request.with_access_token(outcome.token.access_token), outcome.token.from_cache
+        # The token step's time comes out of the checks' deadline (each step still gets its own
+        # full limit), so a job's time budget holds for OAuth2 inboxes too.
+        spent_s = sum(step.ms for step in outcome.steps) / MS_PER_S
+        options = replace(options, check_timeout=max(options.check_timeout - spent_s, options.step_timeout))
     smtp, imap = await asyncio.gather(
         check_smtp(signed, options, goodbyes), check_imap(signed, options, goodbyes)
     )
+    if outcome is None:
+        return smtp, imap
     smtp, imap = with_token_step(smtp, outcome), with_token_step(imap, outcome)
-    if outcome.token.from_cache and (cached_token_refused(smtp) or cached_token_refused(imap)):
+    if kept_token and (cached_token_refused(smtp) or cached_token_refused(imap)):
         await tokens.discard(request)
         smtp, imap = retry_with_fresh_token(smtp), retry_with_fresh_token(imap)
     return smtp, imap

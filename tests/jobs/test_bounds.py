@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio.sslproto
 import gc
+import re
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,12 @@ from jobs.imap_check import check_imap
 from jobs.result import ProtocolResult
 from jobs.smtp_check import check_smtp
 from jobs.tls import TLS_READ_BUFFER
+from jobs.validate import validate_inbox
 from tests.jobs.checks import STEP_TIMEOUT_S, TIMEOUT_SLACK_S, options, request
 from tests.servers.certs import PKI, server_context
 from tests.servers.fakes import FakeServer, ImapScript
 from tests.servers.hostile import IMAP_GREETING, SMTP_GREETING, drip, imap_flood, slow_replies, smtp_flood
+from tests.servers.oauth import TokenEndpoint
 from tests.servers.tcp import Handler
 
 FakeFactory = Callable[..., FakeServer]
@@ -228,3 +231,35 @@ async def test_replies_each_within_the_step_limit_still_end_at_the_checks_deadli
     assert "past its 1.75s deadline" in (run.result.detail or "")
     assert 1.75 <= run.seconds < 1.75 + TIMEOUT_SLACK_S
     assert [s.ok for s in run.result.steps] == [True, True, True, True, False]
+
+
+async def test_the_token_step_s_time_comes_out_of_the_checks_deadline(
+    fake_server: FakeFactory, token_endpoint: Callable[..., TokenEndpoint], ca_file: str
+) -> None:
+    # The same slow SMTP dialogue, for an OAuth2 inbox whose token is fetched first: the job's
+    # budget holds only if the checks get what the token step left of it.
+    replies = [SMTP_GREETING, b"250-hostile.test\r\n250 AUTH XOAUTH2\r\n", b"235 2.7.0 Accepted\r\n"]
+    server = fake_server(slow_replies(replies, seconds_each=0.7))
+    endpoint = token_endpoint()
+    endpoint.add_client("app-1", "client-secret-value")
+    oauth2 = {
+        "refresh_token": endpoint.issue_refresh_token("ann@inboxcheck.test", "app-1"),
+        "client_id": "app-1",
+        "client_secret": "client-secret-value",
+        "token_url": endpoint.token_url,
+    }
+    inbox = request(
+        auth="oauth2",
+        smtp_password=None,
+        oauth2=oauth2,
+        smtp_port=server.port,
+        smtp_security="none",
+        allow_insecure_auth=True,
+    )
+    result = await validate_inbox(inbox, options(ca_file, step_timeout=1.0, check_timeout=1.75))
+    token_ms = result.smtp.steps[0].ms
+    assert (result.smtp.reason, result.smtp.failed_step) == (Reason.RESPONSE_TIMEOUT, "auth")
+    deadline = re.search(r"past its ([0-9.]+)s deadline", result.smtp.detail or "")
+    assert deadline is not None, result.smtp.detail
+    assert float(deadline.group(1)) == pytest.approx(1.75 - token_ms / 1000, abs=1e-3)
+    assert float(deadline.group(1)) < 1.75

@@ -206,3 +206,7 @@ async def test_a_generic_refusal_gets_the_providers_advice(
     assert found is provider
     assert advice in resolution(result.reason, found)
     assert resolution(result.reason, found) != resolution(result.reason)
+
+
+def test_a_provider_without_its_own_advice_for_a_reason_gets_the_general_advice() -> None:
+    assert resolution(Reason.CONNECTION_REFUSED, Provider.GOOGLE) == resolution(Reason.CONNECTION_REFUSED)

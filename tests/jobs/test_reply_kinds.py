@@ -1,5 +1,6 @@
 """Kinds of refusal that are no reply text: a peer hanging up on implicit TLS before a byte, a
-server holding AUTH back until STARTTLS, a BYE with no tagged answer."""
+server holding AUTH back until STARTTLS, a TLS server dropping the handshake told from one that
+hangs up on anyone, a BYE with no tagged answer."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import pytest
 
 from jobs.errors import ErrorCode, Reason
 from jobs.imap_check import check_imap
+from jobs.mode_probe import HANG_UP_WATCH_S, PROBE_AFTER_S
 from jobs.smtp_check import check_smtp
 from jobs.steps import Step
 from tests.jobs.checks import options, request
 from tests.jobs.served import PASSWORD
 from tests.servers.certs import PKI
-from tests.servers.fakes import FakeServer, ImapScript, SmtpScript, close_on_accept
+from tests.servers.fakes import FakeServer, ImapScript, SmtpScript, close_on_accept, reset_on_accept, silent
 from tests.servers.replies import ReplyAt
+from tests.servers.tcp import Handler
 
 FakeFactory = Callable[..., FakeServer]
+# The greeting's wait goes on this long after the probe has started and failed.
+PROBE_SLACK_S = 0.5
 
 
 def _implicit_tls(protocol: str, port: int) -> dict[str, object]:
@@ -57,6 +62,52 @@ async def test_a_tls_server_dropping_the_handshake_is_still_a_handshake_failure(
     server = fake_server(_reads_the_hello_and_drops_it)
     result = await _check(protocol, ca_file, **_implicit_tls(protocol, server.port))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED)
+
+
+def _first_then(first: Handler, later: Handler) -> Handler:
+    """`first` for the check's own connection, `later` for every one after it (the probe's)."""
+    accepted = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await (first if accepted == 1 else later)(reader, writer)
+
+    return handler
+
+
+async def _resets_a_silent_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # Within the probe's watch, and late enough that the connect has completed: a reset sent at
+    # once can reach the client while its connect is still being reported, failing the connect.
+    await asyncio.sleep(HANG_UP_WATCH_S / 2)
+    await reset_on_accept(reader, writer)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap"])
+async def test_a_server_that_resets_any_silent_connection_is_connection_closed(
+    fake_server: FakeFactory, ca_file: str, protocol: str
+) -> None:
+    # Not a TLS server that dropped one handshake: it hangs up (here with a reset) on anyone.
+    server = fake_server(_first_then(_reads_the_hello_and_drops_it, _resets_a_silent_connection))
+    result = await _check(protocol, ca_file, **_implicit_tls(protocol, server.port))
+    assert (result.error_code, result.reason, server.connections) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.CONNECTION_CLOSED,
+        2,
+    )
+
+
+async def test_a_silent_server_that_drops_the_probe_s_handshake_is_no_greeting(
+    fake_server: FakeFactory, ca_file: str
+) -> None:
+    # The late greeting's probe failed its handshake: the port does not speak implicit TLS, so
+    # the silence stays a missing greeting, not a TLS mode mismatch.
+    server = fake_server(_first_then(silent, _reads_the_hello_and_drops_it))
+    result = await check_smtp(
+        request(smtp_port=server.port, smtp_security="starttls"),
+        options(ca_file, step_timeout=PROBE_AFTER_S + PROBE_SLACK_S),
+    )
+    assert (result.reason, result.failed_step, server.connections) == (Reason.NO_GREETING, "greeting", 2)
 
 
 async def test_auth_offered_only_after_starttls_with_tls_off_is_tls_required(
