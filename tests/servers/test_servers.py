@@ -6,6 +6,7 @@ import base64
 import http.client
 import imaplib
 import json
+import os
 import smtplib
 import socket
 import ssl
@@ -28,6 +29,7 @@ from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.fakes import FakeServer, close_on_accept, imap_script, silent, smtp_script
 from tests.servers.oauth import HANG, OAuthAccount, TokenEndpoint, make_jwt
+from tests.servers.ports import LOOPBACK, listening_ports
 from tests.servers.redis import RedisServer
 from tests.servers.smtp import (
     AUTH_LINE_TOO_LONG,
@@ -751,3 +753,14 @@ def test_smtp_oauthbearer(smtp_server: Callable[..., SmtpServer], ca_file: str) 
         assert client.docmd("AQ==")[0] == 535
     assert srv.oauth_attempts[-1] == OAuthAttempt("OAUTHBEARER", "inline", "user@x.test", "rejected", b"\x01")
     assert srv.logins == [("OAUTHBEARER", "user@x.test"), ("OAUTHBEARER", "user@x.test")]
+
+
+def test_listening_ports_lists_this_process_listening_sockets_only() -> None:
+    with socket.socket() as listener, socket.socket() as bound:
+        listener.bind((LOOPBACK, 0))
+        listener.listen()
+        bound.bind((LOOPBACK, 0))  # bound, never listening: serves nothing
+        port = listener.getsockname()[1]
+        ports = listening_ports(os.getpid())
+        assert port in ports and bound.getsockname()[1] not in ports
+    assert port not in listening_ports(os.getpid())

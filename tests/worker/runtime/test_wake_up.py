@@ -1,6 +1,7 @@
 """How a worker waits and polls: an idle worker waits for work on the queue's wake list, not in a
-sleep, so a job enqueued through the producer starts at once, however long the poll delay; and a
-job running on another worker is not claimed again at every poll. Real redis-server, real worker."""
+sleep, so a job enqueued through the producer starts at once, however long the poll delay; a job
+enqueued without the wake-up is still started by the next poll; and a job running on another
+worker is not claimed again at every poll. Real redis-server, real worker."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ import time
 
 from redis.asyncio import Redis
 
+from jobs.time_units import MS_PER_S
 from tests.servers.redis import RedisServer
 from tests.worker.support import in_process_worker, make_settings, request
-from worker.messages import keys
-from worker.messages.producer import enqueue_validation
+from worker.messages import envelope, keys, payload
+from worker.messages.producer import JOB_EXPIRES_MS, enqueue_validation
+from worker.messages.sealing import sealer_for
+from worker.settings import Settings
 
 # Far longer than the deadline below: a job that waited for the next poll would miss it.
 LONG_POLL_DELAY_S = 60.0
 DEADLINE_S = 10.0
 POLL_S = 0.01
 POLLS = 30
+# Long enough that the worker is seen blocked between two polls, and far within the deadline.
+SHORT_POLL_DELAY_S = 1.0
 
 
 async def blocked_in_blpop(redis: Redis) -> bool:
@@ -49,6 +55,42 @@ async def test_a_new_job_wakes_an_idle_worker_within_its_poll_delay(
             await main
         await worker.close()
     assert worker.jobs_complete == 1
+
+
+async def test_a_job_enqueued_without_the_wake_up_is_started_by_the_next_poll(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, poll_delay=SHORT_POLL_DELAY_S, max_tries=1, metrics_port=0)
+    worker = await in_process_worker(settings, cron_jobs=[])
+    main = asyncio.ensure_future(worker.main())
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not await blocked_in_blpop(aredis):
+            assert time.monotonic() < deadline and not main.done()
+            await asyncio.sleep(POLL_S)
+        await enqueue_without_wake_up(aredis, settings)
+        while not await aredis.xlen(settings.events_stream):
+            assert time.monotonic() < deadline, "a job without a wake-up was never polled"
+            assert not main.done(), "the worker stopped"
+            await asyncio.sleep(POLL_S)
+    finally:
+        main.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        await worker.close()
+    assert worker.jobs_complete == 1
+
+
+async def enqueue_without_wake_up(redis: Redis, settings: Settings) -> None:
+    """The job's two writes, as a producer in another language may leave it (README: the wake-up
+    is optional)."""
+    req = request()
+    sealer = sealer_for(settings.secret_key)
+    body = payload.encode(req, sealer, allow_plaintext=False)
+    job_id = payload.job_id_for(req, sealer, settings.queue_name)
+    now_ms = int(time.time() * MS_PER_S)
+    await redis.psetex(keys.job_key(job_id), JOB_EXPIRES_MS, envelope.job_bytes(body, now_ms))
+    await redis.zadd(settings.queue_name, {job_id: now_ms})
 
 
 async def test_a_job_running_elsewhere_is_not_claimed_at_every_poll(
