@@ -27,6 +27,10 @@ class ClientError(InboxcheckError):
     """A problem to report in one line and exit 2 (bad input, Redis unreachable)."""
 
 
+class CredentialsRefused(ClientError):
+    """Redis answered and refused the user or password of INBOXCHECK_REDIS_URL."""
+
+
 def read_source(source: str, flag: str = "--request") -> str:
     """The text of a file, or of stdin for "-" (a BOM, as spreadsheets write, is dropped)."""
     if source == "-":
@@ -50,7 +54,12 @@ async def connect(settings: Settings) -> AsyncIterator[Redis]:
     try:
         try:
             await client.ping()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
+            if redis_target.refused_credentials(exc):
+                raise CredentialsRefused(
+                    f"{redis_target.credentials_refused_text(settings.redis_url)}; "
+                    "check its user name and password"
+                ) from None
             raise ClientError(
                 f"cannot reach Redis at {where(settings.redis_url)} "
                 "(INBOXCHECK_REDIS_URL); is the worker's Redis running?"

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker.cli import client
-from worker.cli.client import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, ClientError, where
+from worker.cli.client import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, ClientError, CredentialsRefused, where
 from worker.messages import keys
 from worker.runtime import heartbeat
 from worker.settings import Settings
@@ -69,6 +69,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     any_worker = bool(getattr(args, "any", False))
     try:
         line = asyncio.run(alive(settings, any_worker=any_worker))
+    except CredentialsRefused as exc:
+        print(f"inboxcheck: unhealthy: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except (ClientError, RedisError, OSError):
         print(f"inboxcheck: unhealthy: cannot reach Redis at {where(settings.redis_url)}", file=sys.stderr)
         return EXIT_INVALID

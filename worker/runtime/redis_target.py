@@ -26,6 +26,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -49,6 +50,10 @@ MASTER_CHECK_INTERVAL_S = 1.0
 # Operators name a handful of sentinels (three or five); a list far longer is a mistake.
 MAX_SENTINELS = 16
 URL_FORM = "redis+sentinel://[[user]:password@]host1:26379,host2:26379/<master-name>[/<db>]"
+# Redis answered but took neither the URL's user nor its password (WRONGPASS; NOAUTH for a URL
+# without one; an AUTH the server does not take). redis-py makes AuthenticationError a
+# ConnectionError, yet the fix is the URL's credentials, not the network.
+CREDENTIALS_REFUSED: tuple[type[Exception], ...] = (AuthenticationError, AuthenticationWrongNumberOfArgsError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,31 @@ def where(url: str) -> str:
         return target.where()
     parsed = urlparse(url)
     return f"{parsed.hostname}:{parsed.port or DEFAULT_REDIS_PORT}"
+
+
+def refused_credentials(exc: BaseException) -> bool:
+    """Redis (behind Sentinel, the master) answered and refused the credentials of the URL."""
+    return isinstance(exc, CREDENTIALS_REFUSED)
+
+
+def credentials_refused_text(url: str) -> str:
+    """What to tell an operator whose Redis refused the URL's credentials: where, never what."""
+    return f"Redis at {where(url)} refused the credentials in INBOXCHECK_REDIS_URL"
+
+
+def log_connect_failure(logger: Any, url: str, exc: BaseException, retry_in_s: float) -> None:
+    """The line a process that keeps reconnecting logs for a failed connection: a refused
+    password as such (waiting on it is waiting for someone to fix the URL or Redis's ACL), any
+    other failure as Redis unreachable."""
+    if refused_credentials(exc):
+        logger.error(
+            "redis_credentials_refused",
+            redis=where(url),
+            note="Redis answered and refused the user or password in INBOXCHECK_REDIS_URL",
+            retry_in_s=retry_in_s,
+        )
+    else:
+        logger.warning("redis_unreachable", error=type(exc).__name__, retry_in_s=retry_in_s)
 
 
 def sentinels(settings: Settings, target: SentinelTarget) -> Sentinel:

@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from worker.logs import install_safe_exception_handler
-from worker.runtime import heartbeat, local_redis, redis_pool
+from worker.runtime import heartbeat, local_redis, redis_pool, redis_target
 from worker.runtime.arq_settings import check_settings, quiet_arq_job_lines, worker_kwargs
 from worker.runtime.inbox_worker import InboxWorker
 from worker.settings import Settings
@@ -62,7 +62,7 @@ class Supervisor:
             try:
                 pool = await redis_pool.connect(self.settings)
             except (TimeoutError, OSError, RedisError) as exc:
-                log.warning("redis_unreachable", error=type(exc).__name__, retry_in_s=delay)
+                redis_target.log_connect_failure(log, self.settings.redis_url, exc, delay)
                 await self._pause(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_delay)
                 continue

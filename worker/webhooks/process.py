@@ -69,7 +69,7 @@ class WebhookProcess:
                 await redis.ping()
             except (RedisError, OSError) as exc:
                 await redis.aclose()
-                log.warning("redis_unreachable", error=type(exc).__name__, retry_in_s=delay)
+                redis_target.log_connect_failure(log, self.settings.redis_url, exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 delay = min(delay * 2, self.settings.reconnect_max_delay)

@@ -276,7 +276,9 @@ async def test_a_master_password_with_url_separators_works_as_written(guarded: S
         env["INBOXCHECK_REDIS_URL"] = f"redis+sentinel://{APP_USER}:{APP_PASSWORD[::-1]}@{where}"
         refused = await asyncio.to_thread(run_cli, "list", "--json", env=env)
         assert refused.returncode == 2
-        assert f"cannot reach Redis at master '{MASTER_NAME}'" in refused.stderr
+        master_at = f"master '{MASTER_NAME}' of the sentinels at {sentinel.host}:{sentinel.port}"
+        assert f"Redis at {master_at} refused the credentials in INBOXCHECK_REDIS_URL" in refused.stderr
+        assert "cannot reach" not in refused.stderr
         assert not [piece for piece in PASSWORD_PIECES if piece in refused.stderr], refused.stderr
         assert "Traceback" not in refused.stderr
     finally:
