@@ -11,11 +11,13 @@ import pytest
 
 from jobs.dns_servers import DNS_PORT, lookup, parse_dns_servers
 from jobs.errors import CheckError, ErrorCode, Reason
+from jobs.imap_check import check_imap
 from jobs.smtp_check import check_smtp
 from jobs.validate import validate_inbox
 from tests.jobs.checks import LOOPBACK, TIMEOUT_SLACK_S, options, request
 from tests.servers.certs import PKI
 from tests.servers.dns import DnsServer, Mode
+from tests.servers.fakes import FakeServer, ImapScript
 from tests.servers.smtp import SmtpServer
 
 USER, PASSWORD = "ann@inboxcheck.test", "right-password"
@@ -31,6 +33,21 @@ async def test_a_name_is_looked_up_at_the_named_server_and_tls_still_verifies_th
     smtp = smtp_server(users={USER: PASSWORD}, cert=pki.server_cert("dns-mail", MAIL_HOST))
     result = await check_smtp(
         request(smtp_host=MAIL_HOST, smtp_port=smtp.port, smtp_password=PASSWORD),
+        options(ca_file, dns_servers=(dns.address,)),
+    )
+    assert result.status == "ok", result.detail
+    assert (MAIL_HOST, "A") in dns.questions
+
+
+async def test_an_imap_host_is_looked_up_at_the_named_server_too(
+    dns_server: Callable[..., DnsServer], fake_server: Callable[..., FakeServer], pki: PKI, ca_file: str
+) -> None:
+    dns = dns_server({MAIL_HOST: [LOOPBACK]})
+    imap = fake_server(
+        ImapScript(login_reply="OK Logged in"), ssl_context=pki.server_cert("dns-imap", MAIL_HOST).ssl_context
+    )
+    result = await check_imap(
+        request(imap_host=MAIL_HOST, imap_port=imap.port, imap_use_ssl=True),
         options(ca_file, dns_servers=(dns.address,)),
     )
     assert result.status == "ok", result.detail

@@ -66,6 +66,7 @@ async def test_wrong_password_on_dovecot(dovecot: Dovecot, imap_user: Account, c
         "login",
     )
     assert result.reply_status == "NO" and "AUTHENTICATIONFAILED" in (result.reply_text or "")
+    assert result.detail == f"IMAP server 127.0.0.1:{dovecot.imaps_port} refused LOGIN"
     assert not result.retryable
 
 
@@ -116,6 +117,10 @@ async def test_tls_mode_mismatch_both_ways(dovecot: Dovecot, imap_user: Account,
     )
     assert (tls_to_plain.error_code, tls_to_plain.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_MODE_MISMATCH)
     assert (plain_to_tls.error_code, plain_to_tls.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_MODE_MISMATCH)
+    assert plain_to_tls.detail == (
+        f"IMAP server 127.0.0.1:{dovecot.imaps_port} expects implicit TLS from the first byte; "
+        "use SSL mode, not STARTTLS or plain"
+    )
     assert time.monotonic() - started < 5
 
 

@@ -14,7 +14,7 @@ from jobs.imap_check import check_imap
 from jobs.mode_probe import HANG_UP_WATCH_S, PROBE_AFTER_S
 from jobs.smtp_check import check_smtp
 from jobs.steps import Step
-from tests.jobs.checks import options, request
+from tests.jobs.checks import LOOPBACK, options, request
 from tests.jobs.served import PASSWORD
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript, close_on_accept, reset_on_accept, silent
@@ -62,6 +62,9 @@ async def test_a_tls_server_dropping_the_handshake_is_still_a_handshake_failure(
     server = fake_server(_reads_the_hello_and_drops_it)
     result = await _check(protocol, ca_file, **_implicit_tls(protocol, server.port))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED)
+    assert result.detail == (
+        f"{protocol.upper()} server {LOOPBACK}:{server.port} dropped the connection during the TLS handshake"
+    )
 
 
 def _first_then(first: Handler, later: Handler) -> Handler:
