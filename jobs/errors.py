@@ -21,6 +21,7 @@ derive from it (worker/ defines most of them; jobs/ never imports worker/).
         ├── SettingsError          ValueError         worker.settings
         │   └── LocalRedisError    -                  worker.runtime.local_redis
         ├── ClientError            -                  worker.cli.client
+        │   └── CredentialsRefused -                  worker.cli.client
         ├── PlaintextRefused       -                  worker.messages.payload (RegistryError)
         ├── PayloadRejected        -                  worker.messages.payload (INVALID_REQUEST)
         ├── SecretKeyError         ValueError         worker.messages.sealing

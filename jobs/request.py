@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -213,9 +213,11 @@ class ValidationRequest(BaseModel):
             values.update(self.oauth2.secret_values())
         return tuple(values)
 
-    def password(self, protocol: str) -> str:
+    def password(self, protocol: Literal["smtp", "imap"]) -> str:
         """The password to sign in to `protocol` with (auth password)."""
-        secret = self.imap_password if protocol == "imap" else self.smtp_password
+        # Looked up, not chosen with an `else`: a misspelt protocol fails instead of signing in
+        # to IMAP with the SMTP password.
+        secret = {"smtp": self.smtp_password, "imap": self.imap_password}[protocol]
         assert secret is not None, "auth password requests always carry one"
         return secret.get_secret_value()
 

@@ -98,11 +98,15 @@ def _translator(where: str, secrets: tuple[str, ...], provider: Provider | None)
                 )
             return None  # the step's own timeout reason fits
         found = transport_error(exc, where, step)
-        if found is not None:
-            return found
-        if isinstance(exc, aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPConnectError):
-            return check_error(Reason.CONNECTION_CLOSED, f"{where} closed the connection during {step}")
-        return None
+        if (
+            found is not None
+            and found.reason is Reason.CONNECTION_CLOSED
+            and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+            and step is not Step.TLS
+        ):
+            # aiosmtplib's own words ("Unexpected EOF received") say less than the step does.
+            found.detail = f"{where} closed the connection during {step}"
+        return found
 
     return translate
 

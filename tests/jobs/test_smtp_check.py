@@ -155,7 +155,10 @@ async def test_starttls_against_an_implicit_tls_port_is_named_not_timed_out(
     started = time.monotonic()
     result = await check_smtp(smtp_request(server.port, "starttls"), options(ca_file, step_timeout=10))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_MODE_MISMATCH)
-    assert "SSL" in (result.detail or "")
+    assert result.detail == (
+        f"SMTP server 127.0.0.1:{server.port} expects implicit TLS from the first byte; "
+        "use SSL mode, not STARTTLS or plain"
+    )
     # The TLS probe answers long before the 10 s greeting limit would.
     assert time.monotonic() - started < 5
 
@@ -180,7 +183,15 @@ async def test_no_tls_sends_no_password_unless_allowed(smtp_server: SmtpFactory,
     refused = await check_smtp(
         request(smtp_port=server.port, smtp_use_tls=False, smtp_password=PASSWORD), options(ca_file)
     )
-    assert (refused.error_code, refused.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_REQUIRED)
+    assert (refused.error_code, refused.reason, refused.failed_step) == (
+        ErrorCode.SSL_ERROR,
+        Reason.TLS_REQUIRED,
+        "auth",
+    )
+    assert refused.detail == (
+        f"SMTP server 127.0.0.1:{server.port} was reached without TLS; AUTH was not attempted because "
+        "allow_insecure_auth is not set"
+    )
     assert server.auth_attempts == 0
     allowed = await check_smtp(
         request(smtp_port=server.port, smtp_use_tls=False, allow_insecure_auth=True, smtp_password=PASSWORD),

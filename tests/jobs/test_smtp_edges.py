@@ -1,6 +1,8 @@
 """SMTP check edges that the main tests do not stand on, each as a user reads the result: the
 answer to a refused token's error challenge in each mechanism, the host and port OAUTHBEARER
-names, the detail of a refusal, and a server that refuses AUTH before any token was sent. Against
+names, the detail of a refusal, a refusal echoing the SASL response, a server that refuses AUTH
+before any token was sent or hangs up mid-session, a login name apart from the address, and
+Google's rows for a Google inbox on other hosts. Against
 a small OAuth2 SMTP server here that records every line it is sent."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jobs.smtp_check import check_smtp
 from tests.jobs.checks import options, request
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, SmtpScript
+from tests.servers.smtp import SmtpServer
 
 FakeFactory = Callable[..., FakeServer]
 TOKEN = "good-token"
@@ -40,10 +43,12 @@ class OAuthSmtp:
         mechanisms: str = "XOAUTH2 OAUTHBEARER",
         challenge: bytes | None = GMAIL_CHALLENGE,
         bare_auth_reply: str | None = None,
+        echo: bool = False,
     ) -> None:
         self.mechanisms = mechanisms
         self.challenge = challenge
         self.bare_auth_reply = bare_auth_reply
+        self.echo = echo
         self.lines: list[bytes] = []
         self.responses: list[str] = []
         self.answers: list[bytes] = []
@@ -77,7 +82,8 @@ class OAuthSmtp:
                         writer.write(b"334 " + self.challenge + b"\r\n")
                         await writer.drain()
                         self.answers.append(await self._line(reader))
-                    writer.write(f"{REFUSAL}\r\n".encode())
+                    echoed = f" {args[1]}" if self.echo else ""
+                    writer.write(f"{REFUSAL}{echoed}\r\n".encode())
             elif verb.upper() == "QUIT":
                 writer.write(b"221 2.0.0 Bye\r\n")
                 await writer.drain()
@@ -87,10 +93,26 @@ class OAuthSmtp:
             await writer.drain()
 
 
-def _oauth_request(port: int, token: str) -> Any:
+def _oauth_request(port: int, token: str, **fields: Any) -> Any:
     return request(
-        smtp_port=port, smtp_security="ssl", auth="oauth2", oauth2={"access_token": token}, smtp_password=None
+        smtp_port=port,
+        smtp_security="ssl",
+        auth="oauth2",
+        oauth2={"access_token": token},
+        smtp_password=None,
+        **fields,
     )
+
+
+def _decoded_words(text: str) -> str:
+    """`text` with every word that is base64 decoded, as a reader of the event could."""
+    decoded = []
+    for word in text.split():
+        try:
+            decoded.append(base64.b64decode(word + "=" * (-len(word) % 4)).decode("latin-1"))
+        except ValueError:
+            decoded.append(word)
+    return " ".join(decoded)
 
 
 @pytest.mark.parametrize(("mechanism", "answer"), [("XOAUTH2", b""), ("OAUTHBEARER", b"AQ==")])
@@ -173,3 +195,66 @@ async def test_plain_is_used_when_offered_with_login(
     )
     assert (result.status, result.auth_mechanism) == ("ok", "PLAIN"), result.detail
     assert script.logins == [("PLAIN", "ann@inboxcheck.test", "pw")]
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+async def test_a_refusal_echoing_the_sasl_response_keeps_the_token_out_of_the_result(
+    fake_server: FakeFactory, pki: PKI, ca_file: str, mechanism: str
+) -> None:
+    # The response is base64 of user, token (and for OAUTHBEARER the host and port) together. With
+    # this address the token sits off its own base64 grid in both (at bytes 38 and 64; ephemeral
+    # ports have five digits), so masking the token's own base64 would not hide it: only the whole
+    # response, as sent, is masked.
+    smtp = OAuthSmtp(mechanisms=mechanism, challenge=None, echo=True)
+    server = fake_server(smtp, ssl_context=pki.valid.ssl_context)
+    revoked = "revoked-token-value"
+    result = await check_smtp(
+        _oauth_request(server.port, revoked, email="anna@inboxcheck.test"), options(ca_file)
+    )
+    assert result.reason is Reason.INVALID_CREDENTIALS
+    assert smtp.responses and revoked in smtp.responses[0]
+    assert result.reply_text is not None and "Username and Password not accepted ***" in result.reply_text
+    assert revoked not in _decoded_words(result.reply_text)
+
+
+async def _closes_at_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 fake.test ESMTP\r\n")
+    await reader.readline()  # EHLO: no answer, the connection closed
+
+
+async def test_a_server_closing_mid_session_is_named_with_the_step(
+    fake_server: FakeFactory, ca_file: str
+) -> None:
+    server = fake_server(_closes_at_ehlo)
+    result = await check_smtp(
+        request(smtp_port=server.port, smtp_security="none", allow_insecure_auth=True), options(ca_file)
+    )
+    assert (result.error_code, result.reason, result.failed_step) == (
+        ErrorCode.CONNECTION_FAILED,
+        Reason.CONNECTION_CLOSED,
+        "ehlo",
+    )
+    assert result.detail == f"SMTP server 127.0.0.1:{server.port} closed the connection during ehlo"
+
+
+async def test_a_login_name_apart_from_the_address_is_the_one_signed_in_with(
+    smtp_server: Callable[..., SmtpServer], ca_file: str
+) -> None:
+    server = smtp_server(mode="starttls", users={"login-7": "pw-7"})
+    inbox = request(
+        smtp_port=server.port, smtp_security="starttls", smtp_username="login-7", smtp_password="pw-7"
+    )
+    result = await check_smtp(inbox, options(ca_file))
+    assert result.status == "ok", result.detail
+
+
+async def test_a_google_inbox_behind_other_hosts_is_read_with_google_s_rows(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    # Gmail's 534 5.7.9 means an app password is needed; from a host no table knows, only the
+    # inbox type says the servers are Google's (a relay, a pinned test server).
+    script = SmtpScript(auth_reply="534 5.7.9 https://support.google.com/mail/?p=InvalidSecondFactor")
+    server = fake_server(script, ssl_context=pki.valid.ssl_context)
+    inbox = request(inbox_type="GOOGLE_WORKSPACE", smtp_port=server.port, smtp_security="ssl")
+    result = await check_smtp(inbox, options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.APP_PASSWORD_REQUIRED, "auth")
