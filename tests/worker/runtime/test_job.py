@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from jobs.time_units import MS_PER_S, SECONDS_PER_DAY
@@ -63,6 +64,22 @@ async def test_retryable_outcome_retried_then_one_event_with_attempts(shared_red
     result = json.loads(await aredis.get(keys.result_key(job_id)))
     assert result["r"] == events[0]
     assert result["a"] == []  # the credentials are not kept with the result
+
+
+async def test_every_line_of_a_job_names_the_job_its_attempt_and_the_inbox(shared_redis, aredis) -> None:
+    settings = make_settings(shared_redis)
+    job_id = await enqueue_validation(aredis, request(inbox_id="inbox-7"), settings=settings)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await burst(settings)
+    checked = [line for line in logs if line["event"] == "protocol_checked"]
+    # Two protocols a try, one try per attempt.
+    assert [(line["job_id"], line["attempt"], line["inbox_id"]) for line in checked] == [
+        (job_id, attempt, "inbox-7") for attempt in range(1, settings.max_tries + 1) for _ in range(2)
+    ]
+    retried = [line for line in logs if line["event"] == "check_retry"]
+    assert [(line["job_id"], line["attempt"], line["inbox_id"]) for line in retried] == [
+        (job_id, attempt, "inbox-7") for attempt in range(1, settings.max_tries)
+    ]
 
 
 async def test_same_request_twice_is_one_job(shared_redis, aredis) -> None:
@@ -187,6 +204,11 @@ async def test_hostile_payloads_end_in_rejected_events(shared_redis, aredis) -> 
     for name in ("garbage", "deep", "wrong-types", "huge"):
         result = json.loads(await aredis.get(keys.result_key(f"hostile-{name}")))
         assert result["r"]["data"]["reason"] == "MALFORMED_PAYLOAD"
+    # A job that is not even an envelope says what is wrong with it, not with an empty payload.
+    garbage = json.loads(await aredis.get(keys.result_key("hostile-garbage")))["r"]["data"]
+    wrong_function = json.loads(await aredis.get(keys.result_key("hostile-wrong-function")))["r"]["data"]
+    assert garbage["problems"][0] == "the job is not JSON"
+    assert wrong_function["problems"][0] == "the job envelope's f (function) is not 'validate_inbox'"
     assert not await aredis.zcard(settings.queue_name)
 
 
