@@ -3,6 +3,7 @@ token, the test suite notices.
 
     ./dev mutation                      # installs mutmut, runs it, prints the score and every survivor
     ./dev mutation --group protocol     # one group of bench/mutation_groups.toml, in .mutation/protocol/
+    ./dev mutation --group protocol 'jobs.validate.*'   # those mutants again, with the tests as they are now
     python -m bench.mutation --report [--group NAME]   # only the report of the last run
 
 mutmut (configured in pyproject.toml, [tool.mutmut]) copies the code to `mutants/`, makes one
@@ -241,12 +242,14 @@ def watch_idle_mutants(mutmut: subprocess.Popen[bytes]) -> None:
         time.sleep(WATCH_EVERY_S)
 
 
-def run_mutmut(workdir: Path, max_children: int) -> None:
+def run_mutmut(workdir: Path, max_children: int, names: list[str]) -> None:
     # Keeps git from finding this repository above a group's copy: mutmut would read paths
     # relative to the wrong root; without git it compares file hashes instead.
     env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(SCRATCH), "PYTHONPATH": str(workdir)}
     mutmut = subprocess.Popen(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)], cwd=workdir, env=env
+        [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names],
+        cwd=workdir,
+        env=env,
     )
     if Path("/proc").is_dir():
         threading.Thread(target=watch_idle_mutants, args=(mutmut,), daemon=True).start()
@@ -272,10 +275,13 @@ def main() -> int:
         default=CHILDREN_PER_CORE * (os.cpu_count() or 1),
         help="mutants tested at once (default: %(default)s)",
     )
+    parser.add_argument(
+        "names", nargs="*", help="run only these mutants again (globs allowed), e.g. after new tests"
+    )
     args = parser.parse_args()
     workdir = (group_workdir(args.group) if not args.report else SCRATCH / args.group) if args.group else ROOT
     if not args.report:
-        run_mutmut(workdir, args.max_children)
+        run_mutmut(workdir, args.max_children, args.names)
     return 0 if report(workdir) else 1
 
 

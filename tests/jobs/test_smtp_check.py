@@ -138,6 +138,7 @@ async def test_certificate_problems_are_named(
     result = await check_smtp(smtp_request(server.port, mode), options(ca_file))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, reason)
     assert result.failed_step == ("tls" if mode == "ssl" else "starttls")
+    assert (result.detail or "").startswith(f"SMTP server 127.0.0.1:{server.port}: ")
     assert server.auth_attempts == 0
 
 
