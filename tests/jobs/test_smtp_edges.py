@@ -154,6 +154,15 @@ async def test_no_oauth_mechanism_offered_names_what_was_offered(
     assert smtp.responses == []
 
 
+async def test_a_server_offering_no_auth_at_all_says_so(
+    fake_server: FakeFactory, pki: PKI, ca_file: str
+) -> None:
+    server = fake_server(OAuthSmtp(mechanisms=""), ssl_context=pki.valid.ssl_context)
+    result = await check_smtp(_oauth_request(server.port, TOKEN), options(ca_file))
+    assert (result.reason, result.failed_step) == (Reason.AUTH_MECHANISM_UNSUPPORTED, "auth")
+    assert result.detail == f"SMTP server 127.0.0.1:{server.port} offers no OAuth2 mechanism (offered: none)"
+
+
 async def test_a_server_refusing_auth_before_the_token_gets_no_token(
     fake_server: FakeFactory, pki: PKI, ca_file: str
 ) -> None:
