@@ -148,14 +148,17 @@ def groups() -> dict[str, dict[str, list[str]]]:
     return tomllib.loads(GROUPS.read_text())
 
 
+# Not copied into a group's work tree: version control, environments, caches and earlier runs.
+NOT_COPIED = {".git", ".venv", ".mutation", "mutants", "__pycache__", ".pytest_cache", "build", "dist"}
+
+
 def _project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
-    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+    """Every file of the work tree a run needs (a walk, not git: it also runs where git is not)."""
+    found = []
+    for directory, subdirectories, files in os.walk(ROOT):
+        subdirectories[:] = [d for d in subdirectories if d not in NOT_COPIED and not d.endswith(".egg-info")]
+        found += [(Path(directory) / name).relative_to(ROOT).as_posix() for name in files]
+    return found
 
 
 def _toml_list(values: list[str]) -> str:
