@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+import redis as redis_py
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
@@ -26,7 +27,7 @@ from tests.worker.rechecks.test_registry import (
     request,
 )
 from tests.worker.support import make_settings
-from worker.messages import envelope, events, keys
+from worker.messages import envelope, events, keys, payload
 from worker.messages.sealing import Sealer, generate_key
 from worker.rechecks.inbox_health import SECONDS_PER_DAY
 from worker.rechecks.registry import HEALTH_EVENT_NAMESPACE, Registry, for_settings
@@ -190,6 +191,32 @@ async def test_a_tick_skips_and_forgets_inboxes_gone_meanwhile_and_carries_the_a
     for job_id in job_ids:
         job = envelope.deserialize_job((await redis.get(keys.job_key(job_id))).encode())
         assert job["a"][0]["request"]["account_age_days"] == 10
+
+
+async def test_a_rotated_refresh_token_is_kept_when_the_inbox_changes_while_it_is_written(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = Registry(redis, queue_name="test:queue", sealer=None, allow_plaintext=True)
+    oauth2 = {"refresh_token": "used", "client_id": "app", "token_url": "https://login.example.test/token"}
+    await reg.register(request(auth="oauth2", oauth2=oauth2, smtp_password=None), EVERY_S, spread_s=0)
+    other = redis_py.Redis(**redis.connection_pool.connection_kwargs)
+    replace = payload.replace_secret
+    changed: list[int] = []
+
+    def changed_meanwhile(*args: Any) -> Any:
+        # Between the WATCH and the EXEC, once: as a health record written at that moment does.
+        if not changed:
+            changed.append(other.hset(keys.inbox_key("inbox-0"), "health", "changed"))
+        return replace(*args)
+
+    monkeypatch.setattr(payload, "replace_secret", changed_meanwhile)
+    try:
+        assert await reg.keep_refresh_token("inbox-0", "used", "rotated")
+    finally:
+        other.close()
+    assert changed == [1]
+    stored = json.loads(await redis.hget(keys.inbox_key("inbox-0"), "payload"))
+    assert stored["credentials"]["plain"]["oauth2_refresh_token"] == "rotated"
 
 
 async def test_a_rotated_refresh_token_is_kept_only_where_the_used_one_is_stored(redis: Redis) -> None:

@@ -12,12 +12,16 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from arq.worker import func
 from redis.asyncio.sentinel import SentinelManagedSSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from structlog.testing import capture_logs
 
 from jobs.request import parse_request
+from jobs.time_units import MS_PER_S
 from tests.servers.certs import PKI
 from tests.servers.dovecot import Account, Dovecot
 from tests.servers.proxy import Gate, gated_forwarder
@@ -30,6 +34,7 @@ from tests.worker.support import (
     KEY,
     REPO,
     WorkerProcess,
+    burst,
     cli_env,
     closed_port,
     in_process_worker,
@@ -39,9 +44,11 @@ from tests.worker.support import (
     stream_events,
     worker_env,
 )
-from worker.messages import keys
+from worker.messages import envelope, keys
 from worker.messages.producer import enqueue_validation
 from worker.runtime import redis_pool, redis_target
+from worker.runtime.arq_settings import ARQ_MAX_TRIES_BACKSTOP
+from worker.runtime.job import validate_inbox_job
 from worker.settings import Settings
 
 BATCH = 16
@@ -372,6 +379,31 @@ async def test_behind_sentinel_a_job_leaves_the_queue_only_where_its_event_is(
     finally:
         master.close()
         await worker.pool.aclose(close_connection_pool=True)
+
+
+async def test_behind_sentinel_a_job_whose_event_is_lost_runs_again(guarded: SentinelSet) -> None:
+    # The job itself notes where its event is: here the event is gone from the master by the
+    # time arq finishes the job (appended on an old master, lost in the promotion).
+    settings = guarded_settings(guarded)
+    client = redis_target.client(settings)
+    try:
+        job_id = await enqueue_validation(client, request("sentinel-lost-1"), settings=settings)
+
+        async def loses_its_event(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+            result = await validate_inbox_job(ctx, *args, **kwargs)
+            enqueue_ms = round(ctx["enqueue_time"].timestamp() * MS_PER_S)
+            await ctx["redis"].delete(keys.done_key(ctx["job_id"], enqueue_ms))
+            return result
+
+        lost = func(loses_its_event, name=envelope.FUNCTION_NAME, max_tries=ARQ_MAX_TRIES_BACKSTOP)
+        with capture_logs() as logs:
+            await burst(settings, functions=[lost], max_burst_jobs=1)
+        assert [line["job_id"] for line in logs if line["event"] == "event_lost_in_failover"] == [job_id]
+        assert await client.zscore(settings.queue_name, job_id) is not None
+        assert not await client.exists(keys.result_key(job_id))
+    finally:
+        await client.delete(settings.queue_name, keys.job_key(job_id))
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
