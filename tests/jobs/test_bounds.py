@@ -236,10 +236,11 @@ async def test_replies_each_within_the_step_limit_still_end_at_the_checks_deadli
 async def test_the_token_step_s_time_comes_out_of_the_checks_deadline(
     fake_server: FakeFactory, token_endpoint: Callable[..., TokenEndpoint], ca_file: str
 ) -> None:
-    # The same slow SMTP dialogue, for an OAuth2 inbox whose token is fetched first: the job's
-    # budget holds only if the checks get what the token step left of it.
-    replies = [SMTP_GREETING, b"250-hostile.test\r\n250 AUTH XOAUTH2\r\n", b"235 2.7.0 Accepted\r\n"]
-    server = fake_server(slow_replies(replies, seconds_each=0.7))
+    # An OAuth2 inbox whose token is fetched first: the job's budget holds only if the checks get
+    # what the token step left of it. The greeting and EHLO take 0.8 s, then AUTH gets no answer:
+    # the deadline (1.75 s less the token step) lands there, well before AUTH's own step limit.
+    replies = [SMTP_GREETING, b"250-hostile.test\r\n250 AUTH XOAUTH2\r\n"]
+    server = fake_server(slow_replies(replies, seconds_each=0.4))
     endpoint = token_endpoint()
     endpoint.add_client("app-1", "client-secret-value")
     oauth2 = {
@@ -256,7 +257,7 @@ async def test_the_token_step_s_time_comes_out_of_the_checks_deadline(
         smtp_security="none",
         allow_insecure_auth=True,
     )
-    result = await validate_inbox(inbox, options(ca_file, step_timeout=1.0, check_timeout=1.75))
+    result = await validate_inbox(inbox, options(ca_file, step_timeout=1.5, check_timeout=1.75))
     token_ms = result.smtp.steps[0].ms
     assert (result.smtp.reason, result.smtp.failed_step) == (Reason.RESPONSE_TIMEOUT, "auth")
     deadline = re.search(r"past its ([0-9.]+)s deadline", result.smtp.detail or "")

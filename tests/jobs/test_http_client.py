@@ -48,7 +48,10 @@ async def test_the_token_endpoint_is_resolved_through_the_dns_servers_setting(
 @pytest.fixture
 def importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An import path holding nothing but what the test writes, and no sniffio loaded."""
-    monkeypatch.delitem(sys.modules, "sniffio", raising=False)
+    # Set, then removed: teardown puts back what was there before, an absence included, so no
+    # test's fake sniffio is left for httpcore in the same process.
+    monkeypatch.setitem(sys.modules, "sniffio", None)
+    monkeypatch.delitem(sys.modules, "sniffio")
     monkeypatch.setattr(sys, "path", [str(tmp_path)])
     return tmp_path
 

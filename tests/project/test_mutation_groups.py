@@ -21,11 +21,6 @@ WITHOUT_MUTANTS = {
 }
 
 
-def mutated_modules() -> set[str]:
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
-    return {path.relative_to(ROOT).as_posix() for pattern in patterns for path in ROOT.glob(pattern)}
-
-
 def test_every_group_names_existing_modules_and_tests() -> None:
     for name, group in mutation.groups().items():
         for path in (*group["modules"], *group["tests"]):
@@ -35,13 +30,24 @@ def test_every_group_names_existing_modules_and_tests() -> None:
 def test_the_groups_cover_every_mutated_module_once() -> None:
     listed = [module for group in mutation.groups().values() for module in group["modules"]]
     assert len(listed) == len(set(listed))
-    assert set(listed) == mutated_modules() - WITHOUT_MUTANTS
+    assert set(listed) == mutation.mutated_modules() - WITHOUT_MUTANTS
 
 
 def test_a_groups_copy_mutates_only_its_modules_with_its_tests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mutation, "SCRATCH", tmp_path)
+    # A small project of its own (not a git checkout: the copy then walks the tree).
+    project = tmp_path / "project"
+    for name in ("pyproject.toml", "jobs/token_step.py", "tests/jobs/test_token_step.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_bytes((ROOT / name).read_bytes())
+    for private in ("deploy/.env", ".hypothesis/examples/1"):
+        (project / private).parent.mkdir(parents=True, exist_ok=True)
+        (project / private).write_text("not for the copy")
+    monkeypatch.setattr(mutation, "ROOT", project)
+    monkeypatch.setattr(mutation, "SCRATCH", tmp_path / "scratch")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+
     workdir = mutation.group_workdir("token-step")
     config = tomllib.loads((workdir / "pyproject.toml").read_text())["tool"]["mutmut"]
     group = mutation.groups()["token-step"]
@@ -50,10 +56,18 @@ def test_a_groups_copy_mutates_only_its_modules_with_its_tests(
         group["tests"],
     )
     assert (workdir / "jobs" / "token_step.py").read_bytes() == (ROOT / "jobs" / "token_step.py").read_bytes()
-    # A file gone from the project is gone from the copy on the next run; mutmut's results stay.
-    (workdir / "jobs" / "stale.py").write_text("")
-    (workdir / "mutants").mkdir()
-    (workdir / "mutants" / "kept.meta").write_text("{}")
+    assert not (workdir / "deploy" / ".env").exists() and not (workdir / ".hypothesis").exists()
+
+    # Next run: a file gone from the project is gone from the copy and from mutmut's copy of it;
+    # mutmut's results and the mutated module it generated stay.
+    (project / "tests" / "jobs" / "test_token_step.py").unlink()
+    mutants = workdir / "mutants"
+    for name in ("tests/jobs/test_token_step.py", "jobs/token_step.py", "jobs/token_step.py.meta"):
+        (mutants / name).parent.mkdir(parents=True, exist_ok=True)
+        (mutants / name).write_text("")
     mutation.group_workdir("token-step")
-    assert not (workdir / "jobs" / "stale.py").exists()
-    assert (workdir / "mutants" / "kept.meta").exists()
+    assert not (workdir / "tests" / "jobs" / "test_token_step.py").exists()
+    assert not (mutants / "tests" / "jobs" / "test_token_step.py").exists()
+    assert (mutants / "jobs" / "token_step.py").exists() and (
+        mutants / "jobs" / "token_step.py.meta"
+    ).exists()

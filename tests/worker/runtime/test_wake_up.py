@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -33,44 +34,22 @@ async def blocked_in_blpop(redis: Redis) -> bool:
     return any(c.get("cmd") == "blpop" and "b" in c.get("flags", "") for c in await redis.client_list())
 
 
-async def test_a_new_job_wakes_an_idle_worker_within_its_poll_delay(
-    shared_redis: RedisServer, aredis: Redis
+async def idle_worker_runs(
+    settings: Settings, redis: Redis, enqueue: Callable[[], Awaitable[object]], stalled: str
 ) -> None:
-    settings = make_settings(shared_redis, poll_delay=LONG_POLL_DELAY_S, max_tries=1, metrics_port=0)
+    """Start a worker, wait until it idles blocked for a wake-up, `enqueue`, and wait (within
+    DEADLINE_S, else fail saying `stalled`) for the job's event."""
     worker = await in_process_worker(settings, cron_jobs=[])
     main = asyncio.ensure_future(worker.main())
     try:
         deadline = time.monotonic() + DEADLINE_S
         # Idle: it has polled the empty queue and now waits, blocked, for a wake-up.
-        while not await blocked_in_blpop(aredis):
+        while not await blocked_in_blpop(redis):
             assert time.monotonic() < deadline and not main.done()
             await asyncio.sleep(POLL_S)
-        await enqueue_validation(aredis, request(), settings=settings)
-        while not await aredis.xlen(settings.events_stream):
-            assert time.monotonic() < deadline, "the job waited for the next poll"
-            await asyncio.sleep(POLL_S)
-    finally:
-        main.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await main
-        await worker.close()
-    assert worker.jobs_complete == 1
-
-
-async def test_a_job_enqueued_without_the_wake_up_is_started_by_the_next_poll(
-    shared_redis: RedisServer, aredis: Redis
-) -> None:
-    settings = make_settings(shared_redis, poll_delay=SHORT_POLL_DELAY_S, max_tries=1, metrics_port=0)
-    worker = await in_process_worker(settings, cron_jobs=[])
-    main = asyncio.ensure_future(worker.main())
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not await blocked_in_blpop(aredis):
-            assert time.monotonic() < deadline and not main.done()
-            await asyncio.sleep(POLL_S)
-        await enqueue_without_wake_up(aredis, settings)
-        while not await aredis.xlen(settings.events_stream):
-            assert time.monotonic() < deadline, "a job without a wake-up was never polled"
+        await enqueue()
+        while not await redis.xlen(settings.events_stream):
+            assert time.monotonic() < deadline, stalled
             assert not main.done(), "the worker stopped"
             await asyncio.sleep(POLL_S)
     finally:
@@ -79,6 +58,30 @@ async def test_a_job_enqueued_without_the_wake_up_is_started_by_the_next_poll(
             await main
         await worker.close()
     assert worker.jobs_complete == 1
+
+
+async def test_a_new_job_wakes_an_idle_worker_within_its_poll_delay(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, poll_delay=LONG_POLL_DELAY_S, max_tries=1, metrics_port=0)
+    await idle_worker_runs(
+        settings,
+        aredis,
+        lambda: enqueue_validation(aredis, request(), settings=settings),
+        "the job waited for the next poll",
+    )
+
+
+async def test_a_job_enqueued_without_the_wake_up_is_started_by_the_next_poll(
+    shared_redis: RedisServer, aredis: Redis
+) -> None:
+    settings = make_settings(shared_redis, poll_delay=SHORT_POLL_DELAY_S, max_tries=1, metrics_port=0)
+    await idle_worker_runs(
+        settings,
+        aredis,
+        lambda: enqueue_without_wake_up(aredis, settings),
+        "a job without a wake-up was never polled",
+    )
 
 
 async def enqueue_without_wake_up(redis: Redis, settings: Settings) -> None:
