@@ -3,8 +3,10 @@ what comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import threading
 from typing import Any
 
 from jobs.destinations import DestinationPolicy, parse_networks
@@ -61,3 +63,13 @@ def split_marker(text: str) -> tuple[str, int | None]:
 def leaked_part(text: str, secret: str) -> str | None:
     """The longest start of `secret` (four characters or more) found in `text`."""
     return next((secret[:n] for n in range(len(secret), 3, -1) if secret[:n] in text), None)
+
+
+async def set_within(event: threading.Event, seconds: float) -> bool:
+    """Whether a server thread sets `event` within `seconds`."""
+    return await asyncio.to_thread(event.wait, seconds)
+
+
+def cut_short(logs: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
+    """The goodbyes ended by their bound: (protocol, whether the server had answered, bound)."""
+    return [(e["protocol"], e["answered"], e["bound_s"]) for e in logs if e["event"] == "goodbye_cut_short"]

@@ -19,7 +19,7 @@ from jobs.resolutions import resolution
 from jobs.smtp_check import check_smtp
 from tests.jobs.checks import ALLOW_LOOPBACK, LOOPBACK, options, request
 from tests.servers.certs import PKI
-from tests.servers.fakes import FakeServer, SmtpScript, silent
+from tests.servers.fakes import FakeServer, SmtpScript, drops_the_tls_hello, silent
 
 FakeFactory = Callable[..., FakeServer]
 WORKER_DEFAULT = DestinationPolicy()
@@ -212,16 +212,12 @@ async def test_the_probes_second_connection_is_refused_within_a_check(
     assert server.connections == 1
 
 
-async def _reads_the_hello_and_drops_it(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.read(1)
-
-
 async def test_a_dropped_handshake_stays_a_handshake_failure_when_the_probe_is_refused(
     fake_server: FakeFactory, ca_file: str
 ) -> None:
     # Implicit TLS, the handshake dropped: a probe on a silent connection would tell a TLS server
     # from one that hangs up on anyone. Refused, it learns nothing, and the drop is the verdict.
-    server = fake_server(_reads_the_hello_and_drops_it)
+    server = fake_server(drops_the_tls_hello)
     req = request(smtp_port=server.port, smtp_security="ssl")
     result = await check_smtp(req, options(ca_file, destinations=FirstConnectionOnly()))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED)

@@ -6,10 +6,8 @@ silent where real ones answer, and that record what had arrived before they answ
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from structlog.testing import capture_logs
 
@@ -20,7 +18,7 @@ from jobs.imap_check import check_imap
 from jobs.options import GOODBYE_TIMEOUT_S
 from jobs.request import ValidationRequest
 from jobs.smtp_check import check_smtp
-from tests.jobs.checks import STEP_TIMEOUT_S, options, request
+from tests.jobs.checks import STEP_TIMEOUT_S, cut_short, options, request, set_within
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 
@@ -33,17 +31,6 @@ LOGIN_OK = "OK Logged in"
 # auto can hold up this loop and the server's thread for seconds; a goodbye that ignored its bound
 # would hold on for as long as the silent server (for ever).
 LOADED_SLACK_S = 5.0
-CUT_SHORT = "goodbye_cut_short"
-
-
-def _cut_short(logs: list[dict[str, Any]]) -> list[tuple[str, bool, float]]:
-    """The goodbyes ended by their bound: (protocol, whether the server had answered, bound)."""
-    return [(e["protocol"], e["answered"], e["bound_s"]) for e in logs if e["event"] == CUT_SHORT]
-
-
-async def _within(event: threading.Event, seconds: float) -> bool:
-    """Whether the server thread sets `event` within `seconds`."""
-    return await asyncio.to_thread(event.wait, seconds)
 
 
 def _silent_smtp(pki: PKI) -> SmtpScript:
@@ -70,13 +57,13 @@ async def test_smtp_verdict_comes_while_quit_is_unanswered_and_the_connection_cl
         assert result.status == "ok", result.detail
         assert "quit" not in [s.step for s in result.steps]
         # QUIT went out and the server says nothing: the verdict is already here, the goodbye not done.
-        assert await _within(script.quit_received, BOUND_S + LOADED_SLACK_S)
+        assert await set_within(script.quit_received, BOUND_S + LOADED_SLACK_S)
         assert goodbyes.pending == 1 and not script.gone.is_set()
         await goodbyes.closed()
-        assert await _within(script.gone, LOADED_SLACK_S), "the client never closed the connection"
+        assert await set_within(script.gone, LOADED_SLACK_S), "the client never closed the connection"
     # Closed by the client at the goodbye's bound, which is what ended it.
     assert time.monotonic() - verdict_at < BOUND_S + LOADED_SLACK_S
-    assert _cut_short(logs) == [("smtp", False, BOUND_S)]
+    assert cut_short(logs) == [("smtp", False, BOUND_S)]
 
 
 async def test_imap_verdict_comes_while_logout_is_unanswered_and_the_connection_closes_within_the_bound(
@@ -90,12 +77,12 @@ async def test_imap_verdict_comes_while_logout_is_unanswered_and_the_connection_
         verdict_at = time.monotonic()
         assert result.status == "ok", result.detail
         assert "logout" not in [s.step for s in result.steps]
-        assert await _within(script.logout_received, BOUND_S + LOADED_SLACK_S)
+        assert await set_within(script.logout_received, BOUND_S + LOADED_SLACK_S)
         assert goodbyes.pending == 1 and not script.gone.is_set()
         await goodbyes.closed()
-        assert await _within(script.gone, LOADED_SLACK_S), "the client never closed the connection"
+        assert await set_within(script.gone, LOADED_SLACK_S), "the client never closed the connection"
     assert time.monotonic() - verdict_at < BOUND_S + LOADED_SLACK_S
-    assert _cut_short(logs) == [("imap", False, BOUND_S)]
+    assert cut_short(logs) == [("imap", False, BOUND_S)]
 
 
 async def test_a_polite_server_is_seen_off_without_waiting_for_the_bound(
@@ -114,9 +101,9 @@ async def test_a_polite_server_is_seen_off_without_waiting_for_the_bound(
         assert [r.status for r in results] == ["ok", "ok"]
         await goodbyes.closed()
     # Both answered and closed: neither goodbye ran into its bound.
-    assert _cut_short(logs) == []
+    assert cut_short(logs) == []
     assert smtp.commands[-1] == "QUIT" and imap.commands[-1].endswith("LOGOUT")
-    assert await _within(smtp.gone, LOADED_SLACK_S) and await _within(imap.gone, LOADED_SLACK_S)
+    assert await set_within(smtp.gone, LOADED_SLACK_S) and await set_within(imap.gone, LOADED_SLACK_S)
 
 
 async def test_drain_ends_every_goodbye_of_the_loop_at_once(
@@ -132,16 +119,16 @@ async def test_drain_ends_every_goodbye_of_the_loop_at_once(
         await check_smtp(_smtp_request(smtp_port), options(ca_file))
         await check_imap(_imap_request(imap_port), options(ca_file))
         received = [
-            _within(smtp.quit_received, LOADED_SLACK_S),
-            _within(imap.logout_received, LOADED_SLACK_S),
+            set_within(smtp.quit_received, LOADED_SLACK_S),
+            set_within(imap.logout_received, LOADED_SLACK_S),
         ]
         assert all(await asyncio.gather(*received))
         assert goodbye_tasks.pending() == 2
         await goodbye_tasks.drain(within_s=0)
         assert goodbye_tasks.pending() == 0
-    assert await _within(smtp.gone, LOADED_SLACK_S) and await _within(imap.gone, LOADED_SLACK_S)
+    assert await set_within(smtp.gone, LOADED_SLACK_S) and await set_within(imap.gone, LOADED_SLACK_S)
     # Ended there and then: a goodbye left to run into its bound says so.
-    assert _cut_short(logs) == []
+    assert cut_short(logs) == []
 
 
 async def test_login_and_examine_go_in_one_flight(fake_server: FakeFactory, pki: PKI, ca_file: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
 import time
 from collections.abc import Callable
 
@@ -17,7 +16,7 @@ from jobs.goodbyes import Goodbyes
 from jobs.imap_check import check_imap
 from jobs.options import GOODBYE_TIMEOUT_S
 from jobs.smtp_check import check_smtp
-from tests.jobs.checks import TIMEOUT_SLACK_S, options, request
+from tests.jobs.checks import TIMEOUT_SLACK_S, cut_short, options, request, set_within
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript, SmtpScript
 
@@ -25,10 +24,6 @@ FakeFactory = Callable[..., FakeServer]
 # A short step limit, so that a goodbye cut off at it (the shorter of it and GOODBYE_TIMEOUT_S)
 # keeps the test quick.
 STEP_S = 0.5
-
-
-async def _within(event: threading.Event, seconds: float) -> bool:
-    return await asyncio.to_thread(event.wait, seconds)
 
 
 async def _closed(goodbyes: Goodbyes, within_s: float | None = None) -> None:
@@ -62,10 +57,8 @@ async def test_an_unanswered_goodbye_is_cut_off_at_its_bound_and_logged_with_its
         await _closed(goodbyes)
         waited = time.monotonic() - started
     assert goodbyes.pending == 0
-    assert await _within(smtp.gone, TIMEOUT_SLACK_S) and await _within(imap.gone, TIMEOUT_SLACK_S)
-    cut = sorted(
-        ((e["protocol"], e["answered"], e["bound_s"]) for e in logs if e["event"] == "goodbye_cut_short"),
-    )
+    assert await set_within(smtp.gone, TIMEOUT_SLACK_S) and await set_within(imap.gone, TIMEOUT_SLACK_S)
+    cut = sorted(cut_short(logs))
     assert cut == [("imap", False, STEP_S), ("smtp", False, STEP_S)]
     assert waited < STEP_S + TIMEOUT_SLACK_S
 
@@ -101,10 +94,10 @@ async def test_a_server_that_answers_the_goodbye_and_waits_is_closed_by_the_clie
     finally:
         loop.set_exception_handler(previous)
     assert errors == []
-    assert await _within(smtp.gone, TIMEOUT_SLACK_S) and await _within(imap.gone, TIMEOUT_SLACK_S)
+    assert await set_within(smtp.gone, TIMEOUT_SLACK_S) and await set_within(imap.gone, TIMEOUT_SLACK_S)
     assert smtp.left_cleanly.is_set(), "the SMTP connection was reset, not closed"
     assert imap.left_cleanly.is_set(), "the IMAP connection was reset, not closed"
-    assert not [e for e in logs if e["event"] == "goodbye_cut_short"]
+    assert cut_short(logs) == []
 
 
 async def _deaf(writer: asyncio.StreamWriter) -> None:
@@ -160,9 +153,7 @@ async def test_a_goodbye_answered_but_never_closed_is_cut_off_and_logged_as_answ
         started = time.monotonic()
         await _closed(goodbyes)
         waited = time.monotonic() - started
-    cut = sorted(
-        ((e["protocol"], e["answered"], e["bound_s"]) for e in logs if e["event"] == "goodbye_cut_short"),
-    )
+    cut = sorted(cut_short(logs))
     assert cut == [("imap", True, STEP_S), ("smtp", True, STEP_S)]
     assert waited < STEP_S + TIMEOUT_SLACK_S
 
@@ -179,9 +170,9 @@ async def test_a_caller_out_of_time_ends_its_own_goodbyes_at_once(
     goodbyes = Goodbyes()
     result = await check_smtp(request(smtp_port=port, smtp_security="starttls"), options(ca_file), goodbyes)
     assert result.status == "ok", result.detail
-    assert await _within(smtp.quit_received, TIMEOUT_SLACK_S)
+    assert await set_within(smtp.quit_received, TIMEOUT_SLACK_S)
     started = time.monotonic()
     await _closed(goodbyes, within_s=0)
     assert time.monotonic() - started < TIMEOUT_SLACK_S
     assert goodbyes.pending == 0
-    assert await _within(smtp.gone, TIMEOUT_SLACK_S)
+    assert await set_within(smtp.gone, TIMEOUT_SLACK_S)

@@ -25,6 +25,7 @@ from jobs.imap_check import check_imap
 from tests.jobs.checks import options, request
 from tests.servers.certs import PKI
 from tests.servers.fakes import FakeServer, ImapScript
+from tests.servers.tcp import Handler
 
 FakeFactory = Callable[..., FakeServer]
 TOKEN = "good-token"
@@ -223,26 +224,38 @@ def _filler(count: int) -> bytes:
     return b"".join(b"* OK filler %d\r\n" % n for n in range(count))
 
 
-async def _answers_each_at_the_line_bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    # Every answer exactly IMAP_MAX_RESPONSE_LINES lines, its tagged line included.
-    writer.write(b"* OK ready\r\n")  # no capabilities: the client asks for them
-    while line := await reader.readline():
-        tag, command = line.split()[:2]
-        last = {
-            b"CAPABILITY": b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n",
-            b"LOGIN": tag + b" OK Logged in\r\n",
-            b"EXAMINE": tag + b" OK [READ-ONLY] done\r\n",
-            b"LOGOUT": b"* BYE bye\r\n" + tag + b" OK done\r\n",
-        }[command.upper()]
-        writer.write(_filler(IMAP_MAX_RESPONSE_LINES - last.count(b"\n")) + last)
-        await writer.drain()
+def _last_line_of_each_answer(tag: bytes, command: bytes) -> bytes:
+    return {
+        b"CAPABILITY": b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n",
+        b"LOGIN": tag + b" OK Logged in\r\n",
+        b"EXAMINE": tag + b" OK [READ-ONLY] done\r\n",
+        b"LOGOUT": b"* BYE bye\r\n" + tag + b" OK done\r\n",
+    }[command.upper()]
+
+
+def _answers_padded(greeting: bytes, pad: Callable[[bytes], bytes]) -> Handler:
+    """A server that greets with `greeting` and answers every command with `pad(last lines)`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        while line := await reader.readline():
+            tag, command = line.split()[:2]
+            writer.write(pad(_last_line_of_each_answer(tag, command)))
+            await writer.drain()
+
+    return handler
 
 
 async def test_answers_of_exactly_the_line_bound_are_read_whole(
     fake_server: FakeFactory, pki: PKI, ca_file: str
 ) -> None:
     # CAPABILITY, LOGIN and the EXAMINE sent with it each count their answer from zero.
-    server = fake_server(_answers_each_at_the_line_bound, ssl_context=pki.valid.ssl_context)
+    # Every answer exactly IMAP_MAX_RESPONSE_LINES lines, its tagged line included; no
+    # capabilities in the greeting, so the client asks for them.
+    at_the_line_bound = _answers_padded(
+        b"* OK ready\r\n", lambda last: _filler(IMAP_MAX_RESPONSE_LINES - last.count(b"\n")) + last
+    )
+    server = fake_server(at_the_line_bound, ssl_context=pki.valid.ssl_context)
     result = await check_imap(request(imap_port=server.port, imap_use_ssl=True), options(ca_file))
     assert (result.status, result.auth_mechanism) == ("ok", "LOGIN"), result.detail
 
@@ -283,23 +296,14 @@ def _padded(size: int, last: bytes) -> bytes:
     return b"".join(lines) + last
 
 
-async def _answers_each_at_the_byte_bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
-    while line := await reader.readline():
-        tag, command = line.split()[:2]
-        last = {
-            b"LOGIN": tag + b" OK Logged in\r\n",
-            b"EXAMINE": tag + b" OK [READ-ONLY] done\r\n",
-            b"LOGOUT": b"* BYE bye\r\n" + tag + b" OK done\r\n",
-        }[command.upper()]
-        writer.write(_padded(IMAP_MAX_RESPONSE_BYTES, last))
-        await writer.drain()
-
-
 async def test_answers_of_exactly_the_byte_bound_are_read_whole(
     fake_server: FakeFactory, pki: PKI, ca_file: str
 ) -> None:
-    server = fake_server(_answers_each_at_the_byte_bound, ssl_context=pki.valid.ssl_context)
+    at_the_byte_bound = _answers_padded(
+        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n",
+        lambda last: _padded(IMAP_MAX_RESPONSE_BYTES, last),
+    )
+    server = fake_server(at_the_byte_bound, ssl_context=pki.valid.ssl_context)
     result = await check_imap(request(imap_port=server.port, imap_use_ssl=True), options(ca_file))
     assert result.status == "ok", result.detail
 

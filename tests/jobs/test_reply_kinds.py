@@ -19,7 +19,15 @@ from jobs.steps import Step
 from tests.jobs.checks import LOOPBACK, options, request
 from tests.jobs.served import PASSWORD
 from tests.servers.certs import PKI
-from tests.servers.fakes import FakeServer, ImapScript, SmtpScript, close_on_accept, reset_on_accept, silent
+from tests.servers.fakes import (
+    FakeServer,
+    ImapScript,
+    SmtpScript,
+    close_on_accept,
+    drops_the_tls_hello,
+    reset_on_accept,
+    silent,
+)
 from tests.servers.replies import ReplyAt
 from tests.servers.tcp import Handler
 
@@ -54,15 +62,11 @@ async def test_a_peer_closing_before_any_byte_on_implicit_tls_is_connection_clos
     assert result.retryable and "nobody spoke TLS" in (result.detail or "")
 
 
-async def _reads_the_hello_and_drops_it(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.read(1)  # a TLS server that takes the ClientHello, then hangs up without an alert
-
-
 @pytest.mark.parametrize("protocol", ["smtp", "imap"])
 async def test_a_tls_server_dropping_the_handshake_is_still_a_handshake_failure(
     fake_server: FakeFactory, ca_file: str, protocol: str
 ) -> None:
-    server = fake_server(_reads_the_hello_and_drops_it)
+    server = fake_server(drops_the_tls_hello)
     result = await _check(protocol, ca_file, **_implicit_tls(protocol, server.port))
     assert (result.error_code, result.reason) == (ErrorCode.SSL_ERROR, Reason.TLS_HANDSHAKE_FAILED)
     assert result.detail == (
@@ -94,7 +98,7 @@ async def test_a_server_that_resets_any_silent_connection_is_connection_closed(
     fake_server: FakeFactory, ca_file: str, protocol: str
 ) -> None:
     # Not a TLS server that dropped one handshake: it hangs up (here with a reset) on anyone.
-    server = fake_server(_first_then(_reads_the_hello_and_drops_it, _resets_a_silent_connection))
+    server = fake_server(_first_then(drops_the_tls_hello, _resets_a_silent_connection))
     result = await _check(protocol, ca_file, **_implicit_tls(protocol, server.port))
     assert (result.error_code, result.reason, server.connections) == (
         ErrorCode.CONNECTION_FAILED,
@@ -109,7 +113,7 @@ async def test_a_silent_server_that_drops_the_probe_s_handshake_is_no_greeting(
     # The late greeting's probe failed its handshake: the port does not speak implicit TLS, so
     # the silence stays a missing greeting, not a TLS mode mismatch; and the wait for it after the
     # probe is a wait, not a loop over the finished probe.
-    server = fake_server(_first_then(silent, _reads_the_hello_and_drops_it))
+    server = fake_server(_first_then(silent, drops_the_tls_hello))
     # The loop's own thread only (not the server's), and no collection of the whole session's
     # garbage inside the window.
     gc.collect()

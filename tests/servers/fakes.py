@@ -58,6 +58,11 @@ async def close_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     return
 
 
+async def drops_the_tls_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A TLS server that takes the ClientHello, then hangs up (FIN) without an alert."""
+    await reader.read(1)
+
+
 async def reset_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Reset (RST) right after accepting: the client sees ECONNRESET, not EOF."""
     sock = writer.get_extra_info("socket")
